@@ -1,1 +1,1 @@
-"""TODO."""
+"""Everything that speaks FHIR on the wire: client, validation, subscriptions, polling."""

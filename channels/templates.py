@@ -1,0 +1,74 @@
+"""Message templates: one YAML file per template and language, rendered in a Jinja2 sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError as JinjaTemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+SHIPPED = Path(__file__).parent / "templates"
+DEFAULT_LANGUAGE = "en"
+_FIELDS = {"sms", "email_subject", "email_text", "email_html"}
+
+
+class TemplateError(Exception):
+    """A template that is missing, malformed, or refers to a value that is not there."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+class TemplateCatalog:
+    """Templates under `root/{language}/{name}.yaml`; unknown languages fall back to English."""
+
+    def __init__(self, root: Path = SHIPPED) -> None:
+        self._texts: dict[tuple[str, str], dict[str, str]] = {}
+        for file in sorted(root.glob("*/*.yaml")):
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not set(data) <= _FIELDS:
+                raise TemplateError(f"{file}: expected a mapping with keys from {sorted(_FIELDS)}")
+            self._texts[(file.stem, file.parent.name)] = {k: str(v) for k, v in data.items()}
+        self._plain = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+    @property
+    def names(self) -> set[str]:
+        return {name for name, _ in self._texts}
+
+    def _source(self, name: str, language: str | None) -> dict[str, str]:
+        for lang in (language, DEFAULT_LANGUAGE):
+            if lang and (name, lang) in self._texts:
+                return self._texts[(name, lang)]
+        raise TemplateError(f"no template {name!r}")
+
+    def render(
+        self, name: str, channel: str, context: Mapping[str, Any], language: str | None = None
+    ) -> RenderedMessage:
+        source = self._source(name, language)
+
+        def plain(field: str) -> str:
+            return self._plain.from_string(source[field]).render(context).strip()
+
+        try:
+            if channel != "email":
+                return RenderedMessage(text=plain("sms"))
+            html = source.get("email_html")
+            return RenderedMessage(
+                text=plain("email_text"),
+                subject=plain("email_subject"),
+                html=self._html.from_string(html).render(context) if html else None,
+            )
+        except KeyError as exc:
+            raise TemplateError(f"template {name!r} has no {exc.args[0]} text") from exc
+        except JinjaTemplateError as exc:
+            raise TemplateError(f"template {name!r} ({channel}): {exc}") from exc

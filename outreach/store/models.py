@@ -1,0 +1,167 @@
+"""Tables: ingested changes, last seen versions, enrollments, scheduled steps, delivery attempts,
+the write-back outbox and polling cursors."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from outreach.store.types import JsonDocument, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JsonDocument}  # noqa: RUF012
+
+
+class StepState(enum.StrEnum):
+    SCHEDULED = "scheduled"   # waiting in the database for its due time
+    QUEUED = "queued"         # claimed by the sweeper, a send_step task is on its way
+    SENDING = "sending"       # reserved by a worker; the provider is being called
+    SENT = "sent"
+    SKIPPED = "skipped"       # not sent on purpose; `reason` says why
+    CANCELLED = "cancelled"   # the journey no longer applies (cancel_when, delete, replan)
+    FAILED = "failed"         # gave up; `reason` says why
+
+
+PENDING_STATES = (StepState.SCHEDULED, StepState.QUEUED)
+
+
+class ResourceChangeRecord(Base):
+    """Every resource version we were told about, once: duplicates hit the unique key."""
+
+    __tablename__ = "resource_changes"
+    __table_args__ = (UniqueConstraint("resource_type", "resource_id", "version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))  # processed | stale
+    last_updated: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+
+
+class ResourceVersion(Base):
+    """The newest version of each resource we have processed, kept to diff the next one."""
+
+    __tablename__ = "resource_versions"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[str] = mapped_column(String(128))
+    last_updated: Mapped[datetime | None]
+    deleted: Mapped[bool] = mapped_column(default=False)
+    resource: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
+
+
+class Enrollment(Base):
+    """One journey running for one anchor resource (and so one patient)."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("journey", "resource_type", "resource_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    journey_version: Mapped[str] = mapped_column(String(32))
+    patient: Mapped[str] = mapped_column(String(128), index=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    anchor_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    steps: Mapped[list[ScheduledStep]] = relationship(back_populates="enrollment")
+
+    @property
+    def anchor_reference(self) -> str:
+        return f"{self.resource_type}/{self.resource_id}"
+
+
+class ScheduledStep(Base):
+    __tablename__ = "scheduled_steps"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id"),
+        # Partial index: the sweeper's cost follows the due steps, not every step ever planned.
+        Index(
+            "ix_scheduled_steps_due", "due_at",
+            postgresql_where=text("state = 'scheduled'"), sqlite_where=text("state = 'scheduled'"),
+        ),
+        Index(
+            "ix_scheduled_steps_queued", "queued_at",
+            postgresql_where=text("state = 'queued'"), sqlite_where=text("state = 'queued'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True, default=lambda: str(uuid.uuid4()))
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    step_id: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), default=StepState.SCHEDULED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    queued_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    enrollment: Mapped[Enrollment] = relationship(back_populates="steps")
+
+
+class DeliveryAttempt(Base):
+    """One row per try at the provider, written (as `reserved`) before the provider is called."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("scheduled_steps.id"), index=True)
+    attempt: Mapped[int]
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # reserved | sent | failed
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class Writeback(Base):
+    """The outbox of FHIR resources to create in the EHR; kept until the EHR has them."""
+
+    __tablename__ = "writebacks"
+    __table_args__ = (
+        Index(
+            "ix_writebacks_pending", "next_attempt_at",
+            postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("scheduled_steps.id"), index=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    identifier: Mapped[str] = mapped_column(String(255), unique=True)  # system|value
+    resource: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    server_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class PollCursor(Base):
+    __tablename__ = "poll_cursors"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_updated: Mapped[datetime]
+    polled_at: Mapped[datetime]

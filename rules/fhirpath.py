@@ -1,0 +1,64 @@
+"""FHIRPath conditions compiled once per rule, with `now()` taken from the caller's clock."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fhirpathpy import compile as fhirpath_compile
+from fhirpathpy.engine.nodes import FP_DateTime
+from fhirpathpy.models import models
+
+# fhirpathpy's own now() reads the wall clock; the demo and the simulator run on a simulated
+# clock, so now()/today() are replaced by functions reading this context variable.
+_NOW: contextvars.ContextVar[datetime] = contextvars.ContextVar("fhirpath_now")
+
+
+def _now(_inputs: list[Any]) -> list[Any]:
+    return [FP_DateTime(_NOW.get().isoformat())]  # type: ignore[no-untyped-call]
+
+
+def _today(_inputs: list[Any]) -> list[Any]:
+    return [FP_DateTime(_NOW.get().date().isoformat())]  # type: ignore[no-untyped-call]
+
+
+_OPTIONS = {
+    "userInvocationTable": {
+        "now": {"fn": _now, "arity": {0: []}},
+        "today": {"fn": _today, "arity": {0: []}},
+    }
+}
+
+
+class FhirPathError(ValueError):
+    """An expression that does not parse, or fails on a resource."""
+
+
+class Condition:
+    """A compiled boolean FHIRPath expression; empty results count as false."""
+
+    __slots__ = ("_fn", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        try:
+            self._fn: Callable[..., list[Any]] = fhirpath_compile(source, models["r4"], _OPTIONS)
+        except Exception as exc:  # fhirpathpy raises bare Exceptions from its ANTLR parser
+            raise FhirPathError(f"FHIRPath does not parse: {source!r}: {exc}") from exc
+
+    def __call__(
+        self,
+        resource: dict[str, Any],
+        now: datetime,
+        previous: dict[str, Any] | None = None,
+    ) -> bool:
+        token = _NOW.set(now)
+        try:
+            result = self._fn(resource, {"current": resource, "previous": previous or {}})
+        except Exception as exc:
+            raise FhirPathError(f"FHIRPath failed: {self.source!r}: {exc}") from exc
+        finally:
+            _NOW.reset(token)
+        return bool(result) and all(item is True for item in result)

