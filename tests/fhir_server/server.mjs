@@ -5,6 +5,7 @@
 import http from 'node:http';
 import {
   badRequest,
+  getSearchParameter,
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
@@ -63,6 +64,7 @@ class TestRepository extends MemoryRepository {
 
   // MemoryRepository.conditionalCreate bypasses createResource(), so validate and notify here too.
   async conditionalCreate(resource, search, options) {
+    checkSearchParameters(search);
     const toStore = !options?.assignedId ? { ...resource, id: undefined } : resource;
     prepareForWrite(toStore);
     const result = await super.conditionalCreate(toStore, search, options);
@@ -70,6 +72,11 @@ class TestRepository extends MemoryRepository {
       this.onChange('create', result.resource);
     }
     return result;
+  }
+
+  async search(searchRequest, options) {
+    checkSearchParameters(searchRequest);
+    return super.search(searchRequest, options);
   }
 
   async deleteResource(resourceType, id, options) {
@@ -127,6 +134,26 @@ function prepareForWrite(resource) {
     resource.status = 'active';
   }
   validateResource(resource); // throws OperationOutcomeError (-> 400) on any error-level issue
+}
+
+// MemoryRepository silently matches nothing for an unknown search parameter (a typo such as
+// `_lastupdated` would look like "no results"); HAPI answers 400, and so do we. It also has no
+// reverse chaining, so `_has` is refused rather than answered wrongly.
+function checkSearchParameters(searchRequest) {
+  if (searchRequest.types?.length) return; // multi-type search: left to Medplum
+  const codes = [
+    ...(searchRequest.filters ?? []).map((f) => f.code),
+    ...(searchRequest.sortRules ?? []).map((s) => s.code),
+  ];
+  for (const code of codes) {
+    if (code.startsWith('_has:')) {
+      throw new OperationOutcomeError(badRequest('_has is not supported by the test server'));
+    }
+    const name = code.split(/[:.]/)[0];
+    if (!getSearchParameter(searchRequest.resourceType, name)) {
+      throw new OperationOutcomeError(badRequest(`Unknown search parameter "${name}" for ${searchRequest.resourceType}`));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,7 +290,12 @@ async function readBody(req) {
 function parseBody(text, contentType) {
   if (!text) return undefined;
   if ((contentType ?? '').includes('application/x-www-form-urlencoded')) {
-    return Object.fromEntries(new URLSearchParams(text)); // POST [type]/_search
+    // POST [type]/_search; repeated names (e.g. two _lastUpdated bounds) become arrays.
+    const params = {};
+    for (const [name, value] of new URLSearchParams(text)) {
+      params[name] = name in params ? [params[name], value].flat() : value;
+    }
+    return params;
   }
   try {
     return JSON.parse(text);
@@ -388,7 +420,8 @@ async function handleFhir(req, res, url) {
       headers: req.headers,
       config: { transactions: true },
     };
-    return [...(await router.handleRequest(fhirRequest, repo)), existed];
+    const [outcome, resource] = await router.handleRequest(fhirRequest, repo);
+    return [outcome, resource, existed];
   });
   // Medplum answers 200 to an update that created the resource; FHIR (and HAPI) say 201.
   const status = getStatus(result) === 200 && !existedBefore ? 201 : getStatus(result);
@@ -404,7 +437,15 @@ async function handleFhir(req, res, url) {
     else headers['Content-Location'] = location;
   }
   if (resource.resourceType === 'Bundle') {
-    decorateBundle(resource, base, `http://${req.headers.host}${req.url}`);
+    // Links are GET URLs; for POST _search that means moving the form parameters into the query.
+    const self = new URL(`http://${req.headers.host}${req.url}`);
+    if (req.method === 'POST' && self.pathname.endsWith('/_search')) {
+      self.pathname = self.pathname.slice(0, -'/_search'.length);
+      for (const [name, values] of Object.entries(body ?? {})) {
+        for (const value of [values].flat()) self.searchParams.append(name, value);
+      }
+    }
+    decorateBundle(resource, base, self);
   }
   const prefer = String(req.headers['prefer'] ?? '');
   if (/return=minimal/.test(prefer) && req.method !== 'GET') return send(res, status, undefined, FHIR_JSON, headers);

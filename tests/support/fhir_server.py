@@ -95,7 +95,9 @@ class FhirTestServer:
         if self._process is not None:
             raise FhirServerError("FHIR test server already started")
         ensure_installed()
-        self._stderr = tempfile.TemporaryFile()
+        # A file, not a pipe: nobody reads stderr while the server runs, and a full pipe would
+        # block it. Kept open for the server's lifetime and closed in stop().
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
             [str(NODE), "server.mjs", "--port", "0", "--exit-on-stdin-close"],
             cwd=SERVER_DIR,

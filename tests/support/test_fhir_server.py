@@ -150,7 +150,7 @@ def test_conditional_create_creates_once(fhir: httpx.Client) -> None:
 
 
 def test_transaction_rolls_back_on_failure(fhir: httpx.Client) -> None:
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
@@ -201,11 +201,26 @@ def test_paging_next_links(fhir: httpx.Client) -> None:
         pages += 1
         assert bundle["total"] == 5
         links = {link["relation"]: link["url"] for link in bundle["link"]}
-        assert links["self"].startswith(fhir.base_url.rstrip("/"))
+        assert links["self"].startswith(str(fhir.base_url))
         seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
         url = links.get("next")
     assert pages == 3
     assert sorted(seen) == sorted(ids)
+
+
+def test_post_search_links_carry_the_form_parameters(fhir: httpx.Client) -> None:
+    for _ in range(3):
+        create(fhir, appointment())
+    response = fhir.post("/Appointment/_search", data={"_count": "2", "status": "booked"})
+    links = {link["relation"]: link["url"] for link in response.json()["link"]}
+    second = fhir.get(links["next"]).json()
+    assert second["total"] == 3
+    assert len(second["entry"]) == 1
+
+
+def test_unknown_search_parameter_is_400(fhir: httpx.Client) -> None:
+    # MemoryRepository would silently match nothing; HAPI (and this server) say 400.
+    assert_operation_outcome(fhir.get("/Appointment", params={"_lastupdated": "gt2020"}), 400)
 
 
 # -- admin endpoints -----------------------------------------------------------------------
@@ -283,7 +298,7 @@ def receiver() -> Iterator[Receiver]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state
     httpd.shutdown()

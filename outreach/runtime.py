@@ -1,0 +1,119 @@
+"""The parts a running service is wired from, built once from settings (or by the demo/tests)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from channels import Channel, ConsoleChannel, SmtpEmailChannel, TemplateCatalog
+from channels.templates import SHIPPED as SHIPPED_TEMPLATES
+from connector.client import FhirClient
+from outreach.clock import Clock, SystemClock
+from outreach.settings import Settings, get_settings
+from outreach.store.db import make_engine, make_session_factory
+from rules import JourneySet, load_journeys
+
+log = logging.getLogger(__name__)
+
+
+class ResourceSource(Protocol):
+    """Where the current version of a resource is read from at send time (the EHR)."""
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]: ...
+
+
+class WritebackTarget(Protocol):
+    def create(
+        self, resource: dict[str, Any], *, if_none_exist: str | None = None
+    ) -> tuple[dict[str, Any], bool]: ...
+
+
+class Enqueuer(Protocol):
+    """Hands ids to workers; called only after the transaction that produced them committed."""
+
+    def send_steps(self, step_ids: list[int]) -> None: ...
+
+    def write_back(self, writeback_ids: list[int]) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    journeys: JourneySet
+    templates: TemplateCatalog
+    channels: dict[str, Channel]
+    ehr: ResourceSource | None
+    writeback_target: WritebackTarget | None
+    enqueue: Enqueuer
+    fhir: FhirClient | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {"console": ConsoleChannel(sys.stderr)}
+    if settings.smtp_configured:
+        assert settings.smtp_host and settings.smtp_from
+        channels["email"] = SmtpEmailChannel(
+            settings.smtp_host, settings.smtp_port, settings.smtp_from,
+            starttls=settings.smtp_starttls, username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        )
+    return channels
+
+
+def load_templates(settings: Settings) -> TemplateCatalog:
+    return TemplateCatalog(settings.templates_dir or SHIPPED_TEMPLATES)
+
+
+def build_runtime(settings: Settings, *, enqueue: Enqueuer | None = None) -> Runtime:
+    """Production wiring: the configured database, EHR, channels, and Celery for background work."""
+    from outreach.worker.enqueue import CeleryEnqueuer
+
+    engine = make_engine(settings.database_url)
+    templates = load_templates(settings)
+    fhir = None
+    if settings.fhir_base_url is not None:
+        token = settings.fhir_token.get_secret_value() if settings.fhir_token else None
+        fhir = FhirClient(str(settings.fhir_base_url), token=token)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        clock=SystemClock(),
+        journeys=load_journeys(settings.rules_dir, templates.names),
+        templates=templates,
+        channels=build_channels(settings),
+        ehr=fhir,
+        writeback_target=fhir,
+        enqueue=enqueue or CeleryEnqueuer(),
+        fhir=fhir,
+    )
+
+
+_current: Runtime | None = None
+_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The process-wide runtime, built from settings on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_runtime(get_settings())
+        return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    """Use this runtime in this process (the demo and the tests wire their own)."""
+    global _current
+    with _lock:
+        _current = runtime

@@ -1,0 +1,47 @@
+"""The Celery application, configured from settings (in-process when no broker is set)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from outreach.settings import Settings, get_settings
+
+celery_app = Celery("outreach", include=["outreach.worker.tasks"])
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    """Delivery semantics the dispatch design relies on (DESIGN.md): acknowledge after the task
+    ran, one message per worker process at a time, one visibility timeout longer than any task;
+    nothing long-delayed goes through the broker (due steps wait in the database)."""
+    app.conf.update(
+        broker_url=settings.broker_url or "memory://",
+        task_always_eager=settings.broker_url is None,
+        task_eager_propagates=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-due-steps": {
+                "task": "outreach.sweep",
+                "schedule": settings.sweep_interval_seconds,
+                "options": {"expires": settings.sweep_interval_seconds * 2},
+            },
+            "poll-ehr": {
+                "task": "outreach.poll",
+                "schedule": settings.poll_interval_seconds,
+                "options": {"expires": settings.poll_interval_seconds},
+            },
+        },
+    )
+    return app
+
+
+configure(celery_app, get_settings())
