@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,20 @@ class JourneySet:
     @property
     def resource_types(self) -> list[str]:
         return sorted({j.spec.trigger.resource for j in self.journeys})
+
+
+class _JourneyLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the `on:` key as True."""
+
+
+_JourneyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_JourneyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _mark(node: yaml.Node | None, path: str) -> tuple[int, int]:
@@ -146,8 +161,8 @@ def parse_journey(
 ) -> LoadedJourney:
     """Parse one journey document; raise JourneyError listing every problem found."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_JourneyLoader)
+        data: Any = yaml.load(text, Loader=_JourneyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

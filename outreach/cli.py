@@ -1,0 +1,210 @@
+"""The `outreach` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from connector.client import FhirClient
+from outreach.runtime import Runtime
+from outreach.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(help="FHIR-native patient outreach.", no_args_is_help=True)
+rules_app = typer.Typer(help="Journey files.", no_args_is_help=True)
+subs_app = typer.Typer(help="The EHR's rest-hook Subscriptions.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(subs_app, name="subscriptions")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _require_schema(settings: Settings) -> None:
+    from outreach.store.db import make_engine
+    from outreach.store.migrate import SchemaOutOfDate, require_current
+
+    try:
+        require_current(make_engine(settings.database_url))
+    except SchemaOutOfDate as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="Where to write the database and NDJSON")] = None,
+) -> None:
+    """Replay the bundled demo EHR through the real pipeline; no servers needed."""
+    from outreach.demo import run_demo
+
+    settings = _settings()
+    logging.basicConfig(level=logging.WARNING)
+    out_dir = out or Path(tempfile.mkdtemp(prefix="outreach-demo-"))
+    summary = run_demo(out_dir, sys.stdout, settings)
+    typer.echo("\nSummary: " + ", ".join(f"{v} {k}" for k, v in sorted(summary.items())))
+    typer.echo(f"Communications written back (NDJSON): {out_dir / 'communications.ndjson'}")
+    typer.echo(f"Database: {out_dir / 'outreach.db'}")
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    from outreach.store.db import make_engine
+    from outreach.store.migrate import current_revision, upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    typer.echo(f"database at revision {current_revision(engine)}")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the HTTP API: rest-hook receiver, health and metrics."""
+    import uvicorn
+
+    from outreach.api.app import create_app
+
+    settings = _settings()
+    if settings.webhook_secret is None:
+        typer.echo("OUTREACH_WEBHOOK_SECRET is not set: the rest-hook endpoint would accept "
+                   "nothing; set it (and run `outreach subscriptions ensure`)", err=True)
+        raise typer.Exit(2)
+    _require_schema(settings)
+    _logging()
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def _celery_argv(settings: Settings, *extra: str) -> None:
+    if settings.broker_url is None:
+        typer.echo("OUTREACH_BROKER_URL is not set: a worker needs a broker "
+                   "(redis://...); without one, tasks run inside `outreach serve`", err=True)
+        raise typer.Exit(2)
+    _require_schema(settings)
+
+
+@app.command()
+def worker(
+    beat: Annotated[bool, typer.Option(help="Also run the sweeper schedule (one node)")] = False,
+    concurrency: int = 2,
+) -> None:
+    """Run a Celery worker (sending, write-back, polling)."""
+    from outreach.worker.celery_app import celery_app
+
+    settings = _settings()
+    _celery_argv(settings)
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+@app.command("beat")
+def beat_command() -> None:
+    """Run only the Celery beat scheduler (sweeps due steps, polls the EHR)."""
+    from outreach.worker.celery_app import celery_app
+
+    settings = _settings()
+    _celery_argv(settings)
+    celery_app.start(["beat", "--loglevel=INFO"])
+
+
+@rules_app.command("check")
+def rules_check(path: Path) -> None:
+    """Validate journey files: exit 0 when valid, 1 with file:line:col: message lines."""
+    from outreach.runtime import load_templates
+    from rules import JourneyError, load_journeys
+
+    settings = _settings()
+    try:
+        journeys = load_journeys(path, load_templates(settings).names)
+    except JourneyError as exc:
+        typer.echo(str(exc))
+        raise typer.Exit(1) from exc
+    for journey in journeys.journeys:
+        typer.echo(f"ok  {journey.path}: {journey.name} ({len(journey.spec.steps)} steps)")
+
+
+def _fhir_runtime() -> Runtime:
+    from outreach import runtime
+
+    settings = _settings()
+    if settings.fhir_base_url is None:
+        typer.echo("OUTREACH_FHIR_BASE_URL is not set", err=True)
+        raise typer.Exit(2)
+    return runtime.current()
+
+
+def _client(rt: Runtime) -> FhirClient:
+    assert rt.fhir is not None, "checked by _fhir_runtime"
+    return rt.fhir
+
+
+@subs_app.command("ensure")
+def subscriptions_ensure() -> None:
+    """Create or repair the EHR's rest-hook Subscriptions pointing at this service."""
+    from connector import subscriptions
+
+    rt = _fhir_runtime()
+    endpoint, secret = rt.settings.notify_endpoint, rt.settings.webhook_secret
+    if endpoint is None or secret is None:
+        typer.echo("set OUTREACH_PUBLIC_URL and OUTREACH_WEBHOOK_SECRET first", err=True)
+        raise typer.Exit(2)
+    states = subscriptions.ensure(_client(rt), rt.journeys.resource_types, endpoint,
+                                  secret.get_secret_value())
+    for state in states:
+        typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
+                   f"{state.status:<10} {state.action}")
+
+
+@subs_app.command("status")
+def subscriptions_status() -> None:
+    """Report the state of our Subscriptions in the EHR (exit 1 if any is missing or failing)."""
+    from connector import subscriptions
+
+    rt = _fhir_runtime()
+    endpoint = rt.settings.notify_endpoint
+    if endpoint is None:
+        typer.echo("set OUTREACH_PUBLIC_URL first", err=True)
+        raise typer.Exit(2)
+    states = subscriptions.status(_client(rt), rt.journeys.resource_types, endpoint)
+    for state in states:
+        error = f"  ({state.error})" if state.error else ""
+        typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
+                   f"{state.status}{error}")
+    if any(s.status != "active" for s in states):
+        raise typer.Exit(1)
+
+
+@app.command()
+def poll(once: Annotated[bool, typer.Option("--once", help="One pass, then exit")] = False) -> None:
+    """Ask the EHR for changes since the last poll and process them."""
+    from outreach.polling import poll_once
+
+    rt = _fhir_runtime()
+    _require_schema(rt.settings)
+    _logging()
+    if not once:
+        typer.echo("continuous polling runs in `outreach beat`; use --once here", err=True)
+        raise typer.Exit(2)
+    for rtype, count in poll_once(rt).items():
+        typer.echo(f"{rtype}: {count} new versions processed")
+
+
+def main() -> None:
+    app()
