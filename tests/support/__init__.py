@@ -1,1 +1,1 @@
-"""TODO."""
+"""Test support: the FHIR test server launcher and shared helpers."""
