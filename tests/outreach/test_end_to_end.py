@@ -47,7 +47,8 @@ def test_booking_five_days_out_sends_one_confirmation_and_writes_one_communicati
     live: FhirClient, smtp: SmtpServer
 ) -> None:
     pat, _ = live.create(patient(email="ana@example.org", given="Ana"))
-    start = datetime.now(UTC).replace(hour=14, minute=0, second=0, microsecond=0) + timedelta(days=5)
+    start = datetime.now(UTC).replace(hour=14, minute=0, second=0, microsecond=0)
+    start += timedelta(days=5)
     appt, _ = live.create(appointment(f"Patient/{pat['id']}", start))
 
     messages = smtp.wait_for(1, timeout=15)
