@@ -1,0 +1,124 @@
+"""The rest-hook receiver: authentication, bad input, duplicates, deletes and pings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from connector.subscriptions import SECRET_HEADER
+from outreach.api.app import create_app
+from outreach.demo import CollectingEnqueuer
+from outreach.runtime import Runtime
+from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, StepState
+from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
+from tests.support.fhir_data import appointment
+
+FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=5)
+AUTH = {SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def rt(make_runtime: RuntimeFactory) -> Runtime:
+    return make_runtime()
+
+
+@pytest.fixture
+def client(rt: Runtime) -> TestClient:
+    return TestClient(create_app())
+
+
+def _count(rt: Runtime, model: type) -> int:
+    with rt.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _put(client: TestClient, resource: dict[str, object], headers: dict[str, str] = AUTH,
+         ) -> object:
+    return client.put(f"/fhir/notify/Appointment/{resource['id']}",
+                      content=json.dumps(resource), headers=headers)
+
+
+def test_without_the_secret_is_401_and_nothing_is_stored(client: TestClient, rt: Runtime) -> None:
+    resource = appointment("Patient/p1", FUTURE, aid="a1", version="1")
+    for headers in ({"Content-Type": "application/fhir+json"},
+                    {SECRET_HEADER: "wrong", "Content-Type": "application/fhir+json"}):
+        response = client.put("/fhir/notify/Appointment/a1", content=json.dumps(resource),
+                              headers=headers)
+        assert response.status_code == 401
+        assert response.json()["resourceType"] == "OperationOutcome"
+    assert client.post("/fhir/notify", headers={}).status_code == 401
+    assert client.delete("/fhir/notify/Appointment/a1").status_code == 401
+    assert _count(rt, ResourceChangeRecord) == 0
+    assert _count(rt, Enrollment) == 0
+
+
+def test_malformed_json_is_400_with_an_operation_outcome(client: TestClient, rt: Runtime) -> None:
+    response = client.put("/fhir/notify/Appointment/a1", content=b'{"resourceType": "Appo',
+                          headers=AUTH)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "not JSON" in outcome["issue"][0]["diagnostics"]
+    assert _count(rt, ResourceChangeRecord) == 0
+
+
+def test_invalid_r4_is_400_naming_the_element(client: TestClient, rt: Runtime) -> None:
+    resource = appointment("Patient/p1", FUTURE, aid="a1", version="1")
+    resource["colour"] = "blue"
+    response = _put(client, resource)
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    issues = response.json()["issue"]  # type: ignore[attr-defined]
+    assert any("Appointment.colour" in i.get("expression", []) for i in issues)
+
+    bad_status = appointment("Patient/p1", FUTURE, aid="a1", status="bogus", version="1")
+    response = _put(client, bad_status)
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    assert response.json()["issue"][0]["expression"] == ["Appointment.status"]  # type: ignore[attr-defined]
+    assert _count(rt, ResourceChangeRecord) == 0
+
+
+def test_url_and_body_must_agree(client: TestClient) -> None:
+    resource = appointment("Patient/p1", FUTURE, aid="a1", version="1")
+    response = client.put("/fhir/notify/Appointment/other", content=json.dumps(resource),
+                          headers=AUTH)
+    assert response.status_code == 400
+    response = client.put("/fhir/notify/Patient/a1", content=json.dumps(resource), headers=AUTH)
+    assert response.status_code == 400
+
+
+def test_same_version_twice_is_one_change_and_one_enrollment(
+    client: TestClient, rt: Runtime
+) -> None:
+    resource = appointment("Patient/p1", FUTURE, aid="a1", version="1")
+    first, second = _put(client, resource), _put(client, resource)
+    assert first.status_code == second.status_code == 200  # type: ignore[attr-defined]
+    assert "processed" in first.json()["issue"][0]["diagnostics"]  # type: ignore[attr-defined]
+    assert "duplicate" in second.json()["issue"][0]["diagnostics"]  # type: ignore[attr-defined]
+    assert _count(rt, ResourceChangeRecord) == 1
+    assert _count(rt, Enrollment) == 1
+    assert isinstance(rt.enqueue, CollectingEnqueuer)
+    assert len(rt.enqueue.steps) == 1  # the booking confirmation, queued once
+
+
+def test_delete_cancels_pending_steps(client: TestClient, rt: Runtime) -> None:
+    _put(client, appointment("Patient/p1", FUTURE, aid="a1", version="1"))
+    response = client.delete("/fhir/notify/Appointment/a1", headers=AUTH)
+    assert response.status_code == 200
+    again = client.delete("/fhir/notify/Appointment/a1", headers=AUTH)
+    assert "duplicate" in again.json()["issue"][0]["diagnostics"]
+    with rt.sessions() as session:
+        states = set(session.scalars(select(ScheduledStep.state)))
+    assert StepState.SCHEDULED not in states and StepState.QUEUED not in states
+    assert StepState.CANCELLED in states
+
+
+def test_healthz_reports_a_current_schema(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "outreach_notifications_total" in client.get("/metrics").text

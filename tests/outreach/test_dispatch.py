@@ -1,0 +1,187 @@
+"""Dispatch on real Postgres, SMTP and FHIR server, driven by a simulated clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from connector.client import FhirClient
+from outreach import dispatch
+from outreach.clock import SimulatedClock
+from outreach.demo import CollectingEnqueuer
+from outreach.ingest import ingest
+from outreach.runtime import Runtime
+from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState, Writeback
+from tests.conftest import RuntimeFactory
+from tests.support.fhir_data import appointment, patient
+from tests.support.fhir_server import FhirTestServer
+from tests.support.smtp import SmtpServer
+
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(NOW)
+
+
+@pytest.fixture
+def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
+       clock: SimulatedClock) -> Runtime:
+    return make_runtime(clock=clock, fhir_base_url=fhir.base_url, smtp_host="127.0.0.1",
+                        smtp_port=smtp.port, smtp_from="reminders@hospital.example")
+
+
+def _book(rt: Runtime, start: datetime, **patient_fields: object) -> dict[str, object]:
+    """Create the Patient and Appointment in the EHR and ingest the appointment."""
+    assert rt.fhir is not None
+    pat, _ = rt.fhir.create(patient(**patient_fields))  # type: ignore[arg-type]
+    appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", start))
+    ingest(rt, appt, source="test")
+    return appt
+
+
+def _steps(rt: Runtime) -> dict[str, ScheduledStep]:
+    with rt.sessions() as session:
+        return {s.step_id: s for s in session.scalars(select(ScheduledStep))}
+
+
+def _queue(rt: Runtime) -> CollectingEnqueuer:
+    assert isinstance(rt.enqueue, CollectingEnqueuer)
+    return rt.enqueue
+
+
+def _drain(rt: Runtime) -> list[dispatch.SendOutcome]:
+    queue, outcomes = _queue(rt), []
+    while queue.steps or queue.writebacks:
+        while queue.steps:
+            outcomes.append(dispatch.send_step(rt, queue.steps.pop(0)))
+        while queue.writebacks:
+            dispatch.write_back(rt, queue.writebacks.pop(0))
+    return outcomes
+
+
+def _communications(fhir: FhirClient, appt_id: object) -> list[dict[str, object]]:
+    found = fhir.search("Communication", {"_count": 100})
+    return [c for c in found if {"reference": f"Appointment/{appt_id}"} in c["about"]]
+
+
+def test_confirmation_now_and_reminders_when_due(rt: Runtime, smtp: SmtpServer,
+                                                 clock: SimulatedClock) -> None:
+    _book(rt, NOW + timedelta(days=5))
+    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert len(smtp.messages) == 1
+
+    clock.advance(timedelta(days=1, hours=23))  # 3 days + 1 h before the visit
+    assert dispatch.sweep(rt).step_ids == []    # the 72 h reminder is not due yet
+    clock.advance(timedelta(hours=1))
+    claimed = dispatch.sweep(rt).step_ids
+    assert len(claimed) == 1
+    assert _drain(rt)[0].state == StepState.SENT
+    assert len(smtp.messages) == 2
+    assert "Reminder" in smtp.messages[1]["Subject"]
+
+
+def test_a_step_is_sent_once_however_often_its_task_runs(rt: Runtime, smtp: SmtpServer) -> None:
+    _book(rt, NOW + timedelta(days=5))
+    (step_id,) = _queue(rt).steps
+    outcomes = [dispatch.send_step(rt, step_id) for _ in range(3)]
+    assert [o.state for o in outcomes] == [StepState.SENT, "not-queued", "not-queued"]
+    assert len(smtp.messages) == 1
+
+
+def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
+                                                 clock: SimulatedClock) -> None:
+    smtp.stop()
+    _book(rt, NOW + timedelta(days=5))
+    (outcome,) = _drain(rt)
+    assert outcome.state == StepState.SCHEDULED
+    booked = _steps(rt)["booked"]
+    assert booked.attempts == 1 and booked.due_at > NOW
+    assert "retrying" in (booked.reason or "")
+
+    smtp.start()
+    assert dispatch.sweep(rt).step_ids == []  # not before its backoff
+    clock.set(booked.due_at)
+    dispatch.sweep(rt)
+    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert len(smtp.messages) == 1
+    with rt.sessions() as session:
+        attempts = [a.state for a in session.scalars(
+            select(DeliveryAttempt).order_by(DeliveryAttempt.id))]
+    assert attempts == ["failed", "sent"]
+
+
+def test_refused_address_fails_without_retry(rt: Runtime, smtp: SmtpServer) -> None:
+    smtp.refuse("550 5.1.1 mailbox unavailable")
+    _book(rt, NOW + timedelta(days=5))
+    (outcome,) = _drain(rt)
+    assert outcome.state == StepState.FAILED
+    booked = _steps(rt)["booked"]
+    assert "550" in (booked.reason or "") and booked.attempts == 1
+
+
+def test_cancelled_in_the_ehr_without_a_notification_is_not_sent(
+    rt: Runtime, smtp: SmtpServer, clock: SimulatedClock
+) -> None:
+    assert rt.fhir is not None
+    appt = _book(rt, NOW + timedelta(days=5))
+    _drain(rt)
+    rt.fhir.update({**appt, "status": "cancelled"})  # the notification never reaches us
+    clock.advance(timedelta(days=2))
+    dispatch.sweep(rt)
+    outcomes = _drain(rt)
+    assert outcomes[0].state == StepState.CANCELLED
+    assert len(smtp.messages) == 1  # only the confirmation sent before the cancellation
+    pending = [s for s in _steps(rt).values() if s.state in ("scheduled", "queued")]
+    assert pending == []  # the fresh version was ingested and cancelled the rest
+
+
+def test_ehr_down_delays_the_write_back_and_never_loses_it(
+    rt: Runtime, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock
+) -> None:
+    assert rt.fhir is not None
+    appt = _book(rt, NOW + timedelta(days=5))
+    queue = _queue(rt)
+    assert dispatch.send_step(rt, queue.steps.pop()).state == StepState.SENT
+    fhir.outage(503)  # down between the send and its write-back
+    _drain(rt)
+    assert len(smtp.messages) == 1
+    with rt.sessions() as session:
+        (row,) = session.scalars(select(Writeback))
+    assert row.state == "pending" and row.attempts == 1 and "503" in (row.last_error or "")
+
+    clock.set(row.next_attempt_at)
+    dispatch.sweep(rt)
+    _drain(rt)  # still down: stays pending, tried again later
+    fhir.outage(None)
+    with rt.sessions() as session:
+        row = session.scalars(select(Writeback)).one()
+    assert row.state == "pending" and row.attempts == 2
+    clock.set(row.next_attempt_at)
+    assert dispatch.sweep(rt).writeback_ids == [row.id]
+    _drain(rt)
+    (communication,) = _communications(rt.fhir, appt["id"])
+    assert communication["status"] == "completed"
+
+    # A retry after success (e.g. the worker died before recording it) creates no duplicate.
+    with rt.sessions.begin() as session:
+        session.get_one(Writeback, row.id).state = "pending"
+    dispatch.write_back(rt, row.id)
+    assert len(_communications(rt.fhir, appt["id"])) == 1
+
+
+def test_ehr_down_at_send_time_postpones_the_step(
+    rt: Runtime, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock
+) -> None:
+    _book(rt, NOW + timedelta(days=5))
+    fhir.outage(503)  # preconditions cannot be re-checked: do not send blind
+    (outcome,) = _drain(rt)
+    assert outcome.state == StepState.SCHEDULED and smtp.messages == []
+    fhir.outage(None)
+    clock.set(_steps(rt)["booked"].due_at)
+    dispatch.sweep(rt)
+    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert len(smtp.messages) == 1
