@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,23 +24,10 @@ from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
 from outreach.store.models import Enrollment, ScheduledStep, StepState, Writeback
 from outreach.store.source import StoreResourceSource
+from outreach.worker.enqueue import CollectingEnqueuer
 from rules import load_journeys
 
 DEMO_FIXTURES = FIXTURES / "demo"
-
-
-@dataclass
-class CollectingEnqueuer:
-    """Stands in for the broker: ids wait here until the demo runs their tasks in-process."""
-
-    steps: list[int] = field(default_factory=list)
-    writebacks: list[int] = field(default_factory=list)
-
-    def send_steps(self, step_ids: list[int]) -> None:
-        self.steps.extend(step_ids)
-
-    def write_back(self, writeback_ids: list[int]) -> None:
-        self.writebacks.extend(writeback_ids)
 
 
 def load_changes(folder: Path) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 
 class CeleryEnqueuer:
     def send_steps(self, step_ids: list[int]) -> None:
@@ -15,3 +17,17 @@ class CeleryEnqueuer:
 
         for writeback_id in writeback_ids:
             write_back.delay(writeback_id)
+
+
+@dataclass
+class CollectingEnqueuer:
+    """Stands in for the broker: ids wait here until the caller (the demo, a test) runs them."""
+
+    steps: list[int] = field(default_factory=list)
+    writebacks: list[int] = field(default_factory=list)
+
+    def send_steps(self, step_ids: list[int]) -> None:
+        self.steps.extend(step_ids)
+
+    def write_back(self, writeback_ids: list[int]) -> None:
+        self.writebacks.extend(writeback_ids)

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from connector.client import FhirClient
 from outreach import dispatch
 from outreach.clock import SimulatedClock
-from outreach.demo import CollectingEnqueuer
 from outreach.ingest import ingest
 from outreach.runtime import Runtime
 from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState, Writeback
+from outreach.worker.enqueue import CollectingEnqueuer
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer

@@ -22,9 +22,9 @@ def rt(make_runtime: RuntimeFactory) -> Runtime:
     return make_runtime(clock=SimulatedClock(NOW))
 
 
-def _version(v: int, start: datetime, status: str = "booked", minutes: int = 0) -> dict[str, object]:
+def _version(v: int, start: datetime, status: str = "booked") -> dict[str, object]:
     return appointment("Patient/p1", start, aid="a1", status=status, version=str(v),
-                       updated=NOW + timedelta(minutes=minutes or v))
+                       updated=NOW + timedelta(minutes=v))
 
 
 def _steps(rt: Runtime) -> list[ScheduledStep]:

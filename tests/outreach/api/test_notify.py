@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.app import create_app
-from outreach.demo import CollectingEnqueuer
 from outreach.runtime import Runtime
 from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, StepState
+from outreach.worker.enqueue import CollectingEnqueuer
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
 from tests.support.fhir_data import appointment
 
