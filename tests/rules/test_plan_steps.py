@@ -126,7 +126,7 @@ MOMENTS = st.datetimes(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(anchor=MOMENTS, lead=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=10)),
        zone=st.sampled_from(ZONES))
 def test_planned_steps_are_never_in_quiet_hours_or_before_now(

@@ -1,0 +1,54 @@
+"""`python -m bench [NAME ...] [--json] [--iterations N]`: run benchmarks, print a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from bench.result import Result
+
+
+def _e2e(iterations: int) -> list[Result]:
+    from bench import e2e_latency
+
+    return e2e_latency.run(iterations)
+
+
+BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {"e2e_latency": _e2e}
+
+
+def _table(results: list[Result]) -> str:
+    rows = [("benchmark", "value", "baseline", "ratio", "note")]
+    rows += [(r.name, f"{r.value:.2f} {r.unit}", f"{r.baseline:.2f} {r.unit}",
+              f"{r.ratio:.2f}x", r.note) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME",
+                        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--iterations", type=int, default=100)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    results: list[Result] = []
+    for name in args.names or list(BENCHMARKS):
+        results.extend(BENCHMARKS[name](args.iterations))
+    if args.json:
+        for result in results:
+            sys.stdout.write(json.dumps(result.as_json()) + "\n")
+    else:
+        sys.stdout.write(_table(results) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
