@@ -13,6 +13,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
     """Delivery semantics the dispatch design relies on (DESIGN.md): acknowledge after the task
     ran, one message per worker process at a time, one visibility timeout longer than any task;
     nothing long-delayed goes through the broker (due steps wait in the database)."""
+    # Drop connections and producer pools bound to a previous broker: a process (the tests, the
+    # benchmarks) may re-configure the app after it has already published.
+    app.close()
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=settings.broker_url is None,
