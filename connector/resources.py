@@ -47,7 +47,7 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
         raise InvalidResource(f"resourceType {rtype!r} does not match the URL ({expected_type})")
     try:
         model = get_fhir_model_class(rtype)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:
         raise InvalidResource(f"unknown resourceType {rtype!r}") from exc
     try:
         model.model_validate(data)

@@ -39,6 +39,8 @@ class ResourceChange:
 
 def parse_instant(value: str) -> datetime:
     """A FHIR instant/dateTime as an aware UTC datetime (date-only values are midnight UTC)."""
+    if len(value) in (4, 7):  # FHIR dateTime allows YYYY and YYYY-MM: their first instant
+        value = value + ("-01-01" if len(value) == 4 else "-01")
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

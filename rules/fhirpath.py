@@ -7,9 +7,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from antlr4 import CommonTokenStream, InputStream, Token
+from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.engine.nodes import FP_DateTime
 from fhirpathpy.models import models
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 # fhirpathpy's own now() reads the wall clock; the demo and the simulator run on a simulated
 # clock, so now()/today() are replaced by functions reading this context variable.
@@ -36,6 +40,29 @@ class FhirPathError(ValueError):
     """An expression that does not parse, or fails on a resource."""
 
 
+class _RaisingListener(ErrorListener):  # type: ignore[misc]
+    def syntaxError(self, _recognizer: Any, _symbol: Any, line: int, column: int, msg: str,
+                    _e: Any) -> None:
+        raise FhirPathError(f"column {column + 1}: {msg}")
+
+
+def check_syntax(source: str) -> None:
+    """fhirpathpy hands grammar errors to a listener that ignores them, so a broken expression
+    would compile and fail on the first resource. Parse it here with one that raises."""
+    listener = _RaisingListener()
+    lexer = FHIRPathLexer(InputStream(source))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(listener)
+    tokens = CommonTokenStream(lexer)
+    parser = FHIRPathParser(tokens)
+    parser.removeErrorListeners()
+    parser.addErrorListener(listener)
+    parser.expression()
+    trailing = tokens.LT(1)
+    if trailing is not None and trailing.type != Token.EOF:
+        raise FhirPathError(f"column {trailing.column + 1}: unexpected {trailing.text!r}")
+
+
 class Condition:
     """A compiled boolean FHIRPath expression; empty results count as false."""
 
@@ -43,6 +70,12 @@ class Condition:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        try:
+            check_syntax(source)
+        except FhirPathError as exc:
+            raise FhirPathError(f"FHIRPath does not parse: {source!r}: {exc}") from exc
+        except Exception as exc:  # the ANTLR lexer raises its own errors on bad characters
+            raise FhirPathError(f"FHIRPath does not parse: {source!r}: {exc}") from exc
         try:
             self._fn: Callable[..., list[Any]] = fhirpath_compile(source, models["r4"], _OPTIONS)
         except Exception as exc:  # fhirpathpy raises bare Exceptions from its ANTLR parser

@@ -44,6 +44,7 @@ class LoadedJourney:
     version: str
     when: Condition | None
     cancel_when: Condition | None
+    name_position: tuple[int, int] = (1, 1)
 
     @property
     def name(self) -> str:
@@ -69,13 +70,22 @@ class _JourneyLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read the `on:` key as True."""
 
 
+_YAML_11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _JourneyLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_11_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.2 core schema: no yes/no/on/off booleans and no base-60 numbers (`21:00` is a string).
 _JourneyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
+)
+_JourneyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"),
+)
+_JourneyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"), list("-+0123456789."),
 )
 
 
@@ -179,7 +189,8 @@ def parse_journey(
     if problems:
         raise JourneyError(problems)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedJourney(journey, path, version, when, cancel)
+    name_at = _mark(_locate(root, ["journey"]), path)
+    return LoadedJourney(journey, path, version, when, cancel, name_at)
 
 
 def load_journey_file(path: Path, templates: Iterable[str] | None = None) -> LoadedJourney:
@@ -208,7 +219,7 @@ def load_journeys(location: Path, templates: Iterable[str] | None = None) -> Jou
     for journey in loaded:
         if journey.name in names:
             problems.append(
-                Problem(journey.path, 1, 1,
+                Problem(journey.path, *journey.name_position,
                         f"journey {journey.name!r} is also defined in {names[journey.name]}")
             )
         names[journey.name] = journey.path

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rules.changes import ChangeKind
 from rules.durations import parse_offset
@@ -56,6 +57,13 @@ class QuietHours(_Strict):
     start: time = Field(alias="from")
     end: time = Field(alias="to")
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock_time(cls, value: object) -> object:
+        if not isinstance(value, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"use a local clock time as \"HH:MM\", e.g. \"21:00\" (got {value!r})")
+        return value
+
 
 class Journey(_Strict):
     journey: Slug
@@ -67,13 +75,16 @@ class Journey(_Strict):
     steps: list[Step] = Field(min_length=1)
     quiet_hours: QuietHours | None = None
 
-    @model_validator(mode="after")
-    def _anchor_fits_resource(self) -> Journey:
-        known = ANCHORS[self.trigger.resource]
-        if self.anchor != TRIGGER_TIME and self.anchor not in known:
+    @field_validator("anchor")
+    @classmethod
+    def _anchor_fits_resource(cls, value: str, info: ValidationInfo) -> str:
+        trigger = info.data.get("trigger")
+        if trigger is None:  # already reported on the trigger
+            return value
+        known = ANCHORS[trigger.resource]
+        if value != TRIGGER_TIME and value not in known:
             choices = ", ".join([*known, TRIGGER_TIME])
             raise ValueError(
-                f"anchor {self.anchor!r} is not an element of {self.trigger.resource}: "
-                f"use one of {choices}"
+                f"anchor {value!r} is not an element of {trigger.resource}: use one of {choices}"
             )
-        return self
+        return value

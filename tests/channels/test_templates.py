@@ -115,7 +115,7 @@ def test_a_template_without_text_for_a_channel_is_an_error(tmp_path: Path) -> No
 def test_a_template_file_with_unknown_fields_is_rejected(tmp_path: Path) -> None:
     write_template(tmp_path, "en", "typo", {"smss": "Hi"})
 
-    with pytest.raises(TemplateError, match="typo.yaml"):
+    with pytest.raises(TemplateError, match=r"typo\.yaml"):
         TemplateCatalog(tmp_path)
 
 

@@ -136,7 +136,9 @@ def test_a_reschedule_replans_at_the_new_start() -> None:
         {**BEN_V1, "end": "2026-03-05T16:00:00Z", "meta": {"versionId": "2"}},
     ],
 )
-def test_an_enrolled_appointment_with_no_relevant_change_is_ignored(current: dict[str, Any]) -> None:
+def test_an_enrolled_appointment_with_no_relevant_change_is_ignored(
+    current: dict[str, Any],
+) -> None:
     decision = decide_enrolled(change(current, previous=BEN_V1))
 
     assert decision.action == "ignore"

@@ -105,7 +105,7 @@ def test_quiet_hours_are_in_the_patients_zone() -> None:
     tokyo = by_id(plan_steps(JOURNEY, anchor, now, ZoneInfo("Asia/Tokyo")))
 
     assert new_york["reminder-24h"].due_at == anchor - timedelta(hours=24)
-    assert tokyo["reminder-24h"].due_at == datetime(2026, 6, 20, 8, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert tokyo["reminder-24h"].due_at == datetime(2026, 6, 20, 8, tzinfo=ZoneInfo("Asia/Tokyo"))
 
 
 def test_without_quiet_hours_night_steps_stay_put() -> None:
@@ -127,8 +127,11 @@ MOMENTS = st.datetimes(
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(anchor=MOMENTS, lead=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=10)),
-       zone=st.sampled_from(ZONES))
+@given(
+    anchor=MOMENTS,
+    lead=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=10)),
+    zone=st.sampled_from(ZONES),
+)
 def test_planned_steps_are_never_in_quiet_hours_or_before_now(
     anchor: datetime, lead: timedelta, zone: str
 ) -> None:

@@ -1,0 +1,163 @@
+"""The SMTP email channel against a real SMTP server (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import email
+import socket
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from channels import OutboundMessage, PermanentSendError, SmtpEmailChannel, TransientSendError
+
+SENDER = "reminders@clinic.example.org"
+MESSAGE = OutboundMessage(
+    key="enr-42.reminder-24h",
+    to="ana.garcia@example.org",
+    subject="Reminder: your appointment",
+    text="Hello Ana,\nSee you tomorrow at 10:30.",
+    html="<p>Hello Ana,</p><p>See you <strong>tomorrow at 10:30</strong>.</p>",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps what it accepts; `refuse` answers RCPT, `reject` DATA."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], EmailMessage]] = []
+        self.refuse: str | None = None
+        self.reject: str | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if self.refuse:
+            return self.refuse
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.reject:
+            return self.reject
+        parsed = email.message_from_bytes(envelope.original_content, policy=default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(server: tuple[Mailbox, int]) -> Mailbox:
+    server[0].received.clear()
+    server[0].refuse = server[0].reject = None
+    return server[0]
+
+
+@pytest.fixture
+def channel(server: tuple[Mailbox, int]) -> SmtpEmailChannel:
+    return SmtpEmailChannel("127.0.0.1", server[1], SENDER, timeout=5)
+
+
+def test_message_arrives_as_multipart_text_and_html(
+    mailbox: Mailbox, channel: SmtpEmailChannel
+) -> None:
+    receipt = channel.send(MESSAGE)
+
+    ((mail_from, rcpt_tos, message),) = mailbox.received
+    assert (mail_from, rcpt_tos) == (SENDER, ["ana.garcia@example.org"])
+    assert message["From"] == SENDER
+    assert message["To"] == "ana.garcia@example.org"
+    assert message["Subject"] == "Reminder: your appointment"
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert "See you tomorrow at 10:30." in text.get_content()
+    assert "<strong>tomorrow at 10:30</strong>" in html.get_content()
+    assert message["Message-ID"] == receipt.provider_message_id
+    assert str(receipt.provider_message_id).endswith("@clinic.example.org>")
+
+
+def test_message_ids_differ_between_sends(mailbox: Mailbox, channel: SmtpEmailChannel) -> None:
+    first, second = channel.send(MESSAGE), channel.send(MESSAGE)
+
+    assert first.provider_message_id != second.provider_message_id
+    assert len(mailbox.received) == 2
+
+
+def test_text_only_message_is_not_multipart(mailbox: Mailbox, channel: SmtpEmailChannel) -> None:
+    channel.send(OutboundMessage(key="k", to="ben@example.org", text="Hi Ben", subject="Hi"))
+
+    ((_, _, message),) = mailbox.received
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content().strip() == "Hi Ben"
+
+
+def test_server_not_listening_is_transient() -> None:
+    channel = SmtpEmailChannel("127.0.0.1", free_port(), SENDER, timeout=2)
+
+    with pytest.raises(TransientSendError):
+        channel.send(MESSAGE)
+
+
+def test_recipient_refused_with_550_is_permanent(
+    mailbox: Mailbox, channel: SmtpEmailChannel
+) -> None:
+    mailbox.refuse = "550 5.1.1 No such user"
+
+    with pytest.raises(PermanentSendError) as info:
+        channel.send(MESSAGE)
+
+    assert info.value.code == "550"
+    assert mailbox.received == []
+
+
+def test_recipient_deferred_with_451_is_transient(
+    mailbox: Mailbox, channel: SmtpEmailChannel
+) -> None:
+    mailbox.refuse = "451 4.3.0 Try again later"
+
+    with pytest.raises(TransientSendError) as info:
+        channel.send(MESSAGE)
+
+    assert info.value.code == "451"
+    assert not isinstance(info.value, PermanentSendError)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "code"),
+    [
+        ("554 5.7.1 Message rejected as spam", PermanentSendError, "554"),
+        ("452 4.3.1 Insufficient system storage", TransientSendError, "452"),
+    ],
+)
+def test_message_refused_after_data_is_classified_by_code(
+    mailbox: Mailbox, channel: SmtpEmailChannel, reply: str, error: type[Exception], code: str
+) -> None:
+    mailbox.reject = reply
+
+    with pytest.raises(error) as info:
+        channel.send(MESSAGE)
+
+    assert getattr(info.value, "code", None) == code
+    assert isinstance(info.value, PermanentSendError) == (error is PermanentSendError)
