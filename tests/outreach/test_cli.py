@@ -1,0 +1,81 @@
+"""The promised CLI commands against real parts (FHIR server, Postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connector.client import FhirClient
+from outreach import runtime
+from outreach.cli import app
+from outreach.settings import get_settings
+from outreach.worker.celery_app import celery_app
+from tests.conftest import WEBHOOK_SECRET
+from tests.support.fhir_data import appointment
+from tests.support.fhir_server import FhirTestServer
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, pg_url: str, fhir: FhirTestServer) -> Iterator[None]:
+    monkeypatch.setenv("OUTREACH_DATABASE_URL", pg_url)
+    monkeypatch.setenv("OUTREACH_FHIR_BASE_URL", fhir.base_url)
+    monkeypatch.setenv("OUTREACH_PUBLIC_URL", "http://127.0.0.1:9/outreach")
+    monkeypatch.setenv("OUTREACH_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    get_settings.cache_clear()
+    runtime.install(None)
+    yield
+    runtime.install(None)
+    get_settings.cache_clear()
+
+
+def test_subscriptions_ensure_then_status(env: None, fhir: FhirTestServer) -> None:
+    status = runner.invoke(app, ["subscriptions", "status"])
+    assert status.exit_code == 1 and "missing" in status.output
+
+    ensured = runner.invoke(app, ["subscriptions", "ensure"])
+    assert ensured.exit_code == 0, ensured.output
+    assert "Appointment" in ensured.output and "created" in ensured.output
+    again = runner.invoke(app, ["subscriptions", "ensure"])
+    assert "unchanged" in again.output
+
+    with FhirClient(fhir.base_url) as client:
+        (sub,) = client.search("Subscription")
+    assert sub["criteria"] == "Appointment?"  # no status filter: cancellations must notify
+    assert sub["channel"]["endpoint"] == "http://127.0.0.1:9/outreach/fhir/notify"
+    assert sub["channel"]["header"] == [f"X-Outreach-Secret: {WEBHOOK_SECRET}"]
+
+    status = runner.invoke(app, ["subscriptions", "status"])
+    assert status.exit_code == 0 and "active" in status.output
+
+
+def test_poll_once_processes_new_versions(env: None, fhir: FhirTestServer) -> None:
+    with FhirClient(fhir.base_url) as client:
+        client.create(appointment("Patient/p1", datetime.now(UTC) + timedelta(days=3)))
+    first = runner.invoke(app, ["poll", "--once"])
+    assert first.exit_code == 0, first.output
+    assert "Appointment: 1 new versions processed" in first.output
+    assert "Appointment: 0 new versions processed" in runner.invoke(app, ["poll", "--once"]).output
+
+
+def test_rules_check_reports_positions_and_exit_codes(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["rules", "check", "rules/journeys"])
+    assert ok.exit_code == 0 and "appointment-reminders" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("journey: x\ntrigger:\n  resource: Appointment\n  colour: red\nsteps: []\n")
+    result = runner.invoke(app, ["rules", "check", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:4:3: unknown key 'trigger.colour'" in result.output
+    assert f"{bad}:5:8: steps:" in result.output  # every problem, not just the first
+
+
+def test_beat_schedules_the_sweeper_and_the_poller() -> None:
+    schedule = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    assert schedule == {"outreach.sweep", "outreach.poll"}
+    assert schedule <= set(celery_app.tasks)
+    assert celery_app.conf.task_acks_late and celery_app.conf.worker_prefetch_multiplier == 1
