@@ -17,6 +17,7 @@ from connector.errors import FhirError, FhirNotFound
 from connector.writeback import SentMessage, build_communication, identifier_query
 from outreach.ingest import ingest
 from outreach.messages import message_context
+from outreach.metrics import SENDS, WRITEBACKS
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import (
@@ -103,6 +104,7 @@ def _reserve(session: Session, step_id: int, now: datetime) -> ScheduledStep | N
 
 def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
             due_at: datetime | None = None) -> SendOutcome:
+    SENDS.labels(state).inc()
     now = rt.clock.now()
     with transaction(rt.sessions) as session:
         step = session.get_one(ScheduledStep, step_id)
@@ -268,6 +270,7 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
         return _failed(rt, step, attempt_id, exc)
     writeback_id = _sent(rt, step, attempt_id, ready, receipt.provider_message_id)
     rt.enqueue.write_back([writeback_id])
+    SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel,
              receipt.provider_message_id)
     return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to)
@@ -293,6 +296,7 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
             row = session.get_one(Writeback, writeback_id)
             row.attempts, row.last_error = attempts + 1, str(exc)[:1000]
             row.next_attempt_at = now + backoff(attempts + 1, base=15)
+        WRITEBACKS.labels("retry").inc()
         log.warning("write-back %s failed (attempt %s): %s", writeback_id, attempts + 1,
                     exc.status or type(exc).__name__)
         return "retry"
@@ -300,4 +304,5 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         row = session.get_one(Writeback, writeback_id)
         row.state, row.server_id, row.done_at = "done", created.get("id"), now
         row.attempts = attempts + 1
+    WRITEBACKS.labels("done").inc()
     return "done"

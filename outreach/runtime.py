@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -55,7 +55,6 @@ class Runtime:
     writeback_target: WritebackTarget | None
     enqueue: Enqueuer
     fhir: FhirClient | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:

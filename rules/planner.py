@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from rules.changes import ChangeKind, ResourceChange, parse_instant
+from rules.changes import ResourceChange, parse_instant
 from rules.durations import parse_offset
 from rules.loader import LoadedJourney
 from rules.schema import ANCHORS, TRIGGER_TIME, QuietHours, Step
@@ -114,6 +114,3 @@ def plan_steps(
         planned.append(PlannedStep(step, max(due, now), reason))
     return planned
 
-
-def is_delete(change: ResourceChange) -> bool:
-    return change.kind is ChangeKind.DELETED

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import email
-import socket
 from collections.abc import Iterator
-from email.message import EmailMessage
-from email.policy import default
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from channels import OutboundMessage, PermanentSendError, SmtpEmailChannel, TransientSendError
+from tests.support.smtp import SmtpServer, free_port
 
 SENDER = "reminders@clinic.example.org"
 MESSAGE = OutboundMessage(
@@ -24,62 +19,25 @@ MESSAGE = OutboundMessage(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mailbox:
-    """An aiosmtpd handler that keeps what it accepts; `refuse` answers RCPT, `reject` DATA."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, list[str], EmailMessage]] = []
-        self.refuse: str | None = None
-        self.reject: str | None = None
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
-    ) -> str:
-        if self.refuse:
-            return self.refuse
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.reject:
-            return self.reject
-        parsed = email.message_from_bytes(envelope.original_content, policy=default)
-        assert isinstance(parsed, EmailMessage)
-        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[Mailbox, int]]:
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield mailbox, port
-    finally:
-        controller.stop()
+def server() -> Iterator[SmtpServer]:
+    with SmtpServer() as smtp:
+        yield smtp
 
 
 @pytest.fixture
-def mailbox(server: tuple[Mailbox, int]) -> Mailbox:
-    server[0].received.clear()
-    server[0].refuse = server[0].reject = None
-    return server[0]
+def mailbox(server: SmtpServer) -> SmtpServer:
+    server.reset()
+    return server
 
 
 @pytest.fixture
-def channel(server: tuple[Mailbox, int]) -> SmtpEmailChannel:
-    return SmtpEmailChannel("127.0.0.1", server[1], SENDER, timeout=5)
+def channel(server: SmtpServer) -> SmtpEmailChannel:
+    return SmtpEmailChannel("127.0.0.1", server.port, SENDER, timeout=5)
 
 
 def test_message_arrives_as_multipart_text_and_html(
-    mailbox: Mailbox, channel: SmtpEmailChannel
+    mailbox: SmtpServer, channel: SmtpEmailChannel
 ) -> None:
     receipt = channel.send(MESSAGE)
 
@@ -98,14 +56,14 @@ def test_message_arrives_as_multipart_text_and_html(
     assert str(receipt.provider_message_id).endswith("@clinic.example.org>")
 
 
-def test_message_ids_differ_between_sends(mailbox: Mailbox, channel: SmtpEmailChannel) -> None:
+def test_message_ids_differ_between_sends(mailbox: SmtpServer, channel: SmtpEmailChannel) -> None:
     first, second = channel.send(MESSAGE), channel.send(MESSAGE)
 
     assert first.provider_message_id != second.provider_message_id
     assert len(mailbox.received) == 2
 
 
-def test_text_only_message_is_not_multipart(mailbox: Mailbox, channel: SmtpEmailChannel) -> None:
+def test_text_only_message_is_not_multipart(mailbox: SmtpServer, channel: SmtpEmailChannel) -> None:
     channel.send(OutboundMessage(key="k", to="ben@example.org", text="Hi Ben", subject="Hi"))
 
     ((_, _, message),) = mailbox.received
@@ -121,9 +79,9 @@ def test_server_not_listening_is_transient() -> None:
 
 
 def test_recipient_refused_with_550_is_permanent(
-    mailbox: Mailbox, channel: SmtpEmailChannel
+    mailbox: SmtpServer, channel: SmtpEmailChannel
 ) -> None:
-    mailbox.refuse = "550 5.1.1 No such user"
+    mailbox.refuse("550 5.1.1 No such user")
 
     with pytest.raises(PermanentSendError) as info:
         channel.send(MESSAGE)
@@ -133,9 +91,9 @@ def test_recipient_refused_with_550_is_permanent(
 
 
 def test_recipient_deferred_with_451_is_transient(
-    mailbox: Mailbox, channel: SmtpEmailChannel
+    mailbox: SmtpServer, channel: SmtpEmailChannel
 ) -> None:
-    mailbox.refuse = "451 4.3.0 Try again later"
+    mailbox.refuse("451 4.3.0 Try again later")
 
     with pytest.raises(TransientSendError) as info:
         channel.send(MESSAGE)
@@ -152,9 +110,9 @@ def test_recipient_deferred_with_451_is_transient(
     ],
 )
 def test_message_refused_after_data_is_classified_by_code(
-    mailbox: Mailbox, channel: SmtpEmailChannel, reply: str, error: type[Exception], code: str
+    mailbox: SmtpServer, channel: SmtpEmailChannel, reply: str, error: type[Exception], code: str
 ) -> None:
-    mailbox.reject = reply
+    mailbox.reject(reply)
 
     with pytest.raises(error) as info:
         channel.send(MESSAGE)

@@ -1,4 +1,4 @@
-"""A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+"""A real SMTP server (aiosmtpd) on loopback that keeps what it receives, and can refuse."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import email
 import socket
 import threading
 import time
-from email.message import Message
-from typing import Any
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any, NamedTuple
 
 from aiosmtpd.controller import Controller
 
@@ -18,10 +19,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _Collector:
+class Received(NamedTuple):
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+class _Mailbox:
+    """Keeps what it accepts; `refuse_with` answers RCPT, `reject_with` answers DATA."""
+
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.received: list[Received] = []
         self.refuse_with: str | None = None
+        self.reject_with: str | None = None
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -32,19 +42,30 @@ class _Collector:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.reject_with:
+            return self.reject_with
+        parsed = email.message_from_bytes(envelope.original_content, policy=default)
+        assert isinstance(parsed, EmailMessage)
         with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.original_content))
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
 
 
 class SmtpServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._collector = _Collector()
+        self._mailbox = _Mailbox()
         self._controller: Controller | None = None
 
+    def __enter__(self) -> SmtpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def start(self) -> None:
-        self._controller = Controller(self._collector, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self._mailbox, hostname="127.0.0.1", port=self.port)
         self._controller.start()
 
     def stop(self) -> None:
@@ -53,21 +74,29 @@ class SmtpServer:
             self._controller = None
 
     @property
-    def messages(self) -> list[Message]:
-        with self._collector.lock:
-            return list(self._collector.messages)
+    def received(self) -> list[Received]:
+        with self._mailbox.lock:
+            return list(self._mailbox.received)
 
-    def clear(self) -> None:
-        with self._collector.lock:
-            self._collector.messages.clear()
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return [r.message for r in self.received]
+
+    def reset(self) -> None:
+        with self._mailbox.lock:
+            self._mailbox.received.clear()
+        self._mailbox.refuse_with = self._mailbox.reject_with = None
 
     def refuse(self, reply: str | None) -> None:
-        self._collector.refuse_with = reply
+        """Answer RCPT with this reply (e.g. "550 5.1.1 No such user")."""
+        self._mailbox.refuse_with = reply
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
+    def reject(self, reply: str | None) -> None:
+        """Answer DATA with this reply (e.g. "554 5.7.1 rejected")."""
+        self._mailbox.reject_with = reply
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.messages) >= count:
-                return self.messages
+        while len(self.messages) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.messages
