@@ -137,7 +137,7 @@ def apply_journeys(
             with session.begin_nested():
                 outcomes.append(apply_journey(session, journey, change, now, zone_for))
         except FhirPathError:
-            log.exception("journey %s failed on %s", journey.name, change.reference)
+            log.exception("journey %s failed on %s", journey.spec.journey, change.reference)
             outcomes.append(JourneyOutcome(journey.name, "error", "condition failed"))
     return outcomes
 
