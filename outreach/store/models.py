@@ -8,7 +8,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from outreach.store.types import JsonDocument, UTCDateTime
@@ -63,10 +72,14 @@ class ResourceVersion(Base):
 
 
 class Enrollment(Base):
-    """One journey running for one anchor resource (and so one patient)."""
+    """One journey running for one anchor resource (and so one patient). `cycle` separates
+    repeated runs of a scheduled journey for the same resource (e.g. a birthday, by year)."""
 
     __tablename__ = "enrollments"
-    __table_args__ = (UniqueConstraint("journey", "resource_type", "resource_id"),)
+    __table_args__ = (
+        UniqueConstraint("journey", "resource_type", "resource_id", "cycle",
+                         name="uq_enrollments_journey_resource_cycle"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     journey: Mapped[str] = mapped_column(String(64))
@@ -74,6 +87,7 @@ class Enrollment(Base):
     patient: Mapped[str] = mapped_column(String(128), index=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    cycle: Mapped[str] = mapped_column(String(32), default="", server_default="")
     anchor_at: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(16), default="active")
     reason: Mapped[str | None] = mapped_column(Text)
@@ -111,6 +125,8 @@ class ScheduledStep(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text)
     channel: Mapped[str | None] = mapped_column(String(16))
+    # Channels that failed permanently for this step; the next listed one is the fallback.
+    excluded_channels: Mapped[str] = mapped_column(String(64), default="", server_default="")
     queued_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
@@ -128,7 +144,12 @@ class DeliveryAttempt(Base):
     attempt: Mapped[int]
     channel: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))  # reserved | sent | failed
-    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The provider's delivery status (queued, sent, delivered, undelivered, failed) from its
+    # callbacks; it only ever moves forward.
+    provider_status: Mapped[str | None] = mapped_column(String(16))
+    provider_status_at: Mapped[datetime | None]
+    error_code: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
@@ -165,3 +186,67 @@ class PollCursor(Base):
     resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_updated: Mapped[datetime]
     polled_at: Mapped[datetime]
+
+
+class ContactConsent(Base):
+    """Opt-out state per channel and address (STOP / START, or set by staff)."""
+
+    __tablename__ = "contact_consents"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(255))  # E.164 number or lower-cased email
+    patient: Mapped[str | None] = mapped_column(String(128), index=True)
+    opted_out: Mapped[bool]
+    source: Mapped[str] = mapped_column(String(32))  # keyword, staff, import
+    changed_at: Mapped[datetime]
+
+
+class InboundMessage(Base):
+    """A patient's reply, recorded once per provider message id."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    from_address: Mapped[str] = mapped_column(String(255))
+    to_address: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    patient: Mapped[str | None] = mapped_column(String(128), index=True)
+    in_reply_to_step: Mapped[int | None] = mapped_column(ForeignKey("scheduled_steps.id"))
+    intent: Mapped[str] = mapped_column(String(16))  # confirm cancel stop start score text
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class SubscriptionStatus(Base):
+    """What we know of each EHR subscription: event count, last event and heartbeat, gaps."""
+
+    __tablename__ = "subscription_status"
+
+    subscription_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # rest-hook | topic
+    topic: Mapped[str | None] = mapped_column(String(255))
+    events_since_start: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_event_at: Mapped[datetime | None]
+    last_heartbeat_at: Mapped[datetime | None]
+    gap_detected_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
+class CampaignRun(Base):
+    """One run of a scheduled (cron) journey, so a run is never repeated for the same key."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (UniqueConstraint("journey", "run_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    run_key: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)

@@ -72,3 +72,27 @@ def test_bad_setting_stops_with_the_variable_named(
     assert result.exit_code == 2
     assert "OUTREACH_SMTP_PORT" in result.output
     assert "OUTREACH_TIMEZONE: unknown IANA time zone 'Mars/Olympus'" in result.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_migration_downgrades_and_upgrades_again(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+
+    from outreach.store.migrate import alembic_config
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+        upgrade(make_engine(url))
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    config = alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert TABLES <= set(inspect(engine).get_table_names())
