@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,13 +14,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels import Channel, ConsoleChannel, SmtpEmailChannel, TemplateCatalog
 from channels.templates import SHIPPED as SHIPPED_TEMPLATES
+from channels.twilio import TwilioSmsChannel
+from channels.webhook import WebhookChannel
 from connector.client import FhirClient
 from outreach.clock import Clock, SystemClock
+from outreach.ratelimit import LocalRateLimiter, RedisRateLimiter
 from outreach.settings import Settings, get_settings
 from outreach.store.db import make_engine, make_session_factory
 from rules import JourneySet, load_journeys
 
 log = logging.getLogger(__name__)
+
+TWILIO_STATUS_PATH = "/channels/twilio/status"
+TWILIO_INBOUND_PATH = "/channels/twilio/inbound"
 
 
 class ResourceSource(Protocol):
@@ -29,9 +36,18 @@ class ResourceSource(Protocol):
 
 
 class WritebackTarget(Protocol):
+    """The EHR as write-back sees it (FhirClient; NdjsonWriteback in the demo)."""
+
     def create(
         self, resource: dict[str, Any], *, if_none_exist: str | None = None
     ) -> tuple[dict[str, Any], bool]: ...
+
+    def update(self, resource: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
+        ...
+
+    def search(
+        self, resource_type: str, params: Mapping[str, str | int] | None = None
+    ) -> Iterator[dict[str, Any]]: ...
 
 
 class Enqueuer(Protocol):
@@ -57,7 +73,15 @@ class Runtime:
     fhir: FhirClient | None = None
 
 
+def _sms_throttle(settings: Settings) -> Callable[[str], None]:
+    if settings.broker_url:
+        return RedisRateLimiter(settings.broker_url, settings.sms_rate_per_second)
+    return LocalRateLimiter(settings.sms_rate_per_second)
+
+
 def build_channels(settings: Settings) -> dict[str, Channel]:
+    """Console always; email when SMTP is set; SMS through Twilio when it is set; channels
+    listed in OUTREACH_GATEWAY_CHANNELS through the hospital's own gateway when that is set."""
     channels: dict[str, Channel] = {"console": ConsoleChannel(sys.stderr)}
     if settings.smtp_configured:
         assert settings.smtp_host and settings.smtp_from
@@ -66,6 +90,20 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             starttls=settings.smtp_starttls, username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         )
+    if settings.twilio_configured:
+        assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        channels["sms"] = TwilioSmsChannel(
+            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_from, base_url=str(settings.twilio_base_url),
+            status_callback=settings.public(TWILIO_STATUS_PATH),
+            throttle=_sms_throttle(settings),
+        )
+    if settings.gateway_url is not None and settings.gateway_secret is not None:
+        for name in filter(None, (n.strip() for n in settings.gateway_channels.split(","))):
+            channels[name] = WebhookChannel(
+                str(settings.gateway_url), settings.gateway_secret.get_secret_value(), name=name,
+                medium="EMAILWRIT" if name == "email" else "WRITTEN",
+            )
     return channels
 
 

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
     twilio_base_url: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
+    sms_rate_per_second: float = Field(default=1.0, gt=0)
+    gateway_url: AnyHttpUrl | None = None
+    gateway_secret: SecretStr | None = None
+    gateway_channels: str = "sms"
+    send_lease_seconds: int = Field(default=300, ge=1)
+    requeue_after_seconds: int = Field(default=600, ge=1)
+    low_score_threshold: int = Field(default=6, ge=0, le=10)
     timezone: str = "UTC"
     identifier_system: str = "urn:fhir-outreach:step"
     organization_name: str | None = None
@@ -84,11 +91,19 @@ class Settings(BaseSettings):
 
     @property
     def notify_endpoint(self) -> str | None:
-        return f"{str(self.public_url).rstrip('/')}/fhir/notify" if self.public_url else None
+        return self.public("/fhir/notify")
 
     @property
     def smtp_configured(self) -> bool:
         return bool(self.smtp_host and self.smtp_from)
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from)
+
+    def public(self, path: str) -> str | None:
+        """The URL at which Twilio (or the EHR) reaches `path` on this service."""
+        return f"{str(self.public_url).rstrip('/')}{path}" if self.public_url else None
 
 
 def load_settings(**overrides: object) -> Settings:

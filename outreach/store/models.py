@@ -143,7 +143,10 @@ class DeliveryAttempt(Base):
     step_id: Mapped[int] = mapped_column(ForeignKey("scheduled_steps.id"), index=True)
     attempt: Mapped[int]
     channel: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))  # reserved | sent | failed
+    address: Mapped[str | None] = mapped_column(String(255), index=True)  # where it went
+    # reserved (before the provider call) | sent | failed | unknown (the provider may or may
+    # not have it: reconciled before any retry)
+    state: Mapped[str] = mapped_column(String(16))
     provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # The provider's delivery status (queued, sent, delivered, undelivered, failed) from its
     # callbacks; it only ever moves forward.
@@ -171,6 +174,8 @@ class Writeback(Base):
     resource_type: Mapped[str] = mapped_column(String(64))
     identifier: Mapped[str] = mapped_column(String(255), unique=True)  # system|value
     resource: Mapped[dict[str, Any]]
+    # create: POST with If-None-Exist; upsert: conditional update PUT {type}?identifier=...
+    operation: Mapped[str] = mapped_column(String(16), default="create", server_default="create")
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

@@ -114,13 +114,16 @@ def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
     assert attempts == ["failed", "sent"]
 
 
-def test_refused_address_fails_without_retry(rt: Runtime, smtp: SmtpServer) -> None:
+def test_refused_address_is_not_retried_and_falls_back(rt: Runtime, smtp: SmtpServer) -> None:
     smtp.refuse("550 5.1.1 mailbox unavailable")
-    _book(rt, NOW + timedelta(days=5))
-    (outcome,) = _drain(rt)
-    assert outcome.state == StepState.FAILED
+    _book(rt, NOW + timedelta(days=5))  # email only: no SMS to fall back to
+    assert [o.state for o in _drain(rt)] == [StepState.QUEUED, StepState.SKIPPED]
     booked = _steps(rt)["booked"]
-    assert "550" in (booked.reason or "") and booked.attempts == 1
+    assert booked.excluded_channels == "email"
+    assert "failed before: email" in (booked.reason or "")
+    with rt.sessions() as session:
+        (attempt,) = session.scalars(select(DeliveryAttempt))
+    assert (attempt.state, attempt.error_code) == ("failed", "550")
 
 
 def test_cancelled_in_the_ehr_without_a_notification_is_not_sent(

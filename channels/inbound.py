@@ -1,0 +1,45 @@
+"""What a patient's SMS reply means: opt-out and opt-in keywords, journey replies, scores."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+# The carrier/CTIA opt-out and opt-in keywords Twilio also honours on long codes.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                        "OPTOUT"})
+START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+Intent = Literal["stop", "start", "help", "confirm", "cancel", "score", "text"]
+_SCORE = re.compile(r"^(10|[0-9])$")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    intent: Intent
+    score: int | None = None
+
+
+def _keyword(body: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", body.strip().upper())
+
+
+def classify(body: str, replies: Mapping[str, str] | None = None) -> Reply:
+    """Opt-out words win over everything (a patient saying STOP is never read as a journey
+    reply); then the replied-to step's own `replies` map; then a 0–10 score; else free text."""
+    word = _keyword(body)
+    if word in STOP_WORDS:
+        return Reply("stop")
+    if word in START_WORDS:
+        return Reply("start")
+    if word in HELP_WORDS:
+        return Reply("help")
+    for key, action in (replies or {}).items():
+        if word == _keyword(key) and action in ("confirm", "cancel"):
+            return Reply(action)  # type: ignore[arg-type]
+    if "score" in (replies or {}).values() and _SCORE.match(word):
+        return Reply("score", int(word))
+    return Reply("text")

@@ -1,0 +1,82 @@
+"""Template lint: SMS length in segments, the opt-out line, and the minimum-necessary rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+# What an outreach message may say about a visit (DESIGN.md, "minimum necessary"): never a
+# reason, diagnosis, service or visit type, in any channel.
+ALLOWED_FIELDS = frozenset({"first_name", "when", "place", "organization", "callback_phone"})
+MAX_SMS_SEGMENTS = 3
+_SAMPLE = {"first_name": "Maximiliana", "when": "Wednesday 30 September at 10:30",
+           "place": "Main Street Clinic, 2nd floor", "organization": "St Example Hospital",
+           "callback_phone": "+1 555 555 0100"}
+_GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQ"
+            "RSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€")
+_GSM7_EXTENDED = set("^{}\\[~]|€")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateProblem:
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+def sms_segments(text: str) -> int:
+    """Segments a carrier bills: GSM-7 160 (153 when split), else UCS-2 70 (67 when split)."""
+    if set(text) <= _GSM7:
+        length = len(text) + sum(1 for ch in text if ch in _GSM7_EXTENDED)
+        single, multi = 160, 153
+    else:
+        length, single, multi = len(text.encode("utf-16-le")) // 2, 70, 67
+    return 1 if length <= single else -(-length // multi)
+
+
+def _positions(text: str) -> dict[str, tuple[int, int]]:
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {k.value: (k.start_mark.line + 1, k.start_mark.column + 1) for k, _ in root.value}
+
+
+def lint_template_file(path: Path, max_segments: int = MAX_SMS_SEGMENTS) -> list[TemplateProblem]:
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    where = _positions(text)
+    env = SandboxedEnvironment()
+    problems = []
+
+    def problem(field: str, message: str) -> None:
+        problems.append(TemplateProblem(str(path), *where.get(field, (1, 1)), message))
+
+    for field, source in data.items():
+        used = meta.find_undeclared_variables(env.parse(str(source)))
+        for name in sorted(used - ALLOWED_FIELDS):
+            problem(field, f"{field} uses {name!r}: messages carry only "
+                           f"{', '.join(sorted(ALLOWED_FIELDS))} (minimum necessary)")
+    sms = data.get("sms")
+    if sms is None:
+        problem("sms", "no sms text")
+        return problems
+    rendered = env.from_string(str(sms)).render(_SAMPLE).strip()
+    if "STOP" not in rendered:
+        problem("sms", "sms text must tell the patient how to opt out (\"Reply STOP ...\")")
+    segments = sms_segments(rendered)
+    if segments > max_segments:
+        problem("sms", f"sms text is {segments} segments with long values (max {max_segments})")
+    return problems
+
+
+def lint_templates(root: Path, max_segments: int = MAX_SMS_SEGMENTS) -> list[TemplateProblem]:
+    return [p for file in sorted(root.glob("*/*.yaml"))
+            for p in lint_template_file(file, max_segments)]

@@ -1,0 +1,94 @@
+"""The write-back outbox: resources for the EHR are queued in the database, then written with
+If-None-Exist (create) or as a conditional update (upsert); an EHR that is down delays them."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector.errors import FhirError
+from connector.writeback import identifier_query
+from outreach.metrics import WRITEBACKS
+from outreach.retry import backoff
+from outreach.runtime import Runtime, WritebackTarget
+from outreach.store.db import transaction
+from outreach.store.models import Writeback
+
+log = logging.getLogger(__name__)
+
+
+def queue(
+    session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
+    *, step_id: int | None = None, operation: str = "create",
+) -> Writeback:
+    """Add (or, for an upsert of a known identifier, refresh) an outbox row; the caller enqueues
+    `write_back(row.id)` after its transaction commits."""
+    identifier = f"{system}|{value}"
+    row = session.scalars(select(Writeback).where(Writeback.identifier == identifier)
+                          .with_for_update()).first()
+    if row is None:
+        row = Writeback(step_id=step_id, resource_type=resource["resourceType"],
+                        identifier=identifier, resource=resource, operation=operation,
+                        state="pending", attempts=0, next_attempt_at=now, created_at=now)
+        session.add(row)
+    else:
+        row.resource, row.operation, row.state, row.next_attempt_at = (
+            resource, operation, "pending", now)
+    session.flush()
+    return row
+
+
+def _upsert(
+    target: WritebackTarget, resource: dict[str, Any], system: str, value: str
+) -> dict[str, Any]:
+    """Update the resource carrying our identifier (If-Match on its version), or create it.
+    Search-then-update rather than conditional update: not every EHR supports the latter."""
+    query = identifier_query(system, value)
+    found = list(target.search(resource["resourceType"], {"identifier": f"{system}|{value}"}))
+    if not found:
+        created, _ = target.create(resource, if_none_exist=query)
+        return created
+    current = found[0]
+    version = (current.get("meta") or {}).get("versionId")
+    return target.update({**resource, "id": current["id"]},
+                         if_match=f'W/"{version}"' if version else None)
+
+
+def write_back(rt: Runtime, writeback_id: int) -> str:
+    """Write one outbox row to the EHR; on failure leave it pending with a later attempt time,
+    and the sweeper offers it again."""
+    with transaction(rt.sessions) as session:
+        row = session.get(Writeback, writeback_id)
+        if row is None or row.state == "done":
+            return "done"
+        resource, identifier, attempts = row.resource, row.identifier, row.attempts
+        operation = row.operation
+    system, _, value = identifier.partition("|")
+    now = rt.clock.now()
+    try:
+        if rt.writeback_target is None:
+            raise FhirError("no EHR configured for write-back")
+        query = identifier_query(system, value)
+        if operation == "upsert":
+            written = _upsert(rt.writeback_target, resource, system, value)
+        else:
+            written, _ = rt.writeback_target.create(resource, if_none_exist=query)
+    except FhirError as exc:
+        with transaction(rt.sessions) as session:
+            row = session.get_one(Writeback, writeback_id)
+            row.attempts, row.last_error = attempts + 1, str(exc)[:1000]
+            row.next_attempt_at = now + backoff(attempts + 1, base=15)
+        WRITEBACKS.labels("retry").inc()
+        log.warning("write-back %s failed (attempt %s): %s", writeback_id, attempts + 1,
+                    exc.status or type(exc).__name__)
+        return "retry"
+    with transaction(rt.sessions) as session:
+        row = session.get_one(Writeback, writeback_id)
+        row.state, row.server_id, row.done_at = "done", written.get("id"), now
+        row.attempts = attempts + 1
+    WRITEBACKS.labels("done").inc()
+    return "done"
