@@ -17,10 +17,16 @@ Intent = Literal["stop", "start", "help", "confirm", "cancel", "score", "text"]
 _SCORE = re.compile(r"^(10|[0-9])$")
 
 
+# What a journey's `replies:` map may ask for: confirm the appointment, ask staff to cancel it
+# (a Task), cancel it in the EHR directly, or read a 0-10 score.
+REPLY_ACTIONS = frozenset({"confirm", "cancel", "cancel-appointment", "score"})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     intent: Intent
     score: int | None = None
+    action: str | None = None
 
 
 def _keyword(body: str) -> str:
@@ -38,8 +44,10 @@ def classify(body: str, replies: Mapping[str, str] | None = None) -> Reply:
     if word in HELP_WORDS:
         return Reply("help")
     for key, action in (replies or {}).items():
-        if word == _keyword(key) and action in ("confirm", "cancel"):
-            return Reply(action)  # type: ignore[arg-type]
+        if word == _keyword(key) and action == "confirm":
+            return Reply("confirm", action=action)
+        if word == _keyword(key) and action in ("cancel", "cancel-appointment"):
+            return Reply("cancel", action=action)
     if "score" in (replies or {}).values() and _SCORE.match(word):
         return Reply("score", int(word))
     return Reply("text")

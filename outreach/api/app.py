@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import outcome_response
-from outreach.api.routes import health, notify
+from outreach.api.routes import health, notify, twilio
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,12 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     app.include_router(notify.router)
+    app.include_router(twilio.router)
     app.include_router(health.router)
+
+    @app.exception_handler(twilio.ForgedWebhook)
+    async def _forged(_request: Request, _exc: twilio.ForgedWebhook) -> Response:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
 
     @app.exception_handler(notify.Unauthorized)
     async def _unauthorized(_request: Request, _exc: notify.Unauthorized) -> Response:

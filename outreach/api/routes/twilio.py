@@ -1,0 +1,67 @@
+"""Twilio's webhooks: incoming SMS and delivery-status callbacks, signature-checked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from channels.signatures import valid_twilio_signature
+from outreach.api.deps import RuntimeDep
+from outreach.delivery_status import apply_status
+from outreach.inbound import handle_sms
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/channels/twilio", tags=["channels"])
+
+TWIML = "application/xml"
+
+
+class ForgedWebhook(Exception):
+    pass
+
+
+async def signed_form(
+    request: Request, rt: RuntimeDep,
+    signature: Annotated[str | None, Header(alias="X-Twilio-Signature")] = None,
+) -> dict[str, str]:
+    """The POSTed form, if X-Twilio-Signature matches it and the public URL Twilio called."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    token = rt.settings.twilio_auth_token
+    url = rt.settings.public(request.url.path)
+    if url and request.url.query:
+        url += "?" + request.url.query
+    if token is None or url is None or not valid_twilio_signature(
+            token.get_secret_value(), url, form, signature):
+        log.warning("rejected a Twilio webhook on %s: bad or missing signature", request.url.path)
+        raise ForgedWebhook
+    return form
+
+
+SignedForm = Annotated[dict[str, str], Depends(signed_form)]
+
+
+def _twiml(message: str | None) -> Response:
+    body = f"<Response><Message>{escape(message)}</Message></Response>" if message \
+        else "<Response/>"
+    return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type=TWIML)
+
+
+@router.post("/inbound")
+async def inbound(form: SignedForm, rt: RuntimeDep) -> Response:
+    result = await run_in_threadpool(
+        lambda: handle_sms(rt, message_id=form.get("MessageSid", ""), from_=form.get("From", ""),
+                           to=form.get("To", ""), body=form.get("Body", "")))
+    return _twiml(result.reply)
+
+
+@router.post("/status")
+async def status(form: SignedForm, rt: RuntimeDep) -> Response:
+    await run_in_threadpool(apply_status, rt, form.get("MessageSid", ""),
+                            form.get("MessageStatus", ""), form.get("ErrorCode") or None)
+    return Response(status_code=204)

@@ -1,0 +1,190 @@
+"""A patient's SMS reply: recorded once, opt-out honoured, confirm/cancel/score acted on, staff
+given a Task when a human is needed, and the reply written back as a Communication."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from channels.inbound import Reply, classify
+from connector.errors import FhirError
+from connector.replies import (
+    InboundSms,
+    StaffTask,
+    build_inbound_communication,
+    build_task,
+    cancelled_by_patient,
+    confirmed_by_patient,
+)
+from outreach import writeback
+from outreach.consent import set_opt_out
+from outreach.ingest import ingest
+from outreach.runtime import Runtime
+from outreach.store.db import transaction
+from outreach.store.models import DeliveryAttempt, Enrollment, InboundMessage, ScheduledStep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InboundResult:
+    intent: str
+    reply: str | None = None  # the text we answer with (TwiML), if any
+    duplicate: bool = False
+    writeback_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The outbound message this reply most likely answers: the latest SMS sent to the number."""
+
+    step_id: int
+    step_uid: str
+    replies: dict[str, str]
+    patient: str
+    about: str
+
+
+def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
+    row = session.execute(
+        select(ScheduledStep, Enrollment)
+        .join(DeliveryAttempt, DeliveryAttempt.step_id == ScheduledStep.id)
+        .join(Enrollment, Enrollment.id == ScheduledStep.enrollment_id)
+        .where(DeliveryAttempt.address == address, DeliveryAttempt.channel == "sms",
+               DeliveryAttempt.state == "sent")
+        .order_by(DeliveryAttempt.finished_at.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    step, enrollment = row
+    journey = rt.journeys.by_name(enrollment.journey)
+    spec = next((s for s in journey.spec.steps if s.id == step.step_id), None) if journey else None
+    return _Context(step.id, step.uid, dict(spec.replies or {}) if spec else {},
+                    enrollment.patient, enrollment.anchor_reference)
+
+
+def _texts(rt: Runtime) -> dict[str, str]:
+    org = rt.settings.organization_name or "our clinic"
+    call = f" For help call {rt.settings.callback_phone}." if rt.settings.callback_phone else ""
+    return {
+        "stop": f"You will receive no more text messages from {org}. Reply START to resubscribe.",
+        "start": f"You will receive text messages from {org} again. Reply STOP to opt out.",
+        "help": f"{org}: appointment messages.{call} Reply STOP to opt out.",
+        "confirm": "Thank you, your appointment is confirmed.",
+        "cancel": "Thank you. We have asked the clinic to cancel your appointment.",
+        "cancel-appointment": "Your appointment is cancelled. Thank you for letting us know.",
+        "score": "Thank you for your feedback.",
+    }
+
+
+def _change_appointment(rt: Runtime, ctx: _Context, action: str) -> str:
+    """Apply confirm / cancel-appointment in the EHR (If-Match on the version read)."""
+    if rt.ehr is None or rt.writeback_target is None:
+        raise FhirError("no EHR configured")
+    rtype, _, rid = ctx.about.partition("/")
+    current = rt.ehr.read(rtype, rid)
+    version = (current.get("meta") or {}).get("versionId")
+    changed = (confirmed_by_patient(current, ctx.patient) if action == "confirm"
+               else cancelled_by_patient(current))
+    updated = rt.writeback_target.update(changed, if_match=f'W/"{version}"' if version else None)
+    if action == "cancel-appointment":
+        ingest(rt, updated, source="reply")  # cancel the pending reminders now
+    return f"{ctx.about} {'confirmed' if action == 'confirm' else 'cancelled'} in the EHR"
+
+
+def _task(rt: Runtime, session: Session, now: datetime, key: str, description: str,
+          ctx: _Context | None, reply_id: str, priority: str = "routine") -> int:
+    system = rt.settings.identifier_system
+    task = build_task(StaffTask(
+        identifier_system=system, identifier_value=f"task-{key}", description=description,
+        authored=now, priority=priority, patient=ctx.patient if ctx else None,
+        focus=ctx.about if ctx else None, reply_identifier=reply_id))
+    return writeback.queue(session, task, system, f"task-{key}", now).id
+
+
+def _act(rt: Runtime, reply: Reply, ctx: _Context | None) -> tuple[str, str | None]:
+    """(outcome, staff task description or None) for the EHR-facing intents."""
+    if reply.intent not in ("confirm", "cancel") or ctx is None:
+        return "", None
+    action = reply.action or reply.intent
+    if action == "cancel":
+        return "cancel requested", "Patient asked by SMS to cancel this appointment."
+    try:
+        return _change_appointment(rt, ctx, action), None
+    except FhirError as exc:
+        log.warning("reply action %s on %s failed: %s", action, ctx.about, exc.status)
+        return f"EHR update failed ({exc.status}); staff asked", (
+            f"Patient replied by SMS to {action.replace('-', ' ')} this appointment; "
+            "the automatic update failed, please apply it.")
+
+
+def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
+               provider: str = "twilio") -> InboundResult:
+    now = rt.clock.now()
+    with rt.sessions() as session:
+        if session.scalar(select(InboundMessage.id).where(
+                InboundMessage.provider_message_id == message_id)) is not None:
+            return InboundResult("duplicate", duplicate=True)
+        ctx = _context(rt, session, from_)
+    reply = classify(body, ctx.replies if ctx else None)
+    outcome, task_description = _act(rt, reply, ctx)
+    texts = _texts(rt)
+    answer: str | None = None
+    priority = "routine"
+    with transaction(rt.sessions) as session:
+        if reply.intent in ("stop", "start"):
+            changed = set_opt_out(session, "sms", from_, reply.intent == "stop",
+                                  source="keyword", now=now, patient=ctx.patient if ctx else None)
+            answer = texts[reply.intent] if changed else None  # one confirmation, not one per STOP
+            outcome = "opted out" if reply.intent == "stop" else "opted in"
+        elif reply.intent == "help":
+            answer = texts["help"]
+        elif reply.intent == "score":
+            assert reply.score is not None
+            outcome = f"score {reply.score}"
+            answer = texts["score"]
+            if reply.score <= rt.settings.low_score_threshold:
+                task_description = (f"Low satisfaction score ({reply.score}/10) by SMS: "
+                                    "service recovery follow-up.")
+                priority = "urgent"
+        elif reply.intent in ("confirm", "cancel") and ctx is not None:
+            answer = texts[reply.action or reply.intent] if not task_description or \
+                reply.action == "cancel" else None
+        else:
+            task_description = "Patient sent a free-text reply by SMS; please read and respond."
+            outcome = "staff task"
+        try:
+            with session.begin_nested():
+                session.add(InboundMessage(
+                    provider=provider, provider_message_id=message_id, from_address=from_,
+                    to_address=to, body=body, received_at=now,
+                    patient=ctx.patient if ctx else None,
+                    in_reply_to_step=ctx.step_id if ctx else None, intent=reply.intent,
+                    outcome=outcome or None))
+        except IntegrityError:
+            return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
+        ids = [_record_reply(rt, session, now, message_id, body, ctx)]
+        if task_description:
+            ids.append(_task(rt, session, now, message_id, task_description, ctx,
+                             f"inbound-{message_id}", priority))
+    rt.enqueue.write_back(ids)
+    log.info("inbound %s: intent %s, patient %s", message_id, reply.intent,
+             ctx.patient if ctx else "unknown")
+    return InboundResult(reply.intent, answer, writeback_ids=ids)
+
+
+def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,
+                  ctx: _Context | None) -> int:
+    system = rt.settings.identifier_system
+    communication = build_inbound_communication(InboundSms(
+        identifier_system=system, message_id=message_id, received=now, text=body,
+        patient=ctx.patient if ctx else None, about=ctx.about if ctx else None,
+        in_response_to=ctx.step_uid if ctx else None))
+    return writeback.queue(session, communication, system, f"inbound-{message_id}", now).id
+
+
