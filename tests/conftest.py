@@ -23,7 +23,10 @@ from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
 from tests.support.smtp import SmtpServer
 
-REDIS_URL = os.environ.get("OUTREACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# One Redis database per test session (8-15), so two sessions on one machine do not flush
+# each other's queues.
+REDIS_URL = os.environ.get("OUTREACH_TEST_REDIS_URL",
+                           f"redis://127.0.0.1:6379/{8 + os.getpid() % 8}")
 WEBHOOK_SECRET = "test-secret-" + "x" * 8
 
 

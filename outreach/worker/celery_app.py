@@ -6,7 +6,9 @@ from celery import Celery
 
 from outreach.settings import Settings, get_settings
 
-celery_app = Celery("outreach", include=["outreach.worker.tasks"])
+celery_app = Celery(
+    "outreach", include=["outreach.worker.tasks", "outreach.worker.campaign_tasks"]
+)
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
@@ -32,6 +34,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         accept_content=["json"],
         timezone="UTC",
         broker_connection_retry_on_startup=True,
+        # Fail a publish fast when the broker is down: the database still has the step queued.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
+                                   "interval_step": 0.2, "interval_max": 0.5},
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep-due-steps": {
@@ -43,6 +48,12 @@ def configure(app: Celery, settings: Settings) -> Celery:
                 "task": "outreach.poll",
                 "schedule": settings.poll_interval_seconds,
                 "options": {"expires": settings.poll_interval_seconds},
+            },
+            # Scheduled journeys: each cron tick runs once (campaign_runs), so a minute is enough.
+            "run-campaigns": {
+                "task": "outreach.run_campaigns",
+                "schedule": 60.0,
+                "options": {"expires": 60.0},
             },
         },
     )
