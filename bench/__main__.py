@@ -17,7 +17,23 @@ def _e2e(iterations: int) -> list[Result]:
     return e2e_latency.run(iterations)
 
 
-BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {"e2e_latency": _e2e}
+def _dispatch(iterations: int) -> list[Result]:
+    from bench import dispatch
+
+    return dispatch.run(max(iterations, 20))
+
+
+def _rule_matching(iterations: int) -> list[Result]:
+    from bench import rule_matching
+
+    return rule_matching.run(iterations)
+
+
+BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
+    "e2e_latency": _e2e,
+    "dispatch": _dispatch,
+    "rule_matching": _rule_matching,
+}
 
 
 def _table(results: list[Result]) -> str:

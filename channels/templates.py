@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -40,6 +40,15 @@ class TemplateCatalog:
             self._texts[(file.stem, file.parent.name)] = {k: str(v) for k, v in data.items()}
         self._plain = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        self._cache: dict[tuple[int, str], Template] = {}
+
+    def _compiled(self, env: SandboxedEnvironment, source: str) -> Template:
+        # Compiling is most of the cost of rendering: once per text and environment.
+        key = (id(env), source)
+        template = self._cache.get(key)
+        if template is None:
+            template = self._cache[key] = env.from_string(source)
+        return template
 
     @property
     def names(self) -> set[str]:
@@ -57,7 +66,7 @@ class TemplateCatalog:
         source = self._source(name, language)
 
         def plain(field: str) -> str:
-            return self._plain.from_string(source[field]).render(context).strip()
+            return self._compiled(self._plain, source[field]).render(context).strip()
 
         try:
             if channel != "email":
@@ -66,7 +75,7 @@ class TemplateCatalog:
             return RenderedMessage(
                 text=plain("email_text"),
                 subject=plain("email_subject"),
-                html=self._html.from_string(html).render(context) if html else None,
+                html=self._compiled(self._html, html).render(context) if html else None,
             )
         except KeyError as exc:
             raise TemplateError(f"template {name!r} has no {exc.args[0]} text") from exc

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from outreach.store.models import ContactConsent
@@ -15,12 +16,19 @@ def normalize(channel: str, address: str) -> str:
     return address.lower() if channel == "email" else address.replace(" ", "")
 
 
-def is_opted_out(session: Session, channel: str, address: str) -> bool:
-    query = select(ContactConsent.opted_out).where(
-        ContactConsent.channel == channel,
-        ContactConsent.address == normalize(channel, address),
-    )
-    return bool(session.scalar(query))
+def opted_out(
+    session: Session, contacts: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (channel, address) pairs the patient has opted out of, in one query."""
+    if not contacts:
+        return set()
+    keys = {(channel, normalize(channel, address)): (channel, address)
+            for channel, address in contacts}
+    rows = session.execute(select(ContactConsent.channel, ContactConsent.address).where(
+        ContactConsent.opted_out.is_(True),
+        tuple_(ContactConsent.channel, ContactConsent.address).in_(list(keys)),
+    ))
+    return {keys[(channel, address)] for channel, address in rows}
 
 
 def set_opt_out(

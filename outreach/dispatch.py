@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
 from channels.twilio import UNSUBSCRIBED
@@ -81,35 +81,44 @@ class SendOutcome:
     reason: str | None = None
     channel: str | None = None
     to: str | None = None
+    writeback_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"step_id": self.step_id, "state": self.state, "reason": self.reason,
                 "channel": self.channel}
 
 
-def _reserve(session: Session, step_id: int, now: datetime) -> ScheduledStep | None:
-    """Atomically move queued → sending; a duplicate task or a cancelled step gets nothing."""
-    result = session.execute(update(ScheduledStep).where(
-        ScheduledStep.id == step_id, ScheduledStep.state == StepState.QUEUED
-    ).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1, updated_at=now))
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        return None
-    return session.get(ScheduledStep, step_id)
+def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
+    """The step and its enrollment as they are now, read without locking: the re-checks run
+    against this, and only a step still queued is worth checking."""
+    with rt.sessions() as session:
+        step = session.get(ScheduledStep, step_id, options=[joinedload(ScheduledStep.enrollment)])
+        if step is None or step.state != StepState.QUEUED:
+            return None
+        session.expunge_all()
+        return step
 
 
 def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
-            due_at: datetime | None = None, *, excluded: str | None = None) -> SendOutcome:
-    SENDS.labels(state).inc()
+            due_at: datetime | None = None, *, from_state: StepState = StepState.SENDING,
+            excluded: str | None = None) -> SendOutcome:
+    """Move the step out of `from_state`; a step that has moved on meanwhile is left alone."""
     now = rt.clock.now()
+    values: dict[str, Any] = {"state": state, "reason": reason, "updated_at": now}
+    if from_state == StepState.QUEUED:  # checked but never reserved: still an attempt
+        values["attempts"] = ScheduledStep.attempts + 1
+    if due_at is not None:
+        values["due_at"] = due_at
+    if excluded is not None:
+        values["excluded_channels"] = excluded
+    if state == StepState.QUEUED:
+        values["queued_at"] = now
     with transaction(rt.sessions) as session:
-        step = session.get_one(ScheduledStep, step_id)
-        step.state, step.reason, step.updated_at = state, reason, now
-        if due_at is not None:
-            step.due_at = due_at
-        if excluded is not None:
-            step.excluded_channels = excluded
-        if state == StepState.QUEUED:
-            step.queued_at = now
+        result = session.execute(update(ScheduledStep).where(
+            ScheduledStep.id == step_id, ScheduledStep.state == from_state).values(**values))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return SendOutcome(step_id, "not-queued", "taken, cancelled or re-planned meanwhile")
+    SENDS.labels(state).inc()
     if state == StepState.QUEUED:
         rt.enqueue.send_steps([step_id])
     if state == StepState.SKIPPED:
@@ -117,44 +126,64 @@ def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
     return SendOutcome(step_id, state, reason)
 
 
-def _record_attempt(rt: Runtime, step: ScheduledStep, ready: Ready) -> int:
+@dataclass(frozen=True)
+class _Reservation:
+    attempt_id: int | None  # the attempt row written before the provider call
+    unfinished: DeliveryAttempt | None  # an earlier attempt whose result was lost
+
+
+def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | None:
+    """One transaction, committed before the provider is called: queued → sending (a duplicate
+    task gets nothing) and the attempt row naming the channel and address."""
+    now = rt.clock.now()
     with transaction(rt.sessions) as session:
-        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts, channel=ready.channel,
-                                  address=ready.to, state="reserved", started_at=rt.clock.now())
+        result = session.execute(update(ScheduledStep).where(
+            ScheduledStep.id == step.id, ScheduledStep.state == StepState.QUEUED
+        ).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1, updated_at=now))
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return None
+        unfinished = session.scalars(select(DeliveryAttempt).where(
+            DeliveryAttempt.step_id == step.id, DeliveryAttempt.state.in_(UNFINISHED)
+        ).order_by(DeliveryAttempt.id.desc())).first()
+        if unfinished is not None:
+            session.expunge(unfinished)
+            return _Reservation(None, unfinished)
+        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
+                                  channel=ready.channel, address=ready.to, state="reserved",
+                                  started_at=now)
         session.add(attempt)
         session.flush()
-        return attempt.id
+        return _Reservation(attempt.id, None)
 
 
-def _unfinished_attempt(rt: Runtime, step_id: int) -> DeliveryAttempt | None:
-    with rt.sessions() as session:
-        return session.scalars(select(DeliveryAttempt).where(
-            DeliveryAttempt.step_id == step_id, DeliveryAttempt.state.in_(UNFINISHED)
-        ).order_by(DeliveryAttempt.id.desc())).first()
-
-
-def _already_sent(rt: Runtime, step_id: int, ready: Ready) -> tuple[int, str] | None:
+def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
+               previous: DeliveryAttempt) -> tuple[int, str | None]:
     """After a worker died (or the provider timed out) between calling the provider and
-    recording the result, ask the provider whether it has the message before sending again."""
-    previous = _unfinished_attempt(rt, step_id)
-    if previous is None:
-        return None
+    recording the result, ask the provider whether it has the message before sending again.
+    Returns (attempt id, provider id if it was already sent)."""
     channel = rt.channels.get(previous.channel)
     finder = getattr(channel, "find_sent", None)
-    if finder is None or previous.address is None:
-        return None  # this provider cannot tell us: at-least-once for this one attempt
-    sid = finder(previous.address, ready.message.text, previous.started_at)
-    if sid is None:
-        with transaction(rt.sessions) as session:
-            row = session.get_one(DeliveryAttempt, previous.id)
-            row.state, row.error = "failed", "not found at the provider after a lost result"
-        return None
-    return previous.id, sid
+    sid = None
+    if finder is not None and previous.address is not None:
+        sid = finder(previous.address, ready.message.text, previous.started_at)
+    if sid is not None:
+        return previous.id, sid
+    # Not at the provider (or it cannot tell us: at-least-once for this one attempt).
+    with transaction(rt.sessions) as session:
+        row = session.get_one(DeliveryAttempt, previous.id)
+        row.state, row.error = "failed", "result lost; not found at the provider"
+        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
+                                  channel=ready.channel, address=ready.to, state="reserved",
+                                  started_at=rt.clock.now())
+        session.add(attempt)
+        session.flush()
+        return attempt.id, None
 
 
 def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
             exc: SendError) -> SendOutcome:
     now = rt.clock.now()
+    attempts = step.attempts + 1
     ambiguous = isinstance(exc, TransientSendError) and exc.code == "timeout"
     with transaction(rt.sessions) as session:
         attempt = session.get_one(DeliveryAttempt, attempt_id)
@@ -164,17 +193,17 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
             set_opt_out(session, "sms", ready.to, True, source="provider", now=now,
                         patient=ready.patient)
     reason = f"{ready.channel}: {exc}" + (f" (code {exc.code})" if exc.code else "")
-    if isinstance(exc, TransientSendError) and step.attempts < rt.settings.max_send_attempts:
-        log.warning("step %s attempt %s failed, will retry: %s", step.id, step.attempts, exc)
+    if isinstance(exc, TransientSendError) and attempts < rt.settings.max_send_attempts:
+        log.warning("step %s attempt %s failed, will retry: %s", step.id, attempts, exc)
         return _finish(rt, step.id, StepState.SCHEDULED, f"retrying: {reason}",
-                       due_at=now + backoff(step.attempts))
+                       due_at=now + backoff(attempts))
     if isinstance(exc, PermanentSendError):
         excluded = ",".join(filter(None, [step.excluded_channels, ready.channel]))
         log.warning("step %s failed permanently on %s (code %s); trying a fallback", step.id,
                     ready.channel, exc.code)
         return _finish(rt, step.id, StepState.QUEUED, f"fallback after {reason}",
                        excluded=excluded)
-    log.error("step %s failed: gave up after %s attempts", step.id, step.attempts)
+    log.error("step %s failed: gave up after %s attempts", step.id, attempts)
     return _finish(rt, step.id, StepState.FAILED, f"gave up: {reason}")
 
 
@@ -188,44 +217,49 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         text=ready.message.text, subject=ready.message.subject,
     ))
     with transaction(rt.sessions) as session:
-        attempt = session.get_one(DeliveryAttempt, attempt_id)
-        attempt.state, attempt.finished_at = "sent", now
-        attempt.provider_message_id, attempt.provider_status = provider_id, "accepted"
-        row = session.get_one(ScheduledStep, step.id)
-        row.state, row.sent_at, row.channel, row.reason, row.updated_at = (
-            StepState.SENT, now, ready.channel, None, now)
+        session.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == attempt_id).values(
+            state="sent", finished_at=now, provider_message_id=provider_id,
+            provider_status="accepted"))
+        session.execute(update(ScheduledStep).where(ScheduledStep.id == step.id).values(
+            state=StepState.SENT, sent_at=now, channel=ready.channel, reason=None,
+            updated_at=now))
         return writeback.queue(session, communication, system, step.uid, now,
-                               step_id=step.id).id
+                               step_id=step.id, known_new=True).id
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:
-    """Send one step at most once: reserve it (queued → sending) in its own transaction, re-check
-    its preconditions, reconcile an unfinished earlier attempt, record the attempt, call the
-    provider, then record the result and queue the Communication write-back."""
-    with transaction(rt.sessions) as session:
-        step = _reserve(session, step_id, rt.clock.now())
-        if step is None:
-            return SendOutcome(step_id, "not-queued", "already taken, cancelled or re-planned")
-        enrollment = step.enrollment
-        session.expunge_all()
+    """Send one step at most once. Read it, re-check its preconditions against the EHR, then in
+    one committed transaction reserve it (queued → sending) and record the attempt; only then
+    call the provider; then record the result and queue the Communication write-back. A step
+    whose earlier attempt lost its result is reconciled with the provider before any resend."""
+    step = _snapshot(rt, step_id)
+    if step is None:
+        return SendOutcome(step_id, "not-queued", "already taken, cancelled or re-planned")
     try:
-        ready = check(rt, step, enrollment)
-        found = _already_sent(rt, step_id, ready)
+        ready = check(rt, step, step.enrollment)
     except Skip as skip:
-        outcome = _finish(rt, step_id, skip.state, skip.reason, skip.retry_at)
+        outcome = _finish(rt, step_id, skip.state, skip.reason, skip.retry_at,
+                          from_state=StepState.QUEUED)
         if skip.fresh is not None:
             ingest(rt, skip.fresh, source="send-check")
         return outcome
+    reservation = _reserve(rt, step, ready)
+    if reservation is None:
+        return SendOutcome(step_id, "not-queued", "taken by another worker")
+    provider_id: str | None = None
+    try:
+        if reservation.unfinished is not None:
+            attempt_id, provider_id = _reconcile(rt, step, ready, reservation.unfinished)
+        else:
+            assert reservation.attempt_id is not None
+            attempt_id = reservation.attempt_id
     except TransientSendError as exc:
         return _finish(rt, step_id, StepState.SCHEDULED, f"retrying: {exc}",
-                       due_at=rt.clock.now() + backoff(step.attempts))
-    provider_id: str | None
-    if found is not None:
-        attempt_id, provider_id = found
+                       due_at=rt.clock.now() + backoff(step.attempts + 1))
+    if provider_id is not None:
         log.info("step %s was already at the provider (%s): recorded, not resent", step_id,
                  provider_id)
     else:
-        attempt_id = _record_attempt(rt, step, ready)
         try:
             provider_id = rt.channels[ready.channel].send(ready.message).provider_message_id
         except SendError as exc:
@@ -234,7 +268,7 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
     rt.enqueue.write_back([writeback_id])
     SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
-    return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to)
+    return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to, writeback_id)
 
 
 def write_back(rt: Runtime, writeback_id: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from channels import OutboundMessage
 from channels.templates import TemplateError
 from connector.errors import FhirError, FhirNotFound
-from outreach.consent import is_opted_out
+from outreach.consent import opted_out
 from outreach.messages import message_context
 from outreach.retry import backoff
 from outreach.runtime import Runtime
@@ -91,14 +91,15 @@ def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     language = preferred_language(patient)
     excluded = set(filter(None, step.excluded_channels.split(",")))
     now, notes = rt.clock.now(), []
-    for channel in spec.channel:
-        to = contact_for(patient, channel, now)
-        if channel not in rt.channels or channel in excluded or to is None:
+    candidates = [(channel, contact_for(patient, channel, now)) for channel in spec.channel
+                  if channel in rt.channels and channel not in excluded]
+    reachable = [(channel, to) for channel, to in candidates if to is not None]
+    with rt.sessions() as session:
+        blocked = opted_out(session, reachable)
+    for channel, to in reachable:
+        if (channel, to) in blocked:
+            notes.append(f"opted out of {channel}")
             continue
-        with rt.sessions() as session:
-            if is_opted_out(session, channel, to):
-                notes.append(f"opted out of {channel}")
-                continue
         context = message_context(rt.settings, patient, resource, enrollment.anchor_at,
                                   rt.settings.zone, language)
         try:

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from connector.errors import FhirError
@@ -15,7 +15,7 @@ from connector.writeback import identifier_query
 from outreach.metrics import WRITEBACKS
 from outreach.retry import backoff
 from outreach.runtime import Runtime, WritebackTarget
-from outreach.store.db import transaction
+from outreach.store.db import relax_durability, transaction
 from outreach.store.models import Writeback
 
 log = logging.getLogger(__name__)
@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 
 def queue(
     session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
-    *, step_id: int | None = None, operation: str = "create",
+    *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
 ) -> Writeback:
     """Add (or, for an upsert of a known identifier, refresh) an outbox row; the caller enqueues
-    `write_back(row.id)` after its transaction commits."""
+    `write_back(row.id)` after its transaction commits. `known_new` skips the look-up when the
+    identifier cannot exist yet (a step's first and only sent record)."""
     identifier = f"{system}|{value}"
-    row = session.scalars(select(Writeback).where(Writeback.identifier == identifier)
-                          .with_for_update()).first()
+    row = None if known_new else session.scalars(
+        select(Writeback).where(Writeback.identifier == identifier).with_for_update()).first()
     if row is None:
         row = Writeback(step_id=step_id, resource_type=resource["resourceType"],
                         identifier=identifier, resource=resource, operation=operation,
@@ -61,7 +62,7 @@ def _upsert(
 def write_back(rt: Runtime, writeback_id: int) -> str:
     """Write one outbox row to the EHR; on failure leave it pending with a later attempt time,
     and the sweeper offers it again."""
-    with transaction(rt.sessions) as session:
+    with rt.sessions() as session:
         row = session.get(Writeback, writeback_id)
         if row is None or row.state == "done":
             return "done"
@@ -87,8 +88,8 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
                     exc.status or type(exc).__name__)
         return "retry"
     with transaction(rt.sessions) as session:
-        row = session.get_one(Writeback, writeback_id)
-        row.state, row.server_id, row.done_at = "done", written.get("id"), now
-        row.attempts = attempts + 1
+        relax_durability(session)  # lost on a crash: written again, If-None-Exist dedupes
+        session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
+            state="done", server_id=written.get("id"), done_at=now, attempts=attempts + 1))
     WRITEBACKS.labels("done").inc()
     return "done"
