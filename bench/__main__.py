@@ -23,6 +23,12 @@ def _dispatch(iterations: int) -> list[Result]:
     return dispatch.run(max(iterations, 20))
 
 
+def _ingest(iterations: int) -> list[Result]:
+    from bench import ingest
+
+    return ingest.run(iterations)
+
+
 def _rule_matching(iterations: int) -> list[Result]:
     from bench import rule_matching
 
@@ -33,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
     "e2e_latency": _e2e,
     "dispatch": _dispatch,
     "rule_matching": _rule_matching,
+    "ingest": _ingest,
 }
 
 

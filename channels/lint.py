@@ -51,8 +51,13 @@ def _positions(text: str) -> dict[str, tuple[int, int]]:
 
 def lint_template_file(path: Path, max_segments: int = MAX_SMS_SEGMENTS) -> list[TemplateProblem]:
     text = path.read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
-    where = _positions(text)
+    try:
+        data = yaml.safe_load(text) or {}
+        where = _positions(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return [TemplateProblem(str(path), line, col, f"YAML: {exc.problem}")]
     env = SandboxedEnvironment()
     problems = []
 

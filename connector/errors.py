@@ -5,6 +5,8 @@
      ├── FhirNotFound             404 / 410 from the server
      ├── FhirConflict             409
      ├── FhirPreconditionFailed   412 (If-Match lost a race)
+     ├── FhirUnsupported          the EHR's CapabilityStatement says it cannot do what we need
+     ├── FhirAuthError            the EHR's token endpoint refused our credentials
      └── FhirUnavailable          network failure, 429 or 5xx: try again later
 """
 
@@ -48,6 +50,14 @@ class FhirConflict(FhirError):
 
 
 class FhirPreconditionFailed(FhirError):
+    pass
+
+
+class FhirUnsupported(FhirError):
+    pass
+
+
+class FhirAuthError(FhirError):
     pass
 
 

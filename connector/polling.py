@@ -1,4 +1,4 @@
-"""Polling pass: resources changed since a cursor, oldest first, across pages."""
+"""Polling searches: resources changed since a cursor, or dated inside a window, across pages."""
 
 from __future__ import annotations
 
@@ -23,7 +23,44 @@ def changed_since(
 ) -> Iterator[dict[str, Any]]:
     """Resources with `_lastUpdated` after `since - overlap`; the overlap absorbs clock skew and
     commits that became visible late, and the caller de-duplicates by version."""
-    params: dict[str, str | int] = {"_sort": "_lastUpdated", "_count": page_size}
+    params: dict[str, str | int | list[str]] = {"_sort": "_lastUpdated", "_count": page_size}
     if since is not None:
         params["_lastUpdated"] = f"gt{fhir_instant(since - overlap)}"
     yield from client.search(resource_type, params)
+
+
+def updated_between(
+    client: FhirClient, resource_type: str, start: datetime, end: datetime, *,
+    page_size: int = 100,
+) -> Iterator[dict[str, Any]]:
+    """Resources last changed inside [start, end] (a backfill of changes)."""
+    params: dict[str, str | int | list[str]] = {
+        "_lastUpdated": [f"ge{fhir_instant(start)}", f"le{fhir_instant(end)}"],
+        "_count": page_size,
+    }
+    yield from client.search(resource_type, params)
+
+
+def dated_between(
+    client: FhirClient, resource_type: str, start: datetime, end: datetime, *,
+    page_size: int = 100,
+) -> Iterator[dict[str, Any]]:
+    """Resources whose `date` search parameter (Appointment.start, Encounter.period) falls in
+    [start, end): the only way to find changes on an EHR without `_lastUpdated`."""
+    params: dict[str, str | int | list[str]] = {
+        "date": [f"ge{fhir_instant(start)}", f"lt{fhir_instant(end)}"],
+        "_count": page_size,
+    }
+    yield from client.search(resource_type, params)
+
+
+def window_slices(
+    now: datetime, *, past: timedelta, future: timedelta, size: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """[now - past, now + future) cut into slices of `size`: each search stays small, and a
+    failure part-way loses only the slice in flight."""
+    slices, start, end = [], now - past, now + future
+    while start < end:
+        slices.append((start, min(start + size, end)))
+        start += size
+    return slices

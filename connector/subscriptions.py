@@ -37,6 +37,37 @@ def desired(resource_type: str, endpoint: str, secret: str) -> dict[str, Any]:
     }
 
 
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+
+
+def desired_topic(
+    topic: str, resource_type: str, endpoint: str, secret: str, *,
+    content: str = "id-only", heartbeat_seconds: int = 300,
+) -> dict[str, Any]:
+    """A Backport IG (R4) topic-based Subscription: `criteria` is the topic's canonical URL, the
+    filter and payload content are extensions. `id-only` by default: we re-read from the EHR
+    anyway, so full resources would only add bytes (and PHI) on the wire."""
+    return {
+        "resourceType": "Subscription",
+        "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
+        "status": "requested",
+        "reason": REASON,
+        "criteria": topic,
+        "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
+                                     "valueString": f"{resource_type}?"}]},
+        "channel": {
+            "extension": [{"url": f"{BACKPORT}/backport-heartbeat-period",
+                           "valueUnsignedInt": heartbeat_seconds}],
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": FHIR_JSON,
+            "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
+                                        "valueCode": content}]},
+            "header": [f"{SECRET_HEADER}: {secret}"],
+        },
+    }
+
+
 def _ours(client: FhirClient, endpoint: str) -> dict[str, dict[str, Any]]:
     found = {}
     for sub in client.search("Subscription", {"_count": 100}):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -126,18 +127,76 @@ def beat_command() -> None:
 
 @rules_app.command("check")
 def rules_check(path: Path) -> None:
-    """Validate journey files: exit 0 when valid, 1 with file:line:col: message lines."""
+    """Validate journey files and the message templates: exit 0 when valid, 1 with
+    file:line:col: message lines (SMS length, the STOP line, minimum-necessary fields)."""
+    from channels.lint import lint_templates
+    from channels.templates import SHIPPED
     from outreach.runtime import load_templates
     from rules import JourneyError, load_journeys
 
     settings = _settings()
+    problems: list[str] = [str(p) for p in lint_templates(settings.templates_dir or SHIPPED)]
+    journeys = None
     try:
         journeys = load_journeys(path, load_templates(settings).names)
     except JourneyError as exc:
-        typer.echo(str(exc))
-        raise typer.Exit(1) from exc
+        problems = [str(p) for p in exc.problems] + problems
+    if problems:
+        typer.echo("\n".join(problems))
+        files = len({p.split(":", 1)[0] for p in problems})
+        typer.echo(f"{len(problems)} problem(s) in {files} file(s)", err=True)
+        raise typer.Exit(1)
+    assert journeys is not None
     for journey in journeys.journeys:
         typer.echo(f"ok  {journey.path}: {journey.name} ({len(journey.spec.steps)} steps)")
+
+
+@rules_app.command("schema")
+def rules_schema() -> None:
+    """Print the JSON Schema of a journey file (for editors; rules/journey.schema.json)."""
+    import json
+
+    from rules.schema import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def simulate(
+    rules: Annotated[Path, typer.Option("--rules", help="A journey file or folder")],
+    input_file: Annotated[Path, typer.Option("--input", help="A Bundle or NDJSON export")],
+    now: Annotated[str | None, typer.Option(help="ISO instant to plan at (default: now)")] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """What the journeys would send for an export: who, when, which step and channel, and why a
+    step would be skipped. Sends nothing; needs no database or EHR."""
+    from datetime import UTC, datetime
+
+    from outreach.simulate import InputError, as_json, as_table, read_resources
+    from outreach.simulate import simulate as run_simulation
+    from rules import JourneyError
+
+    if output not in ("table", "json"):
+        typer.echo("--format must be table or json", err=True)
+        raise typer.Exit(2)
+    try:
+        moment = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    except ValueError as exc:
+        typer.echo(f"--now: not an ISO date-time: {now!r}", err=True)
+        raise typer.Exit(2) from exc
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        rows, notes = run_simulation(rules, read_resources(input_file), moment, _settings())
+    except JourneyError as exc:
+        typer.echo(str(exc))
+        raise typer.Exit(1) from exc
+    except (InputError, OSError) as exc:
+        typer.echo(f"input: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(as_json(rows) if output == "json" else as_table(rows))
+    for note in notes:
+        typer.echo(note, err=True)
 
 
 def _fhir_runtime() -> Runtime:
@@ -191,18 +250,40 @@ def subscriptions_status() -> None:
         raise typer.Exit(1)
 
 
+def _instant(value: str) -> datetime:
+    from rules.changes import parse_instant
+
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO date or instant: {value!r}") from exc
+
+
 @app.command()
-def poll(once: Annotated[bool, typer.Option("--once", help="One pass, then exit")] = False) -> None:
-    """Ask the EHR for changes since the last poll and process them."""
-    from outreach.polling import poll_once
+def poll(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit")] = False,
+    backfill: Annotated[tuple[str, str] | None, typer.Option(
+        metavar="FROM TO", help="Ingest everything dated FROM..TO (ISO dates), e.g. at go-live",
+    )] = None,
+) -> None:
+    """Ask the EHR for changes since the last poll (or in a date range) and process them."""
+    from outreach import polling
 
     rt = _fhir_runtime()
     _require_schema(rt.settings)
     _logging()
-    if not once:
-        typer.echo("continuous polling runs in `outreach beat`; use --once here", err=True)
+    if backfill is not None:
+        counts = polling.backfill(rt, _instant(backfill[0]), _instant(backfill[1]))
+    elif once:
+        for rtype, strategy in polling.plan(rt).items():
+            typer.echo(f"{rtype}: " + (f"cannot poll: {strategy}" if isinstance(strategy, Exception)
+                                       else f"polling by {strategy.value}"))
+        counts = polling.poll_once(rt)
+    else:
+        typer.echo("continuous polling runs in `outreach beat`; use --once or --backfill here",
+                   err=True)
         raise typer.Exit(2)
-    for rtype, count in poll_once(rt).items():
+    for rtype, count in counts.items():
         typer.echo(f"{rtype}: {count} new versions processed")
 
 

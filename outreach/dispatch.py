@@ -101,11 +101,11 @@ def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
 
 def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
             due_at: datetime | None = None, *, from_state: StepState = StepState.SENDING,
-            excluded: str | None = None) -> SendOutcome:
+            excluded: str | None = None, counts: bool = True) -> SendOutcome:
     """Move the step out of `from_state`; a step that has moved on meanwhile is left alone."""
     now = rt.clock.now()
     values: dict[str, Any] = {"state": state, "reason": reason, "updated_at": now}
-    if from_state == StepState.QUEUED:  # checked but never reserved: still an attempt
+    if from_state == StepState.QUEUED and counts:  # checked, never reserved: still an attempt
         values["attempts"] = ScheduledStep.attempts + 1
     if due_at is not None:
         values["due_at"] = due_at
@@ -239,7 +239,7 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
         ready = check(rt, step, step.enrollment)
     except Skip as skip:
         outcome = _finish(rt, step_id, skip.state, skip.reason, skip.retry_at,
-                          from_state=StepState.QUEUED)
+                          from_state=StepState.QUEUED, counts=skip.counts)
         if skip.fresh is not None:
             ingest(rt, skip.fresh, source="send-check")
         return outcome

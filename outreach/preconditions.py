@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from channels import OutboundMessage
 from channels.templates import TemplateError
 from connector.errors import FhirError, FhirNotFound
+from outreach.admin import PAUSE_RECHECK, paused_journeys
 from outreach.consent import opted_out
+from outreach.enrollment import sent_recently
 from outreach.messages import message_context
 from outreach.retry import backoff
 from outreach.runtime import Runtime
 from outreach.store.models import Enrollment, ScheduledStep, StepState
-from rules.planner import anchor_time
-from rules.recipients import contact_for, preferred_language
+from rules.caps import DEFAULT_POLICY, allowed_time, counts_toward_caps
+from rules.loader import LoadedJourney
+from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
+from rules.recipients import Recipient, choose_recipient, patient_timezone
 from rules.schema import TRIGGER_TIME, Step
 
 
@@ -36,9 +41,11 @@ class Skip(Exception):
     was planned from: it is ingested afterwards so the whole enrollment follows it."""
 
     def __init__(self, reason: str, state: StepState = StepState.SKIPPED,
-                 retry_at: datetime | None = None, fresh: dict[str, Any] | None = None) -> None:
+                 retry_at: datetime | None = None, fresh: dict[str, Any] | None = None,
+                 *, counts: bool = True) -> None:
         super().__init__(reason)
         self.reason, self.state, self.retry_at, self.fresh = reason, state, retry_at, fresh
+        self.counts = counts  # whether this counts as an attempt (a pause does not)
 
 
 def _step_spec(rt: Runtime, enrollment: Enrollment, step_id: str) -> Step:
@@ -65,53 +72,100 @@ def read(rt: Runtime, reference: str, attempts: int) -> dict[str, Any]:
                    rt.clock.now() + backoff(attempts)) from exc
 
 
-def _still_wanted(rt: Runtime, enrollment: Enrollment, resource: dict[str, Any]) -> None:
-    journey = rt.journeys.by_name(enrollment.journey)
-    assert journey is not None
+def _still_wanted(rt: Runtime, journey: LoadedJourney, enrollment: Enrollment,
+                  resource: dict[str, Any]) -> None:
     now = rt.clock.now()
-    if journey.cancel_when is not None and journey.cancel_when(resource, now):
-        raise Skip(f"cancel_when matched: {journey.cancel_when.source}", StepState.CANCELLED,
-                   fresh=resource)
-    if journey.when is not None and not journey.when(resource, now):
-        raise Skip("trigger condition no longer true", fresh=resource)
+    reason = recheck(journey, resource, now)
+    if reason is not None:
+        state = StepState.CANCELLED if reason.startswith("cancel_when") else StepState.SKIPPED
+        raise Skip(reason, state, fresh=resource)
     anchor = anchor_time(journey, resource, now)
     if journey.spec.anchor != TRIGGER_TIME and anchor != enrollment.anchor_at:
         # Back to scheduled: ingesting the fresh version re-plans it with the others.
         raise Skip("anchor moved", StepState.SCHEDULED, fresh=resource)
 
 
+def _related_persons(rt: Runtime, patient: str) -> list[dict[str, Any]]:
+    if rt.fhir is None:
+        return []
+    try:
+        return list(rt.fhir.search("RelatedPerson", {"patient": patient, "_count": 50}))
+    except FhirError:
+        return []  # Patient.contact still names caregivers; RelatedPerson is a refinement
+
+
+def _recipients(rt: Runtime, journey: LoadedJourney, spec: Step, step: ScheduledStep,
+                patient_ref: str, patient: dict[str, Any]) -> list[Recipient]:
+    """Who can receive this step, one per usable channel, in the step's order of preference."""
+    mode = spec.recipient or journey.spec.recipient
+    excluded = set(filter(None, step.excluded_channels.split(",")))
+    related = _related_persons(rt, patient_ref) if mode != "patient" else None
+    found = []
+    for channel in spec.channel:
+        if channel in rt.channels and channel not in excluded:
+            recipient = choose_recipient(mode, patient, [channel], rt.clock.now(), related)
+            if recipient is not None:
+                found.append(recipient)
+    return found
+
+
+def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str, patient: str,
+             zone: ZoneInfo, step_id: int) -> None:
+    """Quiet hours and frequency caps, re-checked at send time: a retried or late step must not
+    go out at night or past the cap. Deferrals do not count as attempts."""
+    now = rt.clock.now()
+    quiet = journey.spec.quiet_hours
+
+    def adjust(moment: datetime) -> datetime:
+        return shift_out_of_quiet_hours(moment, quiet, zone) if quiet else moment
+
+    later = adjust(now)
+    if counts_toward_caps([channel], spec.cap_exempt, DEFAULT_POLICY):
+        with rt.sessions() as session:
+            sent = sent_recently(session, patient, now, rt.journeys, exclude_step=step_id)
+        later = allowed_time(now, sent, zone, DEFAULT_POLICY, adjust)
+    if later > now + timedelta(minutes=1):
+        why = "quiet hours" if later == adjust(now) else "frequency cap"
+        raise Skip(f"{why}: deferred", StepState.SCHEDULED, later, counts=False)
+
+
 def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     """Re-check what may have changed since the step was planned, then pick the first listed
-    channel that is configured, not excluded by an earlier permanent failure, that the patient
-    has a contact point for, and that the patient has not opted out of."""
+    channel that is configured, not excluded by an earlier permanent failure, on which the
+    recipient can be reached and has not opted out; then quiet hours and caps."""
+    journey = rt.journeys.by_name(enrollment.journey)
     spec = _step_spec(rt, enrollment, step.step_id)
-    resource = read(rt, enrollment.anchor_reference, step.attempts)
-    _still_wanted(rt, enrollment, resource)
-    patient = read(rt, enrollment.patient, step.attempts)
-    language = preferred_language(patient)
-    excluded = set(filter(None, step.excluded_channels.split(",")))
-    now, notes = rt.clock.now(), []
-    candidates = [(channel, contact_for(patient, channel, now)) for channel in spec.channel
-                  if channel in rt.channels and channel not in excluded]
-    reachable = [(channel, to) for channel, to in candidates if to is not None]
+    assert journey is not None
     with rt.sessions() as session:
-        blocked = opted_out(session, reachable)
-    for channel, to in reachable:
-        if (channel, to) in blocked:
-            notes.append(f"opted out of {channel}")
+        if enrollment.journey in paused_journeys(session):
+            raise Skip("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
+                       counts=False)
+    resource = read(rt, enrollment.anchor_reference, step.attempts)
+    _still_wanted(rt, journey, enrollment, resource)
+    patient = read(rt, enrollment.patient, step.attempts)
+    zone = patient_timezone(patient) or rt.settings.zone
+    recipients = _recipients(rt, journey, spec, step, enrollment.patient, patient)
+    with rt.sessions() as session:
+        blocked = opted_out(session, [(r.channel, r.address) for r in recipients])
+    notes = [f"opted out of {channel}" for channel, _ in sorted(blocked)]
+    for recipient in recipients:
+        if (recipient.channel, recipient.address) in blocked:
             continue
-        context = message_context(rt.settings, patient, resource, enrollment.anchor_at,
-                                  rt.settings.zone, language)
+        _not_now(rt, journey, spec, recipient.channel, enrollment.patient, zone, step.id)
+        context = message_context(rt.settings, patient, resource, enrollment.anchor_at, zone,
+                                  recipient.language)
+        context["first_name"] = recipient.first_name or context["first_name"]
         try:
-            rendered = rt.templates.render(spec.template, channel, context, language)
+            rendered = rt.templates.render(spec.template, recipient.channel, context,
+                                           recipient.language)
         except TemplateError as exc:
             raise Skip(f"template: {exc}", StepState.FAILED) from exc
-        message = OutboundMessage(key=step.uid, to=to, text=rendered.text,
+        message = OutboundMessage(key=step.uid, to=recipient.address, text=rendered.text,
                                   subject=rendered.subject, html=rendered.html)
-        return Ready(channel, to, message, enrollment.patient, enrollment.anchor_reference,
-                     spec.category)
+        return Ready(recipient.channel, recipient.address, message, enrollment.patient,
+                     enrollment.anchor_reference, spec.category)
     listed = ", ".join(spec.channel)
     detail = "; ".join(notes) or f"configured: {', '.join(sorted(rt.channels))}"
-    if excluded:
-        detail += f"; failed before: {', '.join(sorted(excluded))}"
-    raise Skip(f"no channel the patient can receive among [{listed}] ({detail})")
+    if step.excluded_channels:
+        detail += f"; failed before: {step.excluded_channels.replace(',', ', ')}"
+    raise Skip(f"no channel the recipient can receive among [{listed}] ({detail})")

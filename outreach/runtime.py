@@ -16,12 +16,14 @@ from channels import Channel, ConsoleChannel, SmtpEmailChannel, TemplateCatalog
 from channels.templates import SHIPPED as SHIPPED_TEMPLATES
 from channels.twilio import TwilioSmsChannel
 from channels.webhook import WebhookChannel
-from connector.client import FhirClient
+from connector.auth import SmartBackendAuth
+from connector.client import FhirClient, RetryPolicy
 from outreach.clock import Clock, SystemClock
 from outreach.ratelimit import LocalRateLimiter, RedisRateLimiter
+from outreach.reload import ReloadingJourneySet
 from outreach.settings import Settings, get_settings
 from outreach.store.db import make_engine, make_session_factory
-from rules import JourneySet, load_journeys
+from rules import JourneySet
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,21 @@ def load_templates(settings: Settings) -> TemplateCatalog:
     return TemplateCatalog(settings.templates_dir or SHIPPED_TEMPLATES)
 
 
+def build_fhir_client(settings: Settings) -> FhirClient:
+    """The one EHR client: SMART Backend Services, a static bearer token, or no auth."""
+    base = str(settings.fhir_base_url)
+    token = settings.fhir_token.get_secret_value() if settings.fhir_token else None
+    auth = None
+    if settings.fhir_private_key_file is not None and settings.fhir_client_id is not None:
+        auth = SmartBackendAuth(
+            base, settings.fhir_client_id, settings.fhir_private_key_file.read_bytes(),
+            scope=settings.fhir_scope, key_id=settings.fhir_key_id,
+            token_url=str(settings.fhir_token_url) if settings.fhir_token_url else None,
+        )
+    return FhirClient(base, token=token, auth=auth, timeout=settings.fhir_timeout_seconds,
+                      retry=RetryPolicy(attempts=settings.fhir_retry_attempts))
+
+
 def build_runtime(settings: Settings, *, enqueue: Enqueuer | None = None) -> Runtime:
     """Production wiring: the configured database, EHR, channels, and Celery for background work."""
     from outreach.worker.enqueue import CeleryEnqueuer
@@ -119,14 +136,13 @@ def build_runtime(settings: Settings, *, enqueue: Enqueuer | None = None) -> Run
     templates = load_templates(settings)
     fhir = None
     if settings.fhir_base_url is not None:
-        token = settings.fhir_token.get_secret_value() if settings.fhir_token else None
-        fhir = FhirClient(str(settings.fhir_base_url), token=token)
+        fhir = build_fhir_client(settings)
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         clock=SystemClock(),
-        journeys=load_journeys(settings.rules_dir, templates.names),
+        journeys=ReloadingJourneySet(settings.rules_dir, templates.names),
         templates=templates,
         channels=build_channels(settings),
         ehr=fhir,

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -25,6 +33,18 @@ class Settings(BaseSettings):
 
     fhir_base_url: AnyHttpUrl | None = None
     fhir_token: SecretStr | None = None
+    # SMART Backend Services: a private key (PEM file, RSA → RS384, EC P-384 → ES384) and the
+    # client id registered with the EHR; the token URL comes from .well-known unless set.
+    fhir_private_key_file: Path | None = None
+    fhir_client_id: str | None = Field(default=None, validate_default=True)
+    fhir_key_id: str | None = None
+    fhir_token_url: AnyHttpUrl | None = None
+    fhir_scope: str = (
+        "system/Appointment.rs system/Encounter.rs system/Patient.rs system/Communication.cu"
+    )
+    fhir_timeout_seconds: float = Field(default=10.0, gt=0)
+    fhir_retry_attempts: int = Field(default=4, ge=1, le=10)
+    verify_notifications: bool = True
     database_url: str = "sqlite:///var/outreach.db"
     broker_url: str | None = None
     rules_dir: Path = SHIPPED_JOURNEYS
@@ -48,13 +68,28 @@ class Settings(BaseSettings):
     send_lease_seconds: int = Field(default=300, ge=1)
     requeue_after_seconds: int = Field(default=600, ge=1)
     low_score_threshold: int = Field(default=6, ge=0, le=10)
+    # Admin API callers: "name=token,name2=token2"; the name is what the audit log records.
+    admin_tokens: SecretStr | None = None
     timezone: str = "UTC"
     identifier_system: str = "urn:fhir-outreach:step"
     organization_name: str | None = None
     callback_phone: str | None = None
+    # SMART on FHIR clinician view (EHR and standalone launch). The EHR's base URLs allowed
+    # to launch us ("iss", comma-separated) default to OUTREACH_FHIR_BASE_URL; the session
+    # secret encrypts the session cookie and has no default, so a deployment must choose one.
+    smart_client_id: str | None = None
+    smart_scopes: str = "openid fhirUser patient/*.read"
+    smart_allowed_iss: str | None = None
+    smart_session_secret: SecretStr | None = Field(default=None, validate_default=True)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     poll_overlap_seconds: int = Field(default=60, ge=0)
+    # EHRs without _lastUpdated: each pass sweeps resources dated in [now - past, now + future].
+    poll_window_past_days: int = Field(default=1, ge=0)
+    poll_window_future_days: int = Field(default=120, ge=1)
+    poll_window_slice_days: int = Field(default=7, ge=1)
+    # A topic subscription silent (no event, no heartbeat) longer than this is treated as a gap.
+    topic_silence_seconds: int = Field(default=900, ge=10)
     max_send_attempts: int = Field(default=5, ge=1)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
@@ -65,6 +100,25 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("fhir_private_key_file")
+    @classmethod
+    def _readable_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if info.data.get("fhir_token") is not None:
+            raise ValueError("set either OUTREACH_FHIR_TOKEN or a SMART private key, not both")
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("fhir_client_id")
+    @classmethod
+    def _smart_pair(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (info.data.get("fhir_private_key_file") is None) != (value is None):
+            raise ValueError("SMART Backend Services needs both OUTREACH_FHIR_CLIENT_ID and "
+                             "OUTREACH_FHIR_PRIVATE_KEY_FILE")
         return value
 
     @field_validator("database_url")
@@ -85,6 +139,35 @@ class Settings(BaseSettings):
             raise ValueError("use a redis:// URL, or leave unset to run tasks in-process")
         return value or None
 
+    @field_validator("smart_allowed_iss")
+    @classmethod
+    def _issuer_urls(cls, value: str | None) -> str | None:
+        for issuer in _split(value):
+            parsed = urlsplit(issuer)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query:
+                raise ValueError(f"{issuer!r} is not an http(s) FHIR base URL")
+        return value
+
+    @field_validator("smart_session_secret")
+    @classmethod
+    def _session_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("smart_client_id"):
+                raise ValueError("required when OUTREACH_SMART_CLIENT_ID is set: "
+                                 "at least 32 random characters, e.g. `openssl rand -hex 32`")
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("use at least 32 random characters")
+        return value
+
+    @property
+    def smart_issuers(self) -> list[str]:
+        """EHR FHIR bases allowed to launch the SMART view, without trailing slashes."""
+        configured = _split(self.smart_allowed_iss)
+        if not configured and self.fhir_base_url is not None:
+            configured = [str(self.fhir_base_url)]
+        return [issuer.rstrip("/") for issuer in configured]
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -97,6 +180,25 @@ class Settings(BaseSettings):
     def smtp_configured(self) -> bool:
         return bool(self.smtp_host and self.smtp_from)
 
+    @field_validator("admin_tokens")
+    @classmethod
+    def _named_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for pair in value.get_secret_value().split(","):
+            name, _, token = pair.strip().partition("=")
+            if not name or len(token) < 16:
+                raise ValueError("use name=token pairs separated by commas, tokens of at least "
+                                 "16 characters")
+        return value
+
+    def admin_callers(self) -> dict[str, str]:
+        """token → caller name."""
+        if self.admin_tokens is None:
+            return {}
+        pairs = (p.strip().partition("=") for p in self.admin_tokens.get_secret_value().split(","))
+        return {token: name for name, _, token in pairs}
+
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from)
@@ -104,6 +206,10 @@ class Settings(BaseSettings):
     def public(self, path: str) -> str | None:
         """The URL at which Twilio (or the EHR) reaches `path` on this service."""
         return f"{str(self.public_url).rstrip('/')}{path}" if self.public_url else None
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -26,6 +26,12 @@ class ResourceChange:
     previous: dict[str, Any] | None = None
     last_updated: datetime | None = None
     source: str = "unknown"
+    # What differs from `previous` (connector.changes.classify): the top-level element names
+    # that changed ("status", "start", "end", "participant", ...; meta and text never count),
+    # plus "created", "deleted" and "rescheduled" (start or end moved). Empty when not classified.
+    changes: frozenset[str] = frozenset()
+    status_from: str | None = None
+    status_to: str | None = None
 
     @property
     def reference(self) -> str:

@@ -63,6 +63,15 @@ def check_syntax(source: str) -> None:
         raise FhirPathError(f"column {trailing.column + 1}: unexpected {trailing.text!r}")
 
 
+def is_constant(source: str) -> bool:
+    """True when the expression reads nothing (no element, variable or function): its value is
+    the same for every resource, e.g. `false` or `1 > 2`."""
+    lexer = FHIRPathLexer(InputStream(source))
+    lexer.removeErrorListeners()
+    reads = {FHIRPathLexer.IDENTIFIER, FHIRPathLexer.DELIMITEDIDENTIFIER}
+    return not any(t.type in reads or t.text in ("%", "$this") for t in lexer.getAllTokens())
+
+
 class Condition:
     """A compiled boolean FHIRPath expression; empty results count as false."""
 

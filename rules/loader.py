@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from rules.cron import CronSchedule
 from rules.fhirpath import Condition, FhirPathError
-from rules.schema import Journey
+from rules.schema import UNION_TAGS, Journey
+from rules.semantics import Context, semantic_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +47,55 @@ class LoadedJourney:
     when: Condition | None
     cancel_when: Condition | None
     name_position: tuple[int, int] = (1, 1)
+    schedule: CronSchedule | None = None
 
     @property
     def name(self) -> str:
         return self.spec.journey
 
 
-@dataclass(frozen=True)
 class JourneySet:
-    journeys: tuple[LoadedJourney, ...] = field(default_factory=tuple)
+    """The loaded journeys, indexed by resource type and name. Subclasses may refresh the
+    contents (hot reload) in `_refresh`, which every accessor calls first."""
+
+    def __init__(self, journeys: Iterable[LoadedJourney] = ()) -> None:
+        self._set(tuple(journeys))
+
+    def _set(self, journeys: tuple[LoadedJourney, ...]) -> None:
+        by_type: dict[str, list[LoadedJourney]] = {}
+        for journey in journeys:
+            if journey.spec.trigger.schedule is None:
+                by_type.setdefault(journey.spec.trigger.resource_type, []).append(journey)
+        # One tuple swapped in one assignment: readers on other threads see the old set or the
+        # new one, never a mix.
+        self._state = (journeys, by_type, {j.name: j for j in journeys})
+
+    def _refresh(self) -> None:
+        """Hook for hot reload; the plain set never changes."""
+
+    @property
+    def journeys(self) -> tuple[LoadedJourney, ...]:
+        self._refresh()
+        return self._state[0]
 
     def for_resource(self, resource_type: str) -> list[LoadedJourney]:
-        return [j for j in self.journeys if j.spec.trigger.resource == resource_type]
+        """The change-triggered journeys listening to this resource type."""
+        self._refresh()
+        return self._state[1].get(resource_type, [])
 
     def by_name(self, name: str) -> LoadedJourney | None:
-        return next((j for j in self.journeys if j.name == name), None)
+        self._refresh()
+        return self._state[2].get(name)
+
+    @property
+    def scheduled(self) -> list[LoadedJourney]:
+        return [j for j in self.journeys if j.spec.trigger.schedule is not None]
 
     @property
     def resource_types(self) -> list[str]:
-        return sorted({j.spec.trigger.resource for j in self.journeys})
+        """Resource types whose changes a journey listens to (what to subscribe to and poll)."""
+        self._refresh()
+        return sorted(self._state[1])
 
 
 class _JourneyLoader(yaml.SafeLoader):
@@ -119,12 +151,16 @@ def _locate(root: yaml.Node, loc: Sequence[object], want_key: bool = False) -> y
     return node
 
 
+# Parts of pydantic error locations that are not keys in the file.
+_NOT_KEYS = frozenset({"function-after", "function-before", *UNION_TAGS})
+
+
 def _problems_from_validation(
     exc: ValidationError, root: yaml.Node, path: str
 ) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        loc = [part for part in err["loc"] if part not in ("function-after",)]
+        loc = [part for part in err["loc"] if part not in _NOT_KEYS]
         unknown = err["type"] == "extra_forbidden"
         node = _locate(root, loc, want_key=unknown)
         line, col = _mark(node, path)
@@ -134,36 +170,17 @@ def _problems_from_validation(
     return problems
 
 
-def _compile(
-    expr: str | None, node: yaml.Node, path: str, problems: list[Problem]
-) -> Condition | None:
+Report = Callable[[Sequence[object], str], None]
+
+
+def _compile(expr: str | None, loc: Sequence[object], report: Report) -> Condition | None:
     if expr is None:
         return None
     try:
         return Condition(expr)
     except FhirPathError as exc:
-        problems.append(Problem(path, *_mark(node, path), str(exc)))
+        report(loc, str(exc))
         return None
-
-
-def _semantic_problems(
-    journey: Journey, root: yaml.Node, path: str, templates: Iterable[str] | None
-) -> list[Problem]:
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    known_templates = set(templates) if templates is not None else None
-    for index, step in enumerate(journey.steps):
-        step_node = _locate(root, ["steps", index])
-        if step.id in seen:
-            node = _locate(step_node, ["id"])
-            problems.append(Problem(path, *_mark(node, path), f"duplicate step id {step.id!r}"))
-        seen.add(step.id)
-        if known_templates is not None and step.template not in known_templates:
-            node = _locate(step_node, ["template"])
-            problems.append(
-                Problem(path, *_mark(node, path), f"unknown template {step.template!r}")
-            )
-    return problems
 
 
 def parse_journey(
@@ -183,14 +200,26 @@ def parse_journey(
         journey = Journey.model_validate(data)
     except ValidationError as exc:
         raise JourneyError(_problems_from_validation(exc, root, path)) from exc
-    problems = _semantic_problems(journey, root, path, templates)
-    when = _compile(journey.trigger.when, _locate(root, ["trigger", "when"]), path, problems)
-    cancel = _compile(journey.cancel_when, _locate(root, ["cancel_when"]), path, problems)
+    problems: list[Problem] = []
+
+    def report(loc: Sequence[object], message: str, key: bool = False) -> None:
+        problems.append(Problem(path, *_mark(_locate(root, loc, want_key=key), path), message))
+
+    when = _compile(journey.trigger.when, ["trigger", "when"], report)
+    cancel = _compile(journey.cancel_when, ["cancel_when"], report)
+    schedule = None
+    if journey.trigger.schedule is not None:
+        try:
+            schedule = CronSchedule.parse(journey.trigger.schedule)
+        except ValueError as exc:
+            report(["trigger", "schedule"], f"trigger.schedule: {exc}")
+    names = set(templates) if templates is not None else None
+    semantic_problems(Context(journey, when, cancel, names), report)
     if problems:
-        raise JourneyError(problems)
+        raise JourneyError(sorted(problems, key=lambda p: (p.line, p.column)))
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     name_at = _mark(_locate(root, ["journey"]), path)
-    return LoadedJourney(journey, path, version, when, cancel, name_at)
+    return LoadedJourney(journey, path, version, when, cancel, name_at, schedule)
 
 
 def load_journey_file(path: Path, templates: Iterable[str] | None = None) -> LoadedJourney:
@@ -225,4 +254,4 @@ def load_journeys(location: Path, templates: Iterable[str] | None = None) -> Jou
         names[journey.name] = journey.path
     if problems:
         raise JourneyError(problems)
-    return JourneySet(tuple(loaded))
+    return JourneySet(loaded)

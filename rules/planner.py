@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from rules.changes import ResourceChange, parse_instant
-from rules.durations import parse_offset
+from rules.caps import DEFAULT_POLICY, CapPolicy, Send, allowed_time, counts_toward_caps
+from rules.changes import ChangeKind, ResourceChange, parse_instant
+from rules.durations import parse_at
 from rules.loader import LoadedJourney
-from rules.schema import ANCHORS, TRIGGER_TIME, QuietHours, Step
+from rules.schema import ANCHORS, TRIGGER_TIME, WHEN_ELEMENT, Event, QuietHours, StatusEvent, Step
 
 Action = Literal["enroll", "replan", "cancel", "ignore"]
 
@@ -29,25 +31,86 @@ class PlannedStep:
     skip_reason: str | None = None
 
 
-def _element(resource: dict[str, Any], dotted: str) -> Any:
+def element(resource: dict[str, Any] | None, dotted: str) -> Any:
     value: Any = resource
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
 
 
+def _instant(resource: dict[str, Any] | None, dotted: str) -> datetime | None:
+    raw = element(resource, dotted)
+    try:
+        return parse_instant(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
 def anchor_time(journey: LoadedJourney, resource: dict[str, Any], now: datetime) -> datetime | None:
     anchor = journey.spec.anchor
     if anchor == TRIGGER_TIME:
         return now
-    raw = _element(resource, ANCHORS[journey.spec.trigger.resource][anchor])
-    return parse_instant(raw) if isinstance(raw, str) else None
+    return _instant(resource, ANCHORS[journey.spec.trigger.resource_type][anchor])
 
 
 def _changed(fields: list[str], change: ResourceChange) -> bool:
     if change.previous is None or change.current is None:
         return False
-    return any(_element(change.previous, f) != _element(change.current, f) for f in fields)
+    return any(element(change.previous, f) != element(change.current, f) for f in fields)
+
+
+def _status_matches(event: StatusEvent, change: ResourceChange) -> bool:
+    before = element(change.previous, "status") if change.previous is not None else None
+    after = element(change.current, "status")
+    if after is None or before == after:
+        return False
+    wanted = event.status
+    if wanted.to is not None and after not in wanted.to:
+        return False
+    if wanted.from_ is None:
+        return True
+    return before is not None and before in wanted.from_
+
+
+def _rescheduled(change: ResourceChange) -> bool:
+    dotted = WHEN_ELEMENT.get(change.resource_type)
+    if dotted is None or change.previous is None or change.current is None:
+        return False
+    before, after = _instant(change.previous, dotted), _instant(change.current, dotted)
+    return before is not None and after is not None and before != after
+
+
+def event_matches(event: Event | StatusEvent, change: ResourceChange) -> bool:
+    """Whether one `trigger.on` item describes this change."""
+    if isinstance(event, StatusEvent):
+        return _status_matches(event, change)
+    if event == Event.RESCHEDULED:
+        return _rescheduled(change)
+    return change.kind.value == event.value
+
+
+def _matching_event(journey: LoadedJourney, change: ResourceChange) -> str | None:
+    for event in journey.spec.trigger.events:
+        if event_matches(event, change):
+            if isinstance(event, StatusEvent):
+                before = element(change.previous, "status") or "new"
+                return f"status {before} → {element(change.current, 'status')}"
+            return str(event.value)
+    return None
+
+
+def _decide_enrolled(
+    journey: LoadedJourney, change: ResourceChange, now: datetime,
+    enrolled_anchor: datetime | None, resource: dict[str, Any],
+) -> Decision:
+    spec = journey.spec
+    if journey.cancel_when is not None and journey.cancel_when(resource, now, change.previous):
+        return Decision("cancel", f"cancel_when matched: {journey.cancel_when.source}")
+    anchor = anchor_time(journey, resource, now)
+    moved = anchor is not None and anchor != enrolled_anchor and spec.anchor != TRIGGER_TIME
+    if moved or _changed(spec.replan_on_change, change):
+        return Decision("replan", "anchor moved", anchor)
+    return Decision("ignore", "already enrolled")
 
 
 def decide(
@@ -59,27 +122,39 @@ def decide(
 ) -> Decision:
     """What this change means for this journey, given whether the resource is already enrolled."""
     spec = journey.spec
-    if change.resource_type != spec.trigger.resource:
+    if change.resource_type != spec.trigger.resource_type:
         return Decision("ignore", "other resource type")
     resource = change.current
     if resource is None:
         return Decision("cancel", "resource deleted") if enrolled else Decision("ignore", "deleted")
     if enrolled:
-        if journey.cancel_when is not None and journey.cancel_when(resource, now, change.previous):
-            return Decision("cancel", f"cancel_when matched: {journey.cancel_when.source}")
-        anchor = anchor_time(journey, resource, now)
-        moved = anchor is not None and anchor != enrolled_anchor and spec.anchor != TRIGGER_TIME
-        if moved or _changed(spec.replan_on_change, change):
-            return Decision("replan", "anchor moved", anchor)
-        return Decision("ignore", "already enrolled")
-    if change.kind not in spec.trigger.on:
-        return Decision("ignore", f"change kind {change.kind.value} not in trigger.on")
+        return _decide_enrolled(journey, change, now, enrolled_anchor, resource)
+    matched = _matching_event(journey, change)
+    if matched is None:
+        return Decision("ignore", f"change ({change.kind.value}) not in trigger.on")
     if journey.when is not None and not journey.when(resource, now, change.previous):
         return Decision("ignore", "trigger condition false")
+    return enroll_decision(journey, resource, now, f"trigger matched: {matched}")
+
+
+def enroll_decision(
+    journey: LoadedJourney, resource: dict[str, Any], now: datetime, reason: str
+) -> Decision:
     anchor = anchor_time(journey, resource, now)
     if anchor is None:
-        return Decision("ignore", f"resource has no {spec.anchor}")
-    return Decision("enroll", "trigger matched", anchor)
+        return Decision("ignore", f"resource has no {journey.spec.anchor}")
+    return Decision("enroll", reason, anchor)
+
+
+def recheck(journey: LoadedJourney, resource: dict[str, Any], now: datetime) -> str | None:
+    """Right before a send, on the EHR's current version: why the journey no longer applies,
+    or None. `%previous` is empty here, so a `when` reading it is not re-checked."""
+    if journey.cancel_when is not None and journey.cancel_when(resource, now):
+        return f"cancel_when matched: {journey.cancel_when.source}"
+    when = journey.when
+    if when is not None and "%previous" not in when.source and not when(resource, now):
+        return "trigger condition no longer true"
+    return None
 
 
 def shift_out_of_quiet_hours(due: datetime, quiet: QuietHours, tz: ZoneInfo) -> datetime:
@@ -92,25 +167,52 @@ def shift_out_of_quiet_hours(due: datetime, quiet: QuietHours, tz: ZoneInfo) -> 
     if not inside:
         return due
     end_day = local.date() + timedelta(days=1) if overnight and clock >= start else local.date()
-    shifted = datetime.combine(end_day, end, tzinfo=tz)
-    return shifted.astimezone(UTC)
+    shifted = datetime.combine(end_day, end, tzinfo=tz).astimezone(UTC)
+    # A DST jump can make the wall-clock end land a little before `due`: never move backwards.
+    return max(shifted, due)
 
 
 def plan_steps(
-    journey: LoadedJourney, anchor_at: datetime, now: datetime, tz: ZoneInfo
+    journey: LoadedJourney, anchor_at: datetime, now: datetime, tz: ZoneInfo,
+    sends: Sequence[Send] = (), policy: CapPolicy | None = DEFAULT_POLICY,
 ) -> list[PlannedStep]:
-    """Due times for every step; a step that can no longer be useful carries a skip reason."""
-    planned = []
-    for step in journey.spec.steps:
-        offset = parse_offset(step.at)
-        due = now if offset is None else anchor_at + offset
-        if journey.spec.quiet_hours is not None:
-            due = shift_out_of_quiet_hours(due, journey.spec.quiet_hours, tz)
-        reason = None
-        if offset is not None and due < now:
-            reason = f"due {due.isoformat()} had passed when planned"
-        elif offset is not None and offset < timedelta(0) and due >= anchor_at:
-            reason = "quiet hours would push it past the anchor time"
-        planned.append(PlannedStep(step, max(due, now), reason))
-    return planned
+    """Due times for every step; a step that can no longer be useful carries a skip reason.
 
+    `sends` are the patient's other sent and scheduled messages (all journeys): with `policy`,
+    a step that would exceed the per-patient caps is deferred (rules.caps), never dropped,
+    unless deferring pushes a reminder past its anchor."""
+    quiet = journey.spec.quiet_hours
+
+    def adjust(moment: datetime) -> datetime:
+        return shift_out_of_quiet_hours(moment, quiet, tz) if quiet is not None else moment
+
+    by_time = []
+    for index, step in enumerate(journey.spec.steps):
+        offset = parse_at(step.at)
+        by_time.append((offset.due(anchor_at, now, tz), index, step, offset))
+    taken = list(sends)
+    planned: dict[int, PlannedStep] = {}
+    # Earlier steps claim cap room first, whatever order the file lists them in.
+    for due, index, step, offset in sorted(by_time, key=lambda item: (item[0], item[1])):
+        at = adjust(max(due, now))
+        if not offset.immediate and adjust(due) < now:
+            planned[index] = PlannedStep(step, now, f"due {due.isoformat()} had passed when "
+                                                    "planned")
+            continue
+        counted = policy is not None and counts_toward_caps(step.channel, step.cap_exempt, policy)
+        final = allowed_time(at, taken, tz, policy, adjust) if counted and policy else at
+        before_anchor = offset.before_anchor or (offset.clock is not None and due < anchor_at)
+        reason = None
+        if before_anchor and final >= anchor_at:
+            what = "the frequency cap" if final != at else "quiet hours"
+            reason = f"{what} would push it past the anchor time"
+        elif counted:
+            taken.append(Send(final, step.channel[0]))
+        planned[index] = PlannedStep(step, final, reason)
+    return [planned[i] for i in range(len(journey.spec.steps))]
+
+
+__all__ = [
+    "ChangeKind", "Decision", "PlannedStep", "anchor_time", "decide", "element", "plan_steps",
+    "recheck", "shift_out_of_quiet_hours",
+]

@@ -2,54 +2,197 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from rules.changes import ChangeKind
-from rules.durations import parse_offset
+from rules.durations import AT_PATTERN, parse_at
 
 ChannelName = Literal["sms", "email", "console"]
 Category = Literal["notification", "reminder", "instruction", "alert"]
+ReplyAction = Literal["confirm", "cancel"]
+Recipient = Literal["patient", "caregiver", "caregiver-or-patient"]
+Cycle = Literal["once", "year", "month", "week", "day"]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+ResourceType = Literal["Appointment", "Encounter", "Patient"]
 
 # Which element of which resource a journey's step offsets can be measured from.
 ANCHORS: dict[str, dict[str, str]] = {
     "Appointment": {"start": "start", "end": "end"},
     "Encounter": {"period.start": "period.start", "period.end": "period.end"},
+    "Patient": {},
 }
 TRIGGER_TIME = "trigger"
+# The element whose change makes a `rescheduled` event.
+WHEN_ELEMENT = {"Appointment": "start", "Encounter": "period.start"}
+# FHIR R4 status codes (fhir.resources does not check them; a typo would never match).
+STATUSES: dict[str, frozenset[str]] = {
+    "Appointment": frozenset({
+        "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow",
+        "entered-in-error", "checked-in", "waitlist",
+    }),
+    "Encounter": frozenset({
+        "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+        "entered-in-error", "unknown",
+    }),
+    "Patient": frozenset(),
+}
+
+
+class Event(enum.StrEnum):
+    """A kind of change a trigger can listen to (besides a status transition)."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    RESCHEDULED = "rescheduled"  # the resource's time (Appointment.start) moved
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _listify(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class StatusChange(_Strict):
+    """`from` → `to`; either side may be left out to mean any status (`from` left out also
+    matches a resource created with a `to` status)."""
+
+    from_: list[str] | None = Field(default=None, alias="from")
+    to: list[str] | None = None
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return _listify(value)
+
+
+class StatusEvent(_Strict):
+    status: StatusChange
+
+
+def _on_tag(value: Any) -> str:
+    return "status-change" if isinstance(value, dict | StatusEvent) else "event"
+
+
+OnItem = Annotated[
+    Annotated[Event, Tag("event")] | Annotated[StatusEvent, Tag("status-change")],
+    Discriminator(_on_tag),
+]
+UNION_TAGS = frozenset({"event", "status-change"})  # dropped from error locations
+
+
 class Trigger(_Strict):
-    resource: Literal["Appointment", "Encounter"]
-    on: list[ChangeKind] = Field(default=[ChangeKind.CREATED, ChangeKind.UPDATED], min_length=1)
+    """What starts a journey: a change to a resource (`on` + `when`), or a schedule (`schedule`
+    + `search` + `when`) for campaigns such as recalls and birthday greetings."""
+
+    resource: ResourceType | None = None
+    on: list[OnItem] | None = None
     when: str | None = None
+    schedule: str | None = Field(default=None, description="cron: minute hour day month weekday")
+    search: str | None = Field(default=None, description="FHIR search, e.g. Patient?active=true")
+    cycle: Cycle = "once"
+
+    @field_validator("on", mode="after")
+    @classmethod
+    def _not_empty(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None and not value:
+            raise ValueError("no change kinds listed: the journey can never fire")
+        return value
+
+    @model_validator(mode="after")
+    def _event_or_schedule(self) -> Trigger:
+        if self.schedule is None:
+            if self.search is not None:
+                raise ValueError("search is only used with schedule")
+            if self.resource is None:
+                raise ValueError("resource is required (or a schedule with a search)")
+            if self.on is None:
+                object.__setattr__(self, "on", [Event.CREATED, Event.UPDATED])
+            return self
+        if self.on is not None:
+            raise ValueError("a scheduled trigger has no `on`: it runs on its schedule")
+        if self.search is None:
+            raise ValueError("a scheduled trigger needs a search, e.g. Patient?active=true")
+        searched = self.search.split("?", 1)[0].strip()
+        if searched not in STATUSES:
+            raise ValueError(f"search must start with one of {', '.join(STATUSES)}, "
+                             f"e.g. Patient?active=true (got {searched!r})")
+        if self.resource is not None and self.resource != searched:
+            raise ValueError(f"resource {self.resource} does not match the search ({searched})")
+        object.__setattr__(self, "resource", searched)
+        return self
+
+    @property
+    def resource_type(self) -> str:
+        assert self.resource is not None, "set by the validator"
+        return self.resource
+
+    @property
+    def events(self) -> list[Event | StatusEvent]:
+        return list(self.on or [])
+
+
+class Survey(_Strict):
+    """A step that asks for a score; the reply handling (dispatch) reads this declaration."""
+
+    min: int = 1
+    max: int = 5
+    low_at_most: int = Field(2, description="a score at or below this starts service recovery")
+    recovery_template: Slug | None = Field(None, description="sent back after a low score")
+    recovery_task: str | None = Field(None, description="Task for patient-relations staff")
+
+    @model_validator(mode="after")
+    def _range(self) -> Survey:
+        if not self.min <= self.low_at_most < self.max:
+            raise ValueError("need min <= low_at_most < max")
+        return self
 
 
 class Step(_Strict):
     id: Slug
-    at: str
+    at: str = Field(json_schema_extra={"pattern": AT_PATTERN})
     channel: list[ChannelName] = Field(min_length=1)
     template: Slug
     category: Category = "reminder"
-    replies: dict[str, str] | None = None
+    replies: dict[str, ReplyAction] | None = Field(
+        default=None, description="reply keyword → action, e.g. {C: confirm, X: cancel}")
+    survey: Survey | None = None
+    cap_exempt: bool = Field(
+        default=False, description="not limited by, nor counted in, the per-patient caps")
+    recipient: Recipient | None = Field(default=None, description="overrides the journey's")
 
     @field_validator("channel", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        return _listify(value)
 
     @field_validator("at")
     @classmethod
     def _offset_parses(cls, value: str) -> str:
-        parse_offset(value)
+        parse_at(value)
+        return value
+
+    @field_validator("replies")
+    @classmethod
+    def _keywords(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for keyword in value or {}:
+            if not re.fullmatch(r"[A-Za-z0-9]{1,10}", keyword):
+                raise ValueError(f"reply keyword {keyword!r}: use 1-10 letters or digits")
         return value
 
 
@@ -65,6 +208,9 @@ class QuietHours(_Strict):
         return value
 
 
+DEFAULT_ANCHOR = {"Appointment": "start", "Encounter": "period.end", "Patient": TRIGGER_TIME}
+
+
 class Journey(_Strict):
     journey: Slug
     description: str | None = None
@@ -72,8 +218,24 @@ class Journey(_Strict):
     anchor: str = "start"
     cancel_when: str | None = None
     replan_on_change: list[str] = []
+    recipient: Recipient = "patient"
     steps: list[Step] = Field(min_length=1)
     quiet_hours: QuietHours | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_anchor(cls, data: Any) -> Any:
+        # The natural anchor depends on the resource: an Appointment's start, the end of an
+        # Encounter, the run time of a campaign over Patients.
+        if isinstance(data, dict) and "anchor" not in data:
+            trigger = data.get("trigger")
+            resource = trigger.get("resource") if isinstance(trigger, dict) else None
+            search = trigger.get("search") if isinstance(trigger, dict) else None
+            if resource is None and isinstance(search, str):
+                resource = search.split("?", 1)[0].strip()
+            if isinstance(resource, str) and resource in DEFAULT_ANCHOR:
+                data = {**data, "anchor": DEFAULT_ANCHOR[resource]}
+        return data
 
     @field_validator("anchor")
     @classmethod
@@ -81,10 +243,47 @@ class Journey(_Strict):
         trigger = info.data.get("trigger")
         if trigger is None:  # already reported on the trigger
             return value
-        known = ANCHORS[trigger.resource]
+        known = ANCHORS[trigger.resource_type]
         if value != TRIGGER_TIME and value not in known:
             choices = ", ".join([*known, TRIGGER_TIME])
             raise ValueError(
-                f"anchor {value!r} is not an element of {trigger.resource}: use one of {choices}"
+                f"anchor {value!r} is not an element of {trigger.resource_type}: "
+                f"use one of {choices}"
             )
         return value
+
+
+_CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
+_ONE_OR_MANY = frozenset({"channel", "from", "to"})
+
+
+def _editor_friendly(node: Any) -> None:
+    """What the validators accept beyond the pydantic types: one item for a list, "HH:MM"."""
+    if isinstance(node, list):
+        for item in node:
+            _editor_friendly(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for name, prop in (node.get("properties") or {}).items():
+        if prop.get("format") == "time":
+            del prop["format"]
+            prop["pattern"] = _CLOCK
+        for option in [prop, *prop.get("anyOf", [])]:
+            if name in _ONE_OR_MANY and option.get("type") == "array":
+                items, extra = option.pop("items"), dict(option)
+                sizes = {k: extra.pop(k) for k in ("minItems", "maxItems") if k in extra}
+                option.clear()
+                option["anyOf"] = [items, {"type": "array", "items": items, **sizes}]
+                option.update({k: v for k, v in extra.items() if k != "type"})
+    for value in node.values():
+        _editor_friendly(value)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a journey file, for editors (yaml-language-server) and CI."""
+    schema = Journey.model_json_schema(by_alias=True, mode="validation")
+    _editor_friendly(schema)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fhir-outreach journey"
+    return schema

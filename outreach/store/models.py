@@ -255,3 +255,27 @@ class CampaignRun(Base):
     finished_at: Mapped[datetime | None]
     matched: Mapped[int] = mapped_column(Integer, default=0)
     enrolled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JourneyControl(Base):
+    """Operator switches per journey: a paused journey keeps planning but sends nothing."""
+
+    __tablename__ = "journey_controls"
+
+    journey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """Every write through the admin API: who, what, when, on what."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any] | None]

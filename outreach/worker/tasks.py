@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from outreach import dispatch, polling, runtime
+from connector.errors import FhirUnavailable
+from outreach import dispatch, polling, runtime, topics
 from outreach.worker.celery_app import celery_app
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="outreach.send_step")  # type: ignore[untyped-decorator]
@@ -29,4 +33,11 @@ def poll() -> dict[str, int]:
     rt = runtime.current()
     if rt.fhir is None:
         return {}
-    return polling.poll_once(rt)
+    try:
+        topics.check_silence(rt)  # a topic subscription gone quiet: recover what it lost
+        return polling.poll_once(rt)
+    except FhirUnavailable as exc:
+        # The client already backed off and retried; the cursor holds what was ingested, so the
+        # next scheduled pass resumes from there.
+        log.warning("poll stopped, the EHR is unavailable (%s); resuming next pass", exc)
+        return {}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from connector.changes import make_change, make_deletion, version_of
+from connector.changes import classify, make_change, make_deletion, version_of
 from rules import ChangeKind
 
 DEMO = Path(__file__).resolve().parents[2] / "fhir_fixtures" / "demo"
@@ -76,3 +76,59 @@ def test_a_deletion_keeps_the_last_version_seen() -> None:
     assert change.current is None
     assert change.resource is BEN_V2
     assert change.version_id == f"deleted@{when.isoformat()}"
+
+
+# -- classification ------------------------------------------------------------------------------
+
+
+def test_classification_names_what_moved_and_the_status_transition() -> None:
+    moved = make_change(BEN_V2, BEN_V1, source="poll")
+
+    assert "rescheduled" in moved.changes and "start" in moved.changes
+    assert "status" not in moved.changes
+    assert moved.status_from == moved.status_to == "booked"
+
+    cancelled = {**BEN_V2, "status": "cancelled",
+                 "meta": {"versionId": "3", "lastUpdated": "2026-03-03T10:00:00Z"}}
+    change = make_change(cancelled, BEN_V2, source="poll")
+    assert change.changes == {"status"}
+    assert (change.status_from, change.status_to) == ("booked", "cancelled")
+
+
+def test_participant_change_is_named() -> None:
+    other = {**BEN_V1, "participant": [*BEN_V1["participant"][:1],
+                                       {"actor": {"reference": "Practitioner/new"},
+                                        "status": "accepted"}]}
+
+    assert classify(BEN_V1, other).changes == {"participant"}
+
+
+def test_meta_and_narrative_only_is_no_change() -> None:
+    touched = {**BEN_V1, "meta": {"versionId": "9", "lastUpdated": "2026-03-09T00:00:00Z",
+                                  "security": [{"code": "HTEST"}]},
+               "text": {"status": "generated", "div": "<div>x</div>"}}
+
+    found = classify(BEN_V1, touched)
+
+    assert found.meta_only and found.changes == frozenset()
+
+
+def test_the_same_instant_in_another_offset_is_not_a_reschedule() -> None:
+    start = BEN_V1["start"]
+    assert start.endswith("Z")
+    shifted = {**BEN_V1, "start": rules_instant_in_plus_one(start)}
+
+    assert classify(BEN_V1, shifted).meta_only
+
+
+def rules_instant_in_plus_one(value: str) -> str:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.astimezone(timezone(timedelta(hours=1))).isoformat()
+
+
+def test_created_and_deleted_are_classified() -> None:
+    created = make_change(BEN_V1, None, source="poll")
+    assert created.changes == {"created"} and created.status_to == "booked"
+
+    deleted = make_deletion("Appointment", "appt-ben", BEN_V2, datetime.now(UTC), "rest-hook")
+    assert deleted.changes == {"deleted"} and deleted.status_from == "booked"

@@ -1,4 +1,6 @@
-"""FhirClient against a mocked FHIR server (respx): reads, errors, paging, conditional create."""
+"""FhirClient against a mocked FHIR server (respx): reads, errors, retries, paging, conditional
+create. The mock stands in for what the test server cannot do on demand (exact status sequences,
+Retry-After dates, network errors); test_client_live.py runs the same client against it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from connector.client import FhirClient
+from connector.client import FhirClient, RetryPolicy
 from connector.errors import (
     FhirConflict,
     FhirError,
@@ -39,8 +41,13 @@ def server() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def client() -> Iterator[FhirClient]:
-    with FhirClient(BASE + "/", token="t0ken") as fhir:
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(sleeps: list[float]) -> Iterator[FhirClient]:
+    with FhirClient(BASE + "/", token="t0ken", sleep=sleeps.append) as fhir:
         yield fhir
 
 
@@ -246,3 +253,91 @@ def test_update_with_if_match_losing_a_race(server: respx.MockRouter, client: Fh
         client.update(APPOINTMENT, if_match='W/"1"')
 
     assert route.calls.last.request.headers["If-Match"] == 'W/"1"'
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+def test_get_is_retried_after_503_and_429_then_succeeds(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    route = server.get("/Appointment/appt-ana").mock(side_effect=[
+        httpx.Response(503), httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.ConnectError("refused"), fhir_json(200, APPOINTMENT),
+    ])
+
+    assert client.read("Appointment", "appt-ana") == APPOINTMENT
+
+    assert route.call_count == 4
+    assert len(sleeps) == 3
+    assert sleeps[1] == 2.0  # Retry-After honoured
+    policy = RetryPolicy()
+    assert 0 <= sleeps[0] <= policy.base_delay and 0 <= sleeps[2] <= policy.base_delay * 4
+
+
+def test_retries_are_bounded(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    route = server.get("/Appointment/appt-ana").mock(return_value=httpx.Response(502))
+
+    with pytest.raises(FhirUnavailable):
+        client.read("Appointment", "appt-ana")
+
+    assert route.call_count == RetryPolicy().attempts
+    assert len(sleeps) == RetryPolicy().attempts - 1
+
+
+def test_a_retry_after_longer_than_the_cap_is_not_waited_for(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    route = server.get("/Appointment/appt-ana").mock(
+        return_value=httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
+    )
+
+    with pytest.raises(FhirUnavailable) as info:
+        client.read("Appointment", "appt-ana")
+
+    assert route.call_count == 1 and sleeps == []
+    assert info.value.retry_after is not None and info.value.retry_after > 3600
+
+
+def test_a_plain_create_is_never_retried(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    route = server.post("/Communication").mock(return_value=httpx.Response(503))
+
+    with pytest.raises(FhirUnavailable):
+        client.create(COMMUNICATION)
+
+    assert route.call_count == 1 and sleeps == []
+
+
+def test_a_conditional_create_is_retried(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    stored = {**COMMUNICATION, "id": "c1"}
+    route = server.post("/Communication").mock(side_effect=[
+        httpx.ReadTimeout("slow"), fhir_json(200, stored),
+    ])
+
+    assert client.create(COMMUNICATION, if_none_exist="identifier=urn:test|m1") == (stored, False)
+    assert route.call_count == 2 and len(sleeps) == 1
+
+
+def test_a_4xx_is_not_retried(
+    server: respx.MockRouter, client: FhirClient, sleeps: list[float]
+) -> None:
+    route = server.get("/Appointment/x").mock(return_value=fhir_json(400, NOT_FOUND))
+
+    with pytest.raises(FhirError):
+        client.read("Appointment", "x")
+
+    assert route.call_count == 1 and sleeps == []
+
+
+def test_search_accepts_repeated_parameters(server: respx.MockRouter, client: FhirClient) -> None:
+    route = server.get("/Appointment").mock(return_value=fhir_json(200, PAGES["4"]))
+
+    list(client.search("Appointment", {"date": ["ge2026-01-01", "le2026-02-01"]}))
+
+    assert route.calls.last.request.url.params.get_list("date") == ["ge2026-01-01", "le2026-02-01"]

@@ -2,6 +2,7 @@
 // Everything Medplum does not do but our tests need (validation on write, paging links,
 // rest-hook subscriptions, outage/reset/deliveries admin endpoints) is added here and
 // listed in README.md. Usage: node server.mjs [--port 0] [--host 127.0.0.1] [--exit-on-stdin-close]
+import crypto from 'node:crypto';
 import http from 'node:http';
 import {
   badRequest,
@@ -150,7 +151,8 @@ function checkSearchParameters(searchRequest) {
       throw new OperationOutcomeError(badRequest('_has is not supported by the test server'));
     }
     const name = code.split(/[:.]/)[0];
-    if (!getSearchParameter(searchRequest.resourceType, name)) {
+    // Servers such as Epic's have no _lastUpdated search: /$admin/features switches it off.
+    if (!getSearchParameter(searchRequest.resourceType, name) || state.features.withoutSearchParams.includes(name)) {
       throw new OperationOutcomeError(badRequest(`Unknown search parameter "${name}" for ${searchRequest.resourceType}`));
     }
   }
@@ -161,14 +163,24 @@ function checkSearchParameters(searchRequest) {
 
 const state = {
   repo: undefined,
-  outageStatus: null,
+  outage: null, // { status, remaining (null = until lifted), skip, retryAfter }
+  features: defaultFeatures(),
   subscriptions: new Map(), // Subscription id -> active rest-hook Subscription
   deliveries: [],
   queues: new Map(), // "<subscription id> <Type>/<id>" -> promise chain, keeps per-resource order
   generation: 0, // bumped by reset so retries of an old generation stop
 };
 
+function defaultFeatures() {
+  return { withoutSearchParams: [] };
+}
+
 function resetState() {
+  state.outage = null;
+  state.smart = null;
+  state.topics = new Map(); // Subscription id -> { count, events }
+  state.topicDrop = 0;
+  state.features = defaultFeatures();
   state.repo = new TestRepository(onResourceChange);
   state.subscriptions.clear();
   state.deliveries = [];
@@ -179,17 +191,125 @@ function resetState() {
 function onResourceChange(action, resource) {
   const { resourceType, id } = resource;
   if (resourceType === 'Subscription') {
-    if (action !== 'delete' && resource.status === 'active' && resource.channel?.type === 'rest-hook') {
+    const active = action !== 'delete' && resource.status === 'active' && resource.channel?.type === 'rest-hook';
+    const wasKnown = state.subscriptions.has(id);
+    if (active) {
       state.subscriptions.set(id, structuredClone(resource));
+      if (isTopic(resource) && !wasKnown) sendTopicBundle(resource, 'handshake', []);
     } else {
       state.subscriptions.delete(id);
     }
   }
   for (const sub of state.subscriptions.values()) {
-    if (sub.criteria?.split('?')[0].trim() === resourceType) {
+    if (isTopic(sub)) {
+      if (topicResourceType(sub) === resourceType) topicEvent(sub, action, structuredClone(resource));
+    } else if (sub.criteria?.split('?')[0].trim() === resourceType) {
       enqueueDelivery(sub, action, structuredClone(resource));
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topic-based subscriptions (Subscriptions R5 Backport IG, R4 shape). Medplum has none. Simplified:
+// the resource type comes from the backport-filter-criteria extension ("Appointment?..."; the
+// topic URL itself is not interpreted, other criteria are ignored), every create/update/delete of
+// that type is an event, heartbeats are sent on demand (POST /$admin/heartbeat), and
+// POST /$admin/topic-drop makes the next N event notifications vanish (a lost delivery).
+
+const BACKPORT = 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition';
+
+function isTopic(sub) {
+  return /^https?:/.test(sub.criteria ?? '');
+}
+
+function topicResourceType(sub) {
+  const filter = sub._criteria?.extension?.find((e) => e.url === `${BACKPORT}/backport-filter-criteria`);
+  return filter?.valueString?.split('?')[0].trim();
+}
+
+function topicContent(sub) {
+  const ext = sub.channel?._payload?.extension?.find((e) => e.url === `${BACKPORT}/backport-payload-content`);
+  return ext?.valueCode ?? 'id-only';
+}
+
+function topicState(sub) {
+  if (!state.topics.has(sub.id)) state.topics.set(sub.id, { count: 0, events: [] });
+  return state.topics.get(sub.id);
+}
+
+function topicEvent(sub, action, resource) {
+  const topic = topicState(sub);
+  const event = { number: ++topic.count, timestamp: new Date().toISOString(), resource, action };
+  topic.events.push(event);
+  if (state.topicDrop > 0) {
+    state.topicDrop--;
+    return;
+  }
+  sendTopicBundle(sub, 'event-notification', [event]);
+}
+
+function statusParameters(sub, type, events, base) {
+  const topic = topicState(sub);
+  const parameter = [
+    { name: 'subscription', valueReference: { reference: `${base}/Subscription/${sub.id}` } },
+    { name: 'topic', valueCanonical: sub.criteria },
+    { name: 'status', valueCode: 'active' },
+    { name: 'type', valueCode: type },
+    { name: 'events-since-subscription-start', valueString: String(topic.count) },
+  ];
+  const content = topicContent(sub);
+  for (const event of events) {
+    const part = [
+      { name: 'event-number', valueString: String(event.number) },
+      { name: 'timestamp', valueInstant: event.timestamp },
+    ];
+    if (content !== 'empty') {
+      part.push({ name: 'focus', valueReference: { reference: `${base}/${event.resource.resourceType}/${event.resource.id}` } });
+    }
+    parameter.push({ name: 'notification-event', part });
+  }
+  return { resourceType: 'Parameters', parameter };
+}
+
+function notificationBundle(sub, type, events, base) {
+  const entry = [{
+    fullUrl: `urn:uuid:${crypto.randomUUID()}`,
+    resource: statusParameters(sub, type, events, base),
+    request: { method: 'GET', url: `${base}/Subscription/${sub.id}/$status` },
+    response: { status: '200' },
+  }];
+  if (topicContent(sub) === 'full-resource') {
+    for (const event of events) {
+      const { resourceType, id } = event.resource;
+      entry.push({
+        fullUrl: `${base}/${resourceType}/${id}`,
+        ...(event.action === 'delete' ? {} : { resource: event.resource }),
+        request: { method: event.action === 'create' ? 'POST' : event.action === 'delete' ? 'DELETE' : 'PUT', url: event.action === 'create' ? resourceType : `${resourceType}/${id}` },
+        response: { status: event.action === 'create' ? '201' : '200' },
+      });
+    }
+  }
+  return { resourceType: 'Bundle', id: crypto.randomUUID(), meta: { profile: [`${BACKPORT}/backport-subscription-notification-r4`] }, type: 'history', timestamp: new Date().toISOString(), entry };
+}
+
+function sendTopicBundle(sub, type, events) {
+  const bundle = notificationBundle(sub, type, events, state.baseUrl);
+  const key = `${sub.id} topic`;
+  const generation = state.generation;
+  const previous = state.queues.get(key) ?? Promise.resolve();
+  const next = previous.then(() =>
+    sendWithRetry(sub, { action: type, resource: `Subscription/${sub.id}`, method: 'POST', url: sub.channel.endpoint, body: JSON.stringify(bundle), contentType: 'application/fhir+json' }, generation)
+  );
+  state.queues.set(key, next);
+}
+
+function eventsOperation(subId, query) {
+  const sub = state.subscriptions.get(subId);
+  if (!sub || !isTopic(sub)) return null;
+  const since = Number(query.get('eventsSinceNumber') ?? 1);
+  const until = Number(query.get('eventsUntilNumber') ?? Number.MAX_SAFE_INTEGER);
+  const events = topicState(sub).events.filter((e) => e.number >= since && e.number <= until);
+  return notificationBundle(sub, 'query-event', events, state.baseUrl);
 }
 
 function enqueueDelivery(sub, action, resource) {
@@ -206,14 +326,10 @@ function enqueueDelivery(sub, action, resource) {
 
 async function deliver(sub, action, resource, generation) {
   const endpoint = sub.channel.endpoint.replace(/\/+$/, '');
-  const headers = {};
-  for (const line of sub.channel.header ?? []) {
-    const colon = line.indexOf(':');
-    if (colon > 0) headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
-  }
   let method = 'POST';
   let url = endpoint;
   let body;
+  let contentType;
   if (sub.channel.payload) {
     url = `${endpoint}/${resource.resourceType}/${resource.id}`;
     if (action === 'delete') {
@@ -221,15 +337,26 @@ async function deliver(sub, action, resource, generation) {
     } else {
       method = 'PUT';
       body = JSON.stringify(resource);
-      headers['Content-Type'] = sub.channel.payload;
+      contentType = sub.channel.payload;
     }
   }
+  const what = { action, resource: `${resource.resourceType}/${resource.id}`, method, url, body, contentType };
+  return sendWithRetry(sub, what, generation);
+}
+
+async function sendWithRetry(sub, { action, resource, method, url, body, contentType }, generation) {
+  const headers = {};
+  for (const line of sub.channel.header ?? []) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  if (contentType) headers['Content-Type'] = contentType;
   const deadline = Date.now() + RETRY_SECONDS * 1000;
   for (let attempt = 1; ; attempt++) {
     if (generation !== state.generation) return;
     const record = {
       subscription: `Subscription/${sub.id}`,
-      resource: `${resource.resourceType}/${resource.id}`,
+      resource,
       action,
       method,
       url,
@@ -255,6 +382,87 @@ async function deliver(sub, action, resource, generation) {
 
 function recordDelivery(record, generation) {
   if (generation === state.generation) state.deliveries.push(record);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMART Backend Services (not in Medplum's router; its auth lives in the server package). Off
+// until POST /$admin/smart registers a client with its public JWKS; then /fhir requests need a
+// token from POST /auth/token, which checks the client assertion as the SMART spec says: RS384 or
+// ES384 signature by a registered key (kid), iss = sub = client_id, aud = the token URL,
+// exp in the future and at most 5 minutes away, jti never seen before.
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const MAX_ASSERTION_LIFETIME_S = 300;
+const CLOCK_SKEW_S = 5;
+
+function smartConfiguration(req) {
+  return {
+    token_endpoint: `http://${req.headers.host}/auth/token`,
+    token_endpoint_auth_methods_supported: ['private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
+    grant_types_supported: ['client_credentials'],
+    scopes_supported: ['system/*.rs', 'system/*.cruds', 'system/*.read', 'system/*.write'],
+    capabilities: ['client-confidential-asymmetric'],
+  };
+}
+
+function b64json(part) {
+  return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+}
+
+function checkAssertion(assertion, tokenUrl) {
+  const smart = state.smart;
+  const parts = String(assertion ?? '').split('.');
+  if (parts.length !== 3) return 'client_assertion is not a JWS';
+  const header = b64json(parts[0]);
+  const claims = b64json(parts[1]);
+  if (!['RS384', 'ES384'].includes(header.alg)) return `alg ${header.alg} is not RS384 or ES384`;
+  const jwk = smart.jwks.keys.find((k) => k.kid === header.kid);
+  if (!jwk) return `no registered key with kid ${header.kid}`;
+  const key = crypto.createPublicKey({ key: jwk, format: 'jwk' });
+  const ok = crypto.verify(
+    'sha384',
+    Buffer.from(`${parts[0]}.${parts[1]}`),
+    header.alg === 'ES384' ? { key, dsaEncoding: 'ieee-p1363' } : key,
+    Buffer.from(parts[2], 'base64url')
+  );
+  if (!ok) return 'signature does not verify';
+  const now = Date.now() / 1000;
+  if (claims.iss !== smart.clientId || claims.sub !== smart.clientId) return 'iss/sub is not the client_id';
+  if (claims.aud !== tokenUrl) return `aud ${claims.aud} is not ${tokenUrl}`;
+  if (typeof claims.exp !== 'number' || claims.exp <= now) return 'exp is missing or past';
+  if (claims.exp > now + MAX_ASSERTION_LIFETIME_S + CLOCK_SKEW_S) return 'exp is more than 5 minutes away';
+  if (typeof claims.jti !== 'string' || smart.jtis.has(claims.jti)) return 'jti missing or reused';
+  smart.jtis.add(claims.jti);
+  return null;
+}
+
+async function handleToken(req, res) {
+  const form = new URLSearchParams(await readBody(req));
+  const tokenUrl = smartConfiguration(req).token_endpoint;
+  const fail = (error, description) => {
+    state.smart.requests.push({ ok: false, error: description });
+    return send(res, error === 'invalid_client' ? 401 : 400, { error, error_description: description }, 'application/json');
+  };
+  if (form.get('grant_type') !== 'client_credentials') return fail('unsupported_grant_type', 'grant_type');
+  if (form.get('client_assertion_type') !== ASSERTION_TYPE) return fail('invalid_request', 'client_assertion_type');
+  let problem;
+  try {
+    problem = checkAssertion(form.get('client_assertion'), tokenUrl);
+  } catch (err) {
+    problem = `unreadable assertion: ${err.message}`;
+  }
+  if (problem) return fail('invalid_client', problem);
+  const token = crypto.randomBytes(24).toString('base64url');
+  state.smart.tokens.set(token, Date.now() + state.smart.tokenLifetime * 1000);
+  state.smart.requests.push({ ok: true, scope: form.get('scope') });
+  return send(res, 200, { access_token: token, token_type: 'bearer', expires_in: state.smart.tokenLifetime, scope: form.get('scope') }, 'application/json');
+}
+
+function authorized(req) {
+  const match = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ''));
+  const expires = match && state.smart.tokens.get(match[1]);
+  return Boolean(expires && expires > Date.now());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,6 +567,9 @@ function metadata(base) {
         conditionalUpdate: true,
         conditionalDelete: 'single',
         searchParam: [...(searchParams.get(sd.type) ?? []), ...(searchParams.get('Resource') ?? [])],
+        ...(sd.type === 'Subscription'
+          ? { operation: [{ name: 'events', definition: 'http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events' }] }
+          : {}),
       }));
     capabilityStatement = {
       resourceType: 'CapabilityStatement',
@@ -371,7 +582,12 @@ function metadata(base) {
       rest: [{ mode: 'server', resource, interaction: [{ code: 'transaction' }, { code: 'batch' }] }],
     };
   }
-  return { ...capabilityStatement, implementation: { description: 'test server', url: base } };
+  const hidden = state.features.withoutSearchParams;
+  const rest = capabilityStatement.rest.map((r) => ({
+    ...r,
+    resource: r.resource.map((res) => ({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
+  }));
+  return { ...capabilityStatement, rest, implementation: { description: 'test server', url: base } };
 }
 
 async function handleAdmin(req, res, pathname) {
@@ -385,8 +601,30 @@ async function handleAdmin(req, res, pathname) {
     if (status !== null && !(Number.isInteger(status) && status >= 400 && status <= 599)) {
       return send(res, 400, { error: 'status must be null or an HTTP error status (400-599)' }, 'application/json');
     }
-    state.outageStatus = status;
-    return send(res, 200, { status }, 'application/json');
+    const { count = null, after = 0, retryAfter = null } = text ? JSON.parse(text) : {};
+    state.outage = status === null ? null : { status, remaining: count, skip: after, retryAfter };
+    return send(res, 200, { status, count, after, retryAfter }, 'application/json');
+  }
+  if (req.method === 'POST' && pathname === '/$admin/features') {
+    state.features = { ...defaultFeatures(), ...(text ? JSON.parse(text) : {}) };
+    return send(res, 200, state.features, 'application/json');
+  }
+  if (req.method === 'POST' && pathname === '/$admin/heartbeat') {
+    const subs = [...state.subscriptions.values()].filter(isTopic);
+    for (const sub of subs) sendTopicBundle(sub, 'heartbeat', []);
+    return send(res, 200, { sent: subs.length }, 'application/json');
+  }
+  if (req.method === 'POST' && pathname === '/$admin/topic-drop') {
+    state.topicDrop = JSON.parse(text).count;
+    return send(res, 200, { count: state.topicDrop }, 'application/json');
+  }
+  if (req.method === 'POST' && pathname === '/$admin/smart') {
+    const { clientId, jwks, tokenLifetime = 300 } = JSON.parse(text);
+    state.smart = { clientId, jwks, tokenLifetime, jtis: new Set(), tokens: new Map(), requests: [] };
+    return send(res, 200, { ok: true }, 'application/json');
+  }
+  if (req.method === 'GET' && pathname === '/$admin/smart') {
+    return send(res, 200, { requests: state.smart?.requests ?? [] }, 'application/json');
   }
   if (req.method === 'GET' && pathname === '/$admin/deliveries') {
     return send(res, 200, state.deliveries, 'application/json');
@@ -394,16 +632,51 @@ async function handleAdmin(req, res, pathname) {
   return send(res, 404, { error: `no admin endpoint ${req.method} ${pathname}` }, 'application/json');
 }
 
+// An outage may let `skip` requests through first and end by itself after `remaining` failures,
+// so a test can fail exactly the second page of a poll, or the next three requests.
+function outageApplies() {
+  const outage = state.outage;
+  if (outage === null) return false;
+  if (outage.skip > 0) {
+    outage.skip--;
+    return false;
+  }
+  if (outage.remaining !== null) {
+    if (outage.remaining <= 0) {
+      state.outage = null;
+      return false;
+    }
+    outage.remaining--;
+  }
+  return true;
+}
+
 async function handleFhir(req, res, url) {
   const base = baseUrlOf(req);
-  if (state.outageStatus !== null) {
+  if (outageApplies()) {
     await readBody(req);
-    const code = state.outageStatus >= 500 ? 'transient' : 'exception';
-    return send(res, state.outageStatus, outcome(code, 'Simulated outage (test server)'));
+    const { status, retryAfter } = state.outage;
+    const code = status >= 500 ? 'transient' : status === 429 ? 'throttled' : 'exception';
+    const headers = retryAfter === null ? {} : { 'Retry-After': String(retryAfter) };
+    return send(res, status, outcome(code, 'Simulated outage (test server)'), FHIR_JSON, headers);
   }
+  state.baseUrl = base;
   const path = url.pathname.slice('/fhir'.length) || '/';
+  const events = /^\/Subscription\/([^/]+)\/\$events$/.exec(path);
+  if (events && req.method === 'GET' && !(state.smart && !authorized(req))) {
+    const bundle = eventsOperation(events[1], url.searchParams);
+    return bundle ? send(res, 200, bundle) : send(res, 404, outcome('not-found', 'No such topic-based Subscription'));
+  }
   if (req.method === 'GET' && path.replace(/\/$/, '') === '/metadata') {
     return send(res, 200, metadata(base));
+  }
+  if (path === '/.well-known/smart-configuration') {
+    if (!state.smart) return send(res, 404, outcome('not-found', 'SMART is not enabled'));
+    return send(res, 200, smartConfiguration(req), 'application/json');
+  }
+  if (state.smart && !authorized(req)) {
+    await readBody(req);
+    return send(res, 401, outcome('login', 'A valid bearer token is required'), FHIR_JSON, { 'WWW-Authenticate': 'Bearer' });
   }
   const body = parseBody(await readBody(req), req.headers['content-type']);
   const [result, resource, existedBefore] = await serialized(async () => {
@@ -457,6 +730,7 @@ async function handle(req, res) {
   const url = new URL(req.url, `http://${req.headers.host ?? 'localhost'}`);
   try {
     if (url.pathname.startsWith('/$admin/')) return await handleAdmin(req, res, url.pathname);
+    if (url.pathname === '/auth/token' && req.method === 'POST' && state.smart) return await handleToken(req, res);
     if (url.pathname === '/fhir' || url.pathname.startsWith('/fhir/')) return await handleFhir(req, res, url);
     return send(res, 404, outcome('not-found', `Not under /fhir: ${url.pathname}`));
   } catch (err) {

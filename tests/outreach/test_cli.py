@@ -75,7 +75,30 @@ def test_rules_check_reports_positions_and_exit_codes(tmp_path: Path) -> None:
 
 
 def test_beat_schedules_the_sweeper_and_the_poller() -> None:
+    celery_app.loader.import_default_modules()  # the `include` modules, as a worker does
     schedule = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
-    assert schedule == {"outreach.sweep", "outreach.poll"}
+    assert schedule >= {"outreach.sweep", "outreach.poll", "outreach.run_campaigns"}
     assert schedule <= set(celery_app.tasks)
     assert celery_app.conf.task_acks_late and celery_app.conf.worker_prefetch_multiplier == 1
+
+
+def test_rules_check_lints_the_templates_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from channels.templates import SHIPPED
+
+    templates = tmp_path / "templates"
+    shutil.copytree(SHIPPED, templates)
+    (templates / "en" / "appointment-booked.yaml").write_text(
+        "sms: Your {{ reason }} visit on {{ when }}.\nemail_subject: x\nemail_text: x\n")
+    monkeypatch.setenv("OUTREACH_TEMPLATES_DIR", str(templates))
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["rules", "check", "rules/journeys"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "appointment-booked.yaml:1:1: sms uses 'reason'" in result.output
+    assert "opt out" in result.output

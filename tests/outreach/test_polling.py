@@ -1,12 +1,17 @@
-"""`outreach poll --once` against the real FHIR server: cursor, overlap, paging, validation."""
+"""Polling against the real FHIR server: cursor, overlap, paging, the date-window sweep for EHRs
+without `_lastUpdated`, backfill, and outages (the server's outage switch)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
-from outreach.polling import poll_once
+from connector.errors import FhirUnavailable
+from outreach.polling import backfill, poll_once
+from outreach.runtime import Runtime
 from outreach.store.models import Enrollment, PollCursor, ResourceChangeRecord
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment
@@ -30,3 +35,92 @@ def test_poll_picks_up_every_change_once_and_moves_the_cursor(
         assert session.scalar(select(func.count(ResourceChangeRecord.id))) == 121
         assert session.scalar(select(func.count(Enrollment.id))) == 120
         assert session.get_one(PollCursor, "Appointment").last_updated is not None
+
+
+def _ids(rt: Runtime, source: str | None = None) -> list[str]:
+    query = select(ResourceChangeRecord.resource_id).where(
+        ResourceChangeRecord.outcome == "processed")
+    if source:
+        query = query.where(ResourceChangeRecord.source == source)
+    with rt.sessions() as session:
+        return list(session.scalars(query))
+
+
+def test_without_last_updated_a_date_window_is_swept(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer
+) -> None:
+    fhir.features(without_search_params=["_lastUpdated"])
+    rt = make_runtime(fhir_base_url=fhir.base_url, poll_window_future_days=30,
+                      poll_window_slice_days=7)
+    assert rt.fhir is not None
+    now = datetime.now(UTC)
+    inside = [rt.fhir.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
+              for d in (1, 8, 20)]
+    rt.fhir.create(appointment("Patient/p1", now + timedelta(days=45)))  # beyond the window
+
+    assert poll_once(rt) == {"Appointment": 3}
+    assert sorted(_ids(rt, "poll-window")) == sorted(a["id"] for a in inside)
+    assert poll_once(rt) == {"Appointment": 0}
+    rt.fhir.update({**inside[1], "status": "cancelled"})
+    assert poll_once(rt) == {"Appointment": 1}
+
+
+def test_a_type_the_ehr_cannot_poll_is_refused_clearly(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fhir.features(without_search_params=["_lastUpdated", "date"])
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+
+    assert poll_once(rt) == {}
+    assert "neither _lastUpdated nor date" in caplog.text
+
+
+def test_backfill_ingests_a_date_range_and_sets_the_cursor(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer
+) -> None:
+    rt = make_runtime(fhir_base_url=fhir.base_url, poll_overlap_seconds=0)
+    assert rt.fhir is not None
+    now = datetime.now(UTC)
+    wanted = [rt.fhir.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
+              for d in (2, 10)]
+    rt.fhir.create(appointment("Patient/p1", now + timedelta(days=60)))
+
+    assert backfill(rt, now, now + timedelta(days=30)) == {"Appointment": 2}
+    assert sorted(_ids(rt, "backfill")) == sorted(a["id"] for a in wanted)
+    with rt.sessions() as session:
+        assert session.get_one(PollCursor, "Appointment").last_updated >= now
+    assert poll_once(rt) == {"Appointment": 0}  # nothing changed since the backfill began
+
+
+def test_ehr_down_part_way_then_the_next_pass_resumes_from_the_cursor(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer
+) -> None:
+    rt = make_runtime(fhir_base_url=fhir.base_url, fhir_retry_attempts=2)
+    assert rt.fhir is not None
+    start = datetime.now(UTC) + timedelta(days=5)
+    for i in range(250):
+        rt.fhir.create(appointment(f"Patient/p{i}", start))
+    fhir.outage(503, after=2)  # metadata and the first page answer; then the EHR is down
+
+    with pytest.raises(FhirUnavailable):
+        poll_once(rt)
+    assert len(_ids(rt)) == 100  # the first page, ingested and behind the cursor
+
+    fhir.outage(None)
+    assert poll_once(rt) == {"Appointment": 150}
+    assert len(_ids(rt)) == len(set(_ids(rt))) == 250
+
+
+def test_429_with_retry_after_is_waited_out_inside_the_pass(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer
+) -> None:
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+    assert rt.fhir is not None
+    start = datetime.now(UTC) + timedelta(days=5)
+    for i in range(150):
+        rt.fhir.create(appointment(f"Patient/p{i}", start))
+    fhir.outage(429, after=2, count=2, retry_after=0.2)
+
+    began = time.monotonic()
+    assert poll_once(rt) == {"Appointment": 150}
+    assert time.monotonic() - began >= 0.4

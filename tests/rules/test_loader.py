@@ -80,7 +80,7 @@ def test_unknown_step_key_points_at_the_key(tmp_path: Path) -> None:
     (error,) = errors_for(tmp_path, text)
 
     line, col = position(text, "colour")
-    assert (line, col) == (18, 5)
+    assert (line, col) == (19, 5)
     assert error == f"{line}:{col}: unknown key 'steps.0.colour'"
 
 
@@ -188,11 +188,11 @@ def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
 
 def test_the_on_key_is_read_as_a_string_not_as_yaml_true(tmp_path: Path) -> None:
     file = tmp_path / "journey.yaml"
-    file.write_text(edited("on: [created, updated]", "on: [deleted]"))
+    file.write_text(edited("on: [created, updated]", "on: [updated]"))
 
     journey = load_journey_file(file)
 
-    assert journey.spec.trigger.on == [ChangeKind.DELETED]
+    assert journey.spec.trigger.on == [ChangeKind.UPDATED]
 
 
 def test_two_files_defining_the_same_journey_are_reported(tmp_path: Path) -> None:

@@ -214,9 +214,44 @@ class FhirTestServer:
         """Delete all resources, subscriptions and the delivery log."""
         self._admin("POST", "reset")
 
-    def outage(self, status: int | None) -> None:
-        """Make every /fhir request answer ``status`` (e.g. 503) until called with None."""
-        self._admin("POST", "outage", {"status": status})
+    def outage(
+        self, status: int | None, *, count: int | None = None, after: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        """Make /fhir requests answer ``status`` (e.g. 503) until called with None.
+
+        ``after`` lets that many requests through first; ``count`` ends the outage by itself
+        after that many failures; ``retry_after`` adds a ``Retry-After`` header (seconds).
+        """
+        self._admin("POST", "outage", {"status": status, "count": count, "after": after,
+                                       "retryAfter": retry_after})
+
+    def features(self, *, without_search_params: list[str] | None = None) -> None:
+        """Behave like a less capable EHR until reset, e.g. one without ``_lastUpdated``:
+        the parameter leaves the CapabilityStatement and searching by it answers 400."""
+        self._admin("POST", "features", {"withoutSearchParams": without_search_params or []})
+
+    def smart(self, client_id: str, jwks: dict[str, Any], *, token_lifetime: int = 300) -> None:
+        """Require SMART Backend Services tokens from now until reset: ``client_id`` with the
+        public keys in ``jwks`` may get tokens valid ``token_lifetime`` seconds at
+        ``/auth/token`` (named by ``/fhir/.well-known/smart-configuration``)."""
+        self._admin("POST", "smart", {"clientId": client_id, "jwks": jwks,
+                                      "tokenLifetime": token_lifetime})
+
+    def token_requests(self) -> list[dict[str, Any]]:
+        """Token requests so far: ``ok`` and either ``scope`` or ``error`` (why it was refused)."""
+        result: list[dict[str, Any]] = self._admin("GET", "smart")["requests"]
+        return result
+
+    def heartbeat(self) -> int:
+        """Send a heartbeat notification on every active topic-based subscription now."""
+        sent: int = self._admin("POST", "heartbeat")["sent"]
+        return sent
+
+    def drop_topic_events(self, count: int) -> None:
+        """Lose the next ``count`` topic event notifications (they still count, and `$events`
+        still returns them): how a gap looks to the receiver."""
+        self._admin("POST", "topic-drop", {"count": count})
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Rest-hook delivery attempts so far, oldest first.

@@ -384,3 +384,30 @@ def test_rest_hook_gives_up_after_window() -> None:
         assert all("error" in d for d in log)
         time.sleep(0.5)
         assert short.deliveries() == log  # no more attempts after the window
+
+
+def test_outage_can_skip_some_requests_and_end_by_itself(
+    server: FhirTestServer, fhir: httpx.Client
+) -> None:
+    server.outage(429, after=1, count=2, retry_after=3)
+    assert fhir.get("/Patient").status_code == 200
+    throttled = fhir.get("/Patient")
+    assert_operation_outcome(throttled, 429)
+    assert throttled.headers["Retry-After"] == "3"
+    assert fhir.get("/Patient").status_code == 429
+    assert fhir.get("/Patient").status_code == 200  # over after two failures
+
+
+def test_a_server_without_last_updated(server: FhirTestServer, fhir: httpx.Client) -> None:
+    server.features(without_search_params=["_lastUpdated"])
+    assert_operation_outcome(fhir.get("/Appointment", params={"_lastUpdated": "gt2020-01-01"}),
+                             400)
+    assert_operation_outcome(fhir.get("/Appointment", params={"_sort": "_lastUpdated"}), 400)
+    assert fhir.get("/Appointment", params={"date": "ge2020-01-01"}).status_code == 200
+    metadata = fhir.get("/metadata").json()
+    appointment_support = next(r for r in metadata["rest"][0]["resource"]
+                               if r["type"] == "Appointment")
+    names = {p["name"] for p in appointment_support["searchParam"]}
+    assert "_lastUpdated" not in names and "date" in names
+    server.reset()
+    assert fhir.get("/Appointment", params={"_lastUpdated": "gt2020-01-01"}).status_code == 200

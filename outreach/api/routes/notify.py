@@ -10,12 +10,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from connector.errors import InvalidResource
+from connector.errors import FhirUnavailable, InvalidResource
+from connector.notifications import TopicNotification, parse_notification
 from connector.resources import parse_json, validate_resource
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import FhirJSONResponse, RuntimeDep, outcome_response
-from outreach.ingest import IngestResult, ingest, ingest_deletion
+from outreach.ingest import Ignored, IngestResult, ingest_deleted, ingest_notified
 from outreach.metrics import NOTIFICATIONS
+from outreach.topics import handle_notification
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,22 @@ def require_secret(
 Authorized = Depends(require_secret)
 
 
-def _answer(result: IngestResult) -> FhirJSONResponse:
+def _answer(result: IngestResult | Ignored) -> FhirJSONResponse:
     NOTIFICATIONS.labels(result.outcome).inc()
-    return outcome_response(
-        200, f"{result.change.reference} version {result.change.version_id}: {result.outcome}",
-        code="informational", severity="information",
-    )
+    if isinstance(result, Ignored):
+        text = f"{result.reference}: ignored ({result.reason})"
+    else:
+        text = f"{result.change.reference} version {result.change.version_id}: {result.outcome}"
+    return outcome_response(200, text, code="informational", severity="information")
+
+
+def _ehr_unavailable(exc: FhirUnavailable) -> FhirJSONResponse:
+    """We could not check the notification against the EHR: ask the sender to retry (the
+    reconciler picks the change up anyway if it gives up)."""
+    NOTIFICATIONS.labels("unverified").inc()
+    response = outcome_response(503, f"the EHR is unavailable: {exc}", code="transient")
+    response.headers["Retry-After"] = str(int(exc.retry_after or 5))
+    return response
 
 
 @router.put("/{resource_type}/{resource_id}", dependencies=[Authorized])
@@ -63,23 +75,38 @@ async def put_resource(
         NOTIFICATIONS.labels("invalid").inc()
         log.info("rejected notification for %s/%s: %s", resource_type, resource_id, exc)
         return FhirJSONResponse(exc.outcome, status_code=400)
-    return _answer(await run_in_threadpool(ingest, rt, resource, "rest-hook"))
+    try:
+        result = await run_in_threadpool(
+            ingest_notified, rt, resource_type, resource_id, resource, "rest-hook"
+        )
+    except FhirUnavailable as exc:
+        return _ehr_unavailable(exc)
+    return _answer(result)
 
 
 @router.delete("/{resource_type}/{resource_id}", dependencies=[Authorized])
 async def delete_resource(resource_type: str, resource_id: str, rt: RuntimeDep) -> Response:
-    result = await run_in_threadpool(ingest_deletion, rt, resource_type, resource_id, "rest-hook")
+    try:
+        result = await run_in_threadpool(
+            ingest_deleted, rt, resource_type, resource_id, "rest-hook"
+        )
+    except FhirUnavailable as exc:
+        return _ehr_unavailable(exc)
     return _answer(result)
 
 
 @router.post("", dependencies=[Authorized])
 async def ping(request: Request, rt: RuntimeDep) -> Response:
-    """An empty POST (a subscription without payload) means "go and look": run a polling pass.
-    Any body is treated as the same hint once it parses; the poll finds what changed."""
+    """A topic-based notification Bundle (Backport IG) is processed event by event. An empty POST
+    (an R4 subscription without payload) means "go and look": run a polling pass; so does any
+    other body that parses."""
     body = await request.body()
     if body.strip():
         try:
-            parse_json(body)
+            data = parse_json(body)
+            if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+                note = parse_notification(data)
+                return await _topic(rt, note)
         except InvalidResource as exc:
             NOTIFICATIONS.labels("invalid").inc()
             return FhirJSONResponse(exc.outcome, status_code=400)
@@ -88,3 +115,18 @@ async def ping(request: Request, rt: RuntimeDep) -> Response:
     await run_in_threadpool(poll.delay)
     NOTIFICATIONS.labels("ping").inc()
     return outcome_response(200, "polling the EHR", code="informational", severity="information")
+
+
+async def _topic(rt: RuntimeDep, note: TopicNotification) -> Response:
+    try:
+        result = await run_in_threadpool(handle_notification, rt, note)
+    except FhirUnavailable as exc:
+        return _ehr_unavailable(exc)
+    NOTIFICATIONS.labels(f"topic-{result.type}").inc()
+    outcomes = ", ".join(r.outcome for r in result.results) or "no events"
+    gap = f"; events {result.gap[0]}..{result.gap[1] or ''} missed" if result.gap else ""
+    recovery = f"; recovering by {result.recovery}" if result.recovery else ""
+    return outcome_response(
+        200, f"Subscription/{result.subscription_id} {result.type}: {outcomes}{gap}{recovery}",
+        code="informational", severity="information",
+    )

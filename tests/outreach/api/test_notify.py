@@ -16,6 +16,7 @@ from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledSte
 from outreach.worker.enqueue import CollectingEnqueuer
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
 from tests.support.fhir_data import appointment
+from tests.support.fhir_server import FhirTestServer
 
 FUTURE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=5)
 AUTH = {SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/fhir+json"}
@@ -122,3 +123,105 @@ def test_healthz_reports_a_current_schema(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert "outreach_notifications_total" in client.get("/metrics").text
+
+
+# -- a notification is a hint: checked against the real EHR --------------------------------------
+
+
+@pytest.fixture
+def ehr_rt(make_runtime: RuntimeFactory, fhir: FhirTestServer) -> Runtime:
+    return make_runtime(fhir_base_url=fhir.base_url)
+
+
+@pytest.fixture
+def ehr_client(ehr_rt: Runtime) -> TestClient:
+    return TestClient(create_app())
+
+
+def _diagnostics(response: object) -> str:
+    return str(response.json()["issue"][0]["diagnostics"])  # type: ignore[attr-defined]
+
+
+def test_a_resource_the_ehr_does_not_have_is_ignored(
+    ehr_client: TestClient, ehr_rt: Runtime
+) -> None:
+    forged = appointment("Patient/p1", FUTURE, aid="forged-1", version="1")
+
+    response = _put(ehr_client, forged)
+
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    assert "ignored" in _diagnostics(response)
+    assert _count(ehr_rt, ResourceChangeRecord) == 0
+    assert _count(ehr_rt, Enrollment) == 0
+    assert isinstance(ehr_rt.enqueue, CollectingEnqueuer) and ehr_rt.enqueue.steps == []
+
+
+def test_a_forged_version_of_a_real_resource_is_ignored(
+    ehr_client: TestClient, ehr_rt: Runtime
+) -> None:
+    assert ehr_rt.fhir is not None
+    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE, status="proposed"))
+    forged = {**real, "status": "booked",
+              "meta": {"versionId": "forged", "lastUpdated": "2099-01-01T00:00:00Z"}}
+
+    response = _put(ehr_client, forged)
+
+    assert "ignored" in _diagnostics(response)
+    assert _count(ehr_rt, Enrollment) == 0
+
+
+def test_a_stale_payload_is_replaced_by_the_ehrs_current_version(
+    ehr_client: TestClient, ehr_rt: Runtime
+) -> None:
+    assert ehr_rt.fhir is not None
+    v1, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    v2 = ehr_rt.fhir.update({**v1, "status": "cancelled"})
+
+    response = _put(ehr_client, v1)  # a delayed retry of the first delivery
+
+    assert v2["meta"]["versionId"] in _diagnostics(response)
+    assert "processed" in _diagnostics(response)
+    assert _count(ehr_rt, Enrollment) == 0  # it was never booked as far as we acted
+
+
+def test_a_genuine_notification_is_processed_once_however_often_delivered(
+    ehr_client: TestClient, ehr_rt: Runtime, fhir: FhirTestServer
+) -> None:
+    assert ehr_rt.fhir is not None
+    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+
+    outcomes = [_diagnostics(_put(ehr_client, real)) for _ in range(5)]
+
+    assert "processed" in outcomes[0] and all("duplicate" in o for o in outcomes[1:])
+    assert _count(ehr_rt, ResourceChangeRecord) == 1
+    assert _count(ehr_rt, Enrollment) == 1
+    fhir.outage(503)  # a known version needs no EHR call at all
+    assert "duplicate" in _diagnostics(_put(ehr_client, real))
+
+
+def test_a_delete_of_a_resource_the_ehr_still_has_is_not_acted_on(
+    ehr_client: TestClient, ehr_rt: Runtime
+) -> None:
+    assert ehr_rt.fhir is not None
+    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    _put(ehr_client, real)
+
+    response = ehr_client.delete(f"/fhir/notify/Appointment/{real['id']}", headers=AUTH)
+
+    assert "duplicate" in _diagnostics(response)
+    with ehr_rt.sessions() as session:
+        assert StepState.CANCELLED not in set(session.scalars(select(ScheduledStep.state)))
+
+
+def test_ehr_down_while_verifying_is_503_with_retry_after(
+    ehr_client: TestClient, ehr_rt: Runtime, fhir: FhirTestServer
+) -> None:
+    assert ehr_rt.fhir is not None
+    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    fhir.outage(503, retry_after=60)  # longer than the client waits in-line
+
+    response = _put(ehr_client, real)
+
+    assert response.status_code == 503  # type: ignore[attr-defined]
+    assert response.headers["Retry-After"] == "60"  # type: ignore[attr-defined]
+    assert _count(ehr_rt, ResourceChangeRecord) == 0

@@ -1,0 +1,93 @@
+"""Ingest throughput: notifications/s through `ingest_notified` (the rest-hook endpoint's work
+minus HTTP: payload validation, dedupe lookup, row lock, diff/classification, the change and
+version rows, rule matching and planning) on Postgres, with 4 concurrent callers like the API's
+thread pool.
+
+Baseline, same run, same Postgres: the same number of notifications written as plain rows (one
+resource_changes insert + one resource_versions upsert per notification, one transaction each,
+same 4 callers): the floor any ingest that records what it saw must pay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from bench.result import Result
+from connector.resources import validate_resource
+from outreach.ingest import ingest_notified
+from outreach.runtime import Runtime, build_runtime
+from outreach.settings import load_settings
+from outreach.worker.enqueue import CollectingEnqueuer
+from tests.support.database import temporary_database
+from tests.support.fhir_data import appointment
+
+WORKERS = 4
+
+
+def _notifications(count: int, *, booked: bool) -> list[dict[str, Any]]:
+    start = datetime.now(UTC) + timedelta(days=5)
+    status = "booked" if booked else "proposed"  # proposed: no journey starts, pure ingest
+    return [appointment(f"Patient/p{i}", start, aid=f"a{i}-{status}", status=status,
+                        version="1", updated=datetime.now(UTC)) for i in range(count)]
+
+
+def _rate(work: Callable[[dict[str, Any]], object], items: list[dict[str, Any]]) -> float:
+    began = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(work, items))
+    return len(items) / (time.perf_counter() - began)
+
+
+def _plain_insert(rt: Runtime) -> Callable[[dict[str, Any]], object]:
+    sql_change = text(
+        "INSERT INTO resource_changes (resource_type, resource_id, version_id, kind, source,"
+        " outcome, last_updated, received_at) VALUES ('Appointment', :id, :v, 'created',"
+        " 'baseline', 'processed', now(), now())")
+    sql_version = text(
+        "INSERT INTO resource_versions (resource_type, resource_id, version_id, last_updated,"
+        " deleted, resource, updated_at) VALUES ('Appointment', :id, :v, now(), false,"
+        " CAST(:doc AS jsonb), now()) ON CONFLICT (resource_type, resource_id) DO UPDATE"
+        " SET version_id = excluded.version_id")
+
+    def write(resource: dict[str, Any]) -> object:
+        import json
+
+        with rt.engine.begin() as conn:
+            params = {"id": "base-" + resource["id"], "v": "1", "doc": json.dumps(resource)}
+            conn.execute(sql_change, params)
+            return conn.execute(sql_version, params)
+
+    return write
+
+
+def run(iterations: int = 100) -> list[Result]:
+    count = max(iterations, 20) * 20
+    with temporary_database() as url:
+        settings = load_settings(database_url=url, webhook_secret="bench-secret-0123456789")
+        rt = build_runtime(settings, enqueue=CollectingEnqueuer())
+        try:
+            def notify(resource: dict[str, Any]) -> object:
+                validate_resource(resource, "Appointment")  # what the endpoint does first
+                return ingest_notified(rt, "Appointment", resource["id"], resource, "bench")
+
+            _rate(notify, _notifications(50, booked=False))  # warm-up: pools, imports
+            baseline = _rate(_plain_insert(rt), _notifications(count, booked=False))
+            plain = _rate(notify, _notifications(count, booked=False))
+            booked = _rate(notify, [{**r, "id": r["id"] + "b"}
+                                    for r in _notifications(count, booked=True)])
+            dups = _notifications(count, booked=False)  # already ingested above: redeliveries
+            duplicate = _rate(notify, dups)
+        finally:
+            rt.engine.dispose()
+    note = f"{count} notifications, {WORKERS} callers, Postgres"
+    return [
+        Result("ingest_notifications_per_s", plain, "/s", baseline, note + ", no journey starts"),
+        Result("ingest_booked_per_s", booked, "/s", baseline,
+               note + ", each starts a journey (4 steps planned)"),
+        Result("ingest_redelivered_per_s", duplicate, "/s", baseline, note + ", duplicates"),
+    ]

@@ -1,0 +1,126 @@
+"""Topic-based notification bundles (Subscriptions R5 Backport IG): the R4 shape (a `Parameters`
+status resource) and the R4B shape (a `SubscriptionStatus` resource), read into one form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connector.errors import InvalidResource
+from connector.resources import validate_resource
+from rules.changes import parse_instant
+
+TYPES = frozenset({"handshake", "heartbeat", "event-notification", "query-status", "query-event"})
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationEvent:
+    number: int | None
+    timestamp: datetime | None
+    focus: tuple[str, str] | None        # (type, id); None in an `empty` notification
+    resource: dict[str, Any] | None      # the full resource, when the bundle carries it
+    deleted: bool = False                # a full-resource entry for a delete has no resource
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNotification:
+    subscription_id: str
+    topic: str | None
+    type: str
+    status: str | None
+    events_since_start: int | None
+    events: list[NotificationEvent] = field(default_factory=list)
+
+
+def _reference_key(reference: str) -> tuple[str, str] | None:
+    """`https://ehr/fhir/Encounter/123` or `Encounter/123/_history/2` → ("Encounter", "123")."""
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
+
+
+def _count(value: Any) -> int | None:
+    # R4/R4B carry event counts as strings (int64 is R5-only).
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError) as exc:
+        raise InvalidResource(f"event count {value!r} is not a number") from exc
+
+
+def _instant(value: Any) -> datetime | None:
+    return parse_instant(value) if isinstance(value, str) else None
+
+
+def _value(param: dict[str, Any]) -> Any:
+    return next((v for k, v in param.items() if k.startswith("value")), None)
+
+
+def _from_parameters(status: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The R4 shape as R4B-style fields, so one reader handles both."""
+    fields: dict[str, Any] = {}
+    events = []
+    for param in status.get("parameter", []):
+        name = param.get("name")
+        if name == "notification-event":
+            parts = {p.get("name"): _value(p) for p in param.get("part", [])}
+            events.append({"eventNumber": parts.get("event-number"),
+                           "timestamp": parts.get("timestamp"), "focus": parts.get("focus")})
+        else:
+            fields[name] = _value(param)
+    return {
+        "subscription": fields.get("subscription"), "topic": fields.get("topic"),
+        "status": fields.get("status"), "type": fields.get("type"),
+        "eventsSinceSubscriptionStart": fields.get("events-since-subscription-start"),
+    }, events
+
+
+def _resources_by_key(entries: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    found = {}
+    for entry in entries:
+        key = _reference_key(str(entry.get("fullUrl", "")))
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and "id" in resource:
+            key = (str(resource.get("resourceType")), str(resource["id"]))
+        if key is not None:
+            found[key] = entry
+    return found
+
+
+def parse_notification(bundle: Any) -> TopicNotification:
+    """Read a notification bundle; InvalidResource (→ 400) when it is not one. Included
+    resources are validated as R4 like rest-hook payloads."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise InvalidResource("not a notification Bundle")
+    entries = bundle.get("entry") or []
+    first = entries[0].get("resource") if entries else None
+    if not isinstance(first, dict):
+        raise InvalidResource("a notification Bundle starts with its subscription status")
+    if first.get("resourceType") == "Parameters":
+        status, raw_events = _from_parameters(first)
+    elif first.get("resourceType") == "SubscriptionStatus":
+        status, raw_events = first, first.get("notificationEvent", [])
+    else:
+        raise InvalidResource("the first entry is neither Parameters nor SubscriptionStatus")
+    if status.get("type") not in TYPES:
+        raise InvalidResource(f"unknown notification type {status.get('type')!r}")
+    subscription = _reference_key(str((status.get("subscription") or {}).get("reference", "")))
+    if subscription is None:
+        raise InvalidResource("the status names no subscription")
+    included = _resources_by_key(entries[1:])
+    events = []
+    for raw in raw_events:
+        focus_ref = (raw.get("focus") or {}).get("reference")
+        focus = _reference_key(focus_ref) if focus_ref else None
+        entry = included.get(focus) if focus else None
+        resource = entry.get("resource") if entry else None
+        if resource is not None and focus is not None:
+            resource = validate_resource(resource, focus[0])
+        deleted = bool(entry and (entry.get("request") or {}).get("method") == "DELETE")
+        events.append(NotificationEvent(_count(raw.get("eventNumber")),
+                                        _instant(raw.get("timestamp")), focus, resource, deleted))
+    return TopicNotification(
+        subscription_id=subscription[1], topic=status.get("topic"), type=str(status["type"]),
+        status=status.get("status"),
+        events_since_start=_count(status.get("eventsSinceSubscriptionStart")),
+        events=events,
+    )

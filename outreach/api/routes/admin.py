@@ -1,0 +1,199 @@
+"""The admin API: journeys, a patient's outreach, steps, consent, staff Tasks, the audit log."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from outreach import admin
+from outreach.api.deps import RuntimeDep
+from outreach.store.models import AuditEntry, Enrollment, ScheduledStep, Writeback
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+_bearer = HTTPBearer(auto_error=False)
+
+
+
+def require_caller(
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The caller's name from OUTREACH_ADMIN_TOKENS (compared in constant time)."""
+    if credentials is not None:
+        given = credentials.credentials.encode()
+        for token, name in rt.settings.admin_callers().items():
+            if hmac.compare_digest(given, token.encode()):
+                return name
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid admin bearer token is required",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+Caller = Annotated[str, Depends(require_caller)]
+
+
+class JourneyOut(BaseModel):
+    name: str
+    version: str
+    path: str
+    resource: str
+    steps: list[str]
+    paused: bool
+
+
+class StepOut(BaseModel):
+    id: int
+    step: str
+    state: str
+    due_at: datetime
+    attempts: int
+    channel: str | None
+    reason: str | None
+    sent_at: datetime | None
+
+
+class EnrollmentOut(BaseModel):
+    id: int
+    journey: str
+    journey_version: str
+    about: str
+    anchor_at: datetime | None
+    state: str
+    steps: list[StepOut]
+
+
+class ConsentIn(BaseModel):
+    channel: Literal["sms", "email"]
+    address: str = Field(min_length=3, max_length=255)
+    opted_out: bool
+
+
+class ConsentOut(BaseModel):
+    changed: bool
+
+
+class TaskOut(BaseModel):
+    id: int
+    state: str
+    description: str | None
+    priority: str | None
+    patient: str | None
+    created_at: datetime
+    written_to_ehr_as: str | None
+
+
+class AuditOut(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] | None
+
+
+def _step_out(step: ScheduledStep) -> StepOut:
+    return StepOut(id=step.id, step=step.step_id, state=step.state, due_at=step.due_at,
+                   attempts=step.attempts, channel=step.channel, reason=step.reason,
+                   sent_at=step.sent_at)
+
+
+def _not_found(exc: admin.NotFound) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+
+
+@router.get("/journeys")
+def journeys(rt: RuntimeDep, _caller: Caller) -> list[JourneyOut]:
+    with rt.sessions() as session:
+        paused = admin.paused_journeys(session)
+    return [JourneyOut(name=j.name, version=j.version, path=j.path,
+                       resource=j.spec.trigger.resource, steps=[s.id for s in j.spec.steps],
+                       paused=j.name in paused) for j in rt.journeys.journeys]
+
+
+@router.post("/journeys/{name}/pause", status_code=204)
+def pause(name: str, rt: RuntimeDep, caller: Caller) -> None:
+    try:
+        admin.set_paused(rt, name, True, caller)
+    except admin.NotFound as exc:
+        raise _not_found(exc) from exc
+
+
+@router.post("/journeys/{name}/resume", status_code=204)
+def resume(name: str, rt: RuntimeDep, caller: Caller) -> None:
+    try:
+        admin.set_paused(rt, name, False, caller)
+    except admin.NotFound as exc:
+        raise _not_found(exc) from exc
+
+
+@router.get("/patients/{patient_id}/enrollments")
+def patient_enrollments(patient_id: str, rt: RuntimeDep, _caller: Caller) -> list[EnrollmentOut]:
+    try:
+        enrollments = admin.patient_enrollments(rt, patient_id)
+    except admin.NotFound as exc:
+        raise _not_found(exc) from exc
+    return [_enrollment_out(e) for e in enrollments]
+
+
+def _enrollment_out(enrollment: Enrollment) -> EnrollmentOut:
+    return EnrollmentOut(
+        id=enrollment.id, journey=enrollment.journey,
+        journey_version=enrollment.journey_version, about=enrollment.anchor_reference,
+        anchor_at=enrollment.anchor_at, state=enrollment.state,
+        steps=[_step_out(s) for s in sorted(enrollment.steps, key=lambda s: s.due_at)])
+
+
+@router.post("/steps/{step_id}/cancel")
+def cancel_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
+    try:
+        return _step_out(admin.cancel_step(rt, step_id, caller))
+    except admin.NotFound as exc:
+        raise _not_found(exc) from exc
+    except admin.Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.post("/steps/{step_id}/resend")
+def resend_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
+    try:
+        return _step_out(admin.resend_step(rt, step_id, caller))
+    except admin.NotFound as exc:
+        raise _not_found(exc) from exc
+    except admin.Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.put("/patients/{patient_id}/consent")
+async def consent(patient_id: str, body: ConsentIn, rt: RuntimeDep,
+                  caller: Caller) -> ConsentOut:
+    changed = await run_in_threadpool(admin.set_consent, rt, patient_id, body.channel,
+                                      body.address, body.opted_out, caller)
+    return ConsentOut(changed=changed)
+
+
+@router.get("/tasks")
+def tasks(rt: RuntimeDep, _caller: Caller,
+          limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[TaskOut]:
+    with rt.sessions() as session:
+        rows = session.scalars(select(Writeback).where(Writeback.resource_type == "Task")
+                               .order_by(Writeback.id.desc()).limit(limit))
+        return [TaskOut(id=r.id, state=r.state, description=r.resource.get("description"),
+                        priority=r.resource.get("priority"),
+                        patient=(r.resource.get("for") or {}).get("reference"),
+                        created_at=r.created_at,
+                        written_to_ehr_as=f"Task/{r.server_id}" if r.server_id else None)
+                for r in rows]
+
+
+@router.get("/audit")
+def audit_log(rt: RuntimeDep, _caller: Caller,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
+    with rt.sessions() as session:
+        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
+        return [AuditOut(at=r.at, actor=r.actor, action=r.action, target=r.target,
+                         detail=r.detail) for r in rows]

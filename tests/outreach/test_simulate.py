@@ -1,0 +1,98 @@
+"""`outreach simulate`: the plan for an export, through the real planner, with nothing sent."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from outreach.cli import app
+from outreach.demo import DEMO_FIXTURES
+from outreach.settings import load_settings
+from outreach.simulate import read_resources, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "rules" / "journeys" / "library"
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+TOKYO = {"url": "http://hl7.org/fhir/StructureDefinition/timezone", "valueCode": "Asia/Tokyo"}
+
+
+def demo_resources() -> list[dict[str, Any]]:
+    return [json.loads(f.read_text()) for f in sorted(DEMO_FIXTURES.glob("*.json"))]
+
+
+def bundle(tmp_path: Path, resources: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
+                                "entry": [{"resource": r} for r in resources]}))
+    return path
+
+
+def test_demo_export_plans_what_the_demo_does(tmp_path: Path) -> None:
+    rows, notes = simulate(ROOT / "rules" / "journeys", demo_resources(), NOW,
+                           load_settings(database_url="sqlite:///unused.db"))
+    by = {(r.patient, r.step): r for r in rows}
+    assert notes == []
+    assert by[("Patient/ana", "booked")].channel == "email"
+    assert by[("Patient/ana", "reminder-72h")].due_utc == "2026-03-06T14:00+00:00"
+    assert by[("Patient/ana", "reminder-72h")].channel == "sms"
+    assert all(by[("Patient/chloe", s)].state == "cancelled"
+               for s in ("booked", "reminder-72h", "reminder-24h", "reminder-2h"))
+    assert "no patient contact" in (by[("Patient/dan", "booked")].why or "")
+    assert by[("Patient/ben", "reminder-24h")].due_utc == "2026-03-09T16:00+00:00"  # moved
+
+
+def test_patient_local_time_follows_the_timezone_extension(tmp_path: Path) -> None:
+    resources = demo_resources()
+    for r in resources:
+        if r["resourceType"] == "Patient" and r["id"] == "ana":
+            r["extension"] = [TOKYO]
+    rows, _ = simulate(ROOT / "rules" / "journeys", resources, NOW, load_settings())
+    row = next(r for r in rows if (r.patient, r.step) == ("Patient/ana", "reminder-2h"))
+    assert row.due_local.endswith("JST")
+
+
+def test_an_encounter_finishing_plans_the_follow_up_and_survey(tmp_path: Path) -> None:
+    patient = {"resourceType": "Patient", "id": "eve", "birthDate": "1970-03-02",
+               "active": True, "telecom": [{"system": "phone", "value": "+15555550199",
+                                            "use": "mobile"}]}
+    encounter = {"resourceType": "Encounter", "id": "enc1", "status": "finished",
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                           "code": "AMB"},
+                 "subject": {"reference": "Patient/eve"},
+                 "period": {"start": "2026-03-02T08:00:00Z", "end": "2026-03-02T08:30:00Z"}}
+    rows, notes = simulate(LIBRARY, [patient, encounter], NOW, load_settings())
+    steps = {(r.journey, r.step): r for r in rows}
+    assert steps[("post-visit-follow-up", "instructions")].due_utc == "2026-03-02T10:30+00:00"
+    assert steps[("satisfaction-survey", "survey")].state == "scheduled"
+    assert ("birthday-greeting", "greeting") in steps  # born on 03-02, the 09:00 tick ran
+    assert any(n.startswith("campaign birthday-greeting") for n in notes)
+    sends = [r for r in rows if r.state in ("scheduled", "queued")]
+    days = [r.due_local[:14] for r in sends if not r.step.startswith("greeting")]
+    assert len(days) == len(set(days)), "at most one capped text per local day"
+
+
+def test_cli_prints_a_table_or_json(tmp_path: Path) -> None:
+    path = bundle(tmp_path, demo_resources())
+    runner = CliRunner()
+    table = runner.invoke(app, ["simulate", "--rules", "rules/journeys", "--input", str(path),
+                                "--now", "2026-03-02T09:00:00Z"])
+    assert table.exit_code == 0, table.output
+    assert table.output.splitlines()[0].split()[:4] == ["patient", "journey", "step", "state"]
+    as_json = runner.invoke(app, ["simulate", "--rules", "rules/journeys", "--input", str(path),
+                                  "--now", "2026-03-02T09:00:00Z", "--format", "json"])
+    rows = json.loads(as_json.stdout)
+    assert {"patient", "due_utc", "due_local", "channel", "why"} <= set(rows[0])
+
+
+def test_ndjson_input_and_bad_rules_exit_1(tmp_path: Path) -> None:
+    ndjson = tmp_path / "export.ndjson"
+    ndjson.write_text("\n".join(json.dumps(r) for r in demo_resources()) + "\n")
+    assert len(read_resources(ndjson)) == 11
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("journey: x\n")
+    result = CliRunner().invoke(app, ["simulate", "--rules", str(bad), "--input", str(ndjson)])
+    assert result.exit_code == 1 and f"{bad}:1:1:" in result.output
