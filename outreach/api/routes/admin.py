@@ -6,7 +6,7 @@ import hmac
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -36,6 +36,10 @@ def require_caller(
 
 
 Caller = Annotated[str, Depends(require_caller)]
+# Ids as the database stores them: an integer key, a FHIR id (1-64 of [A-Za-z0-9-.]).
+StepId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+PatientId = Annotated[str, Path(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+JourneyName = Annotated[str, Path(max_length=64)]
 
 
 class JourneyOut(BaseModel):
@@ -116,7 +120,7 @@ def journeys(rt: RuntimeDep, _caller: Caller) -> list[JourneyOut]:
 
 
 @router.post("/journeys/{name}/pause", status_code=204)
-def pause(name: str, rt: RuntimeDep, caller: Caller) -> None:
+def pause(name: JourneyName, rt: RuntimeDep, caller: Caller) -> None:
     try:
         admin.set_paused(rt, name, True, caller)
     except admin.NotFound as exc:
@@ -124,7 +128,7 @@ def pause(name: str, rt: RuntimeDep, caller: Caller) -> None:
 
 
 @router.post("/journeys/{name}/resume", status_code=204)
-def resume(name: str, rt: RuntimeDep, caller: Caller) -> None:
+def resume(name: JourneyName, rt: RuntimeDep, caller: Caller) -> None:
     try:
         admin.set_paused(rt, name, False, caller)
     except admin.NotFound as exc:
@@ -132,7 +136,9 @@ def resume(name: str, rt: RuntimeDep, caller: Caller) -> None:
 
 
 @router.get("/patients/{patient_id}/enrollments")
-def patient_enrollments(patient_id: str, rt: RuntimeDep, _caller: Caller) -> list[EnrollmentOut]:
+def patient_enrollments(
+    patient_id: PatientId, rt: RuntimeDep, _caller: Caller
+) -> list[EnrollmentOut]:
     try:
         enrollments = admin.patient_enrollments(rt, patient_id)
     except admin.NotFound as exc:
@@ -149,7 +155,7 @@ def _enrollment_out(enrollment: Enrollment) -> EnrollmentOut:
 
 
 @router.post("/steps/{step_id}/cancel")
-def cancel_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
+def cancel_step(step_id: StepId, rt: RuntimeDep, caller: Caller) -> StepOut:
     try:
         return _step_out(admin.cancel_step(rt, step_id, caller))
     except admin.NotFound as exc:
@@ -159,7 +165,7 @@ def cancel_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
 
 
 @router.post("/steps/{step_id}/resend")
-def resend_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
+def resend_step(step_id: StepId, rt: RuntimeDep, caller: Caller) -> StepOut:
     try:
         return _step_out(admin.resend_step(rt, step_id, caller))
     except admin.NotFound as exc:
@@ -169,7 +175,7 @@ def resend_step(step_id: int, rt: RuntimeDep, caller: Caller) -> StepOut:
 
 
 @router.put("/patients/{patient_id}/consent")
-async def consent(patient_id: str, body: ConsentIn, rt: RuntimeDep,
+async def consent(patient_id: PatientId, body: ConsentIn, rt: RuntimeDep,
                   caller: Caller) -> ConsentOut:
     changed = await run_in_threadpool(admin.set_consent, rt, patient_id, body.channel,
                                       body.address, body.opted_out, caller)
