@@ -9,18 +9,9 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from connector.errors import InvalidResource
+from rules.schema import STATUSES
 
-# fhir.resources does not check code values; these are the ones journeys depend on.
-_STATUS_CODES: dict[str, frozenset[str]] = {
-    "Appointment": frozenset({
-        "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow",
-        "entered-in-error", "checked-in", "waitlist",
-    }),
-    "Encounter": frozenset({
-        "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
-        "entered-in-error", "unknown",
-    }),
-}
+# fhir.resources does not check code values: the ones journeys depend on are checked here.
 
 
 def _issue(diagnostics: str, expression: str | None = None) -> dict[str, Any]:
@@ -57,7 +48,7 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             for err in exc.errors()
         ]
         raise InvalidResource(f"{rtype} is not valid R4 ({len(issues)} issues)", issues) from exc
-    allowed = _STATUS_CODES.get(rtype)
+    allowed = STATUSES.get(rtype) or None
     if allowed is not None and data.get("status") not in allowed:
         raise InvalidResource(
             f"{rtype}.status {data.get('status')!r} is not an R4 code",

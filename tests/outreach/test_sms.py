@@ -110,6 +110,12 @@ def _drain(rt: Runtime) -> list[dispatch.SendOutcome]:
     return outcomes
 
 
+def _due_at(rt: Runtime, step_id: str) -> datetime:
+    with rt.sessions() as session:
+        return session.scalars(select(ScheduledStep.due_at).where(
+            ScheduledStep.step_id == step_id)).one()
+
+
 def _reply(rt: Runtime, api: ApiServer, body: str, from_: str = MOBILE,
            params: dict[str, str] | None = None) -> str:
     form = params or inbound_params(from_, CLINIC, body)
@@ -146,9 +152,7 @@ def test_429_and_500_then_201_is_one_message(rt: Runtime, twilio: TwilioServer,
     _book(rt)
     for _ in range(3):
         _drain(rt)
-        with rt.sessions() as session:
-            due = session.scalars(select(ScheduledStep.due_at).where(
-                ScheduledStep.step_id == "booked")).one()
+        due = _due_at(rt, "booked")
         clock.set(due)
         dispatch.sweep(rt)
     _drain(rt)
@@ -208,9 +212,7 @@ def test_stop_is_honoured_before_a_step_due_in_the_same_second(
     _book(rt, days=2.5)  # booked now; the 24 h reminder is due later
     _drain(rt)
     assert len(twilio.messages) == 1
-    with rt.sessions() as session:
-        due = session.scalars(select(ScheduledStep.due_at).where(
-            ScheduledStep.step_id == "reminder-24h")).one()
+    due = _due_at(rt, "reminder-24h")
     rt.clock.set(due)  # type: ignore[attr-defined]
     dispatch.sweep(rt)  # the reminder is queued: due this very second
     answer = _reply(rt, api_server, "Stop")
@@ -241,9 +243,7 @@ def test_confirm_reply_accepts_the_appointment_in_the_ehr(
 ) -> None:
     appt = _book(rt, days=5)
     _drain(rt)
-    with rt.sessions() as session:
-        due = session.scalars(select(ScheduledStep.due_at).where(
-            ScheduledStep.step_id == "reminder-72h")).one()
+    due = _due_at(rt, "reminder-72h")
     clock.set(due)
     dispatch.sweep(rt)
     _drain(rt)
@@ -265,9 +265,7 @@ def test_free_text_and_cancel_replies_become_tasks_for_staff(
 ) -> None:
     _book(rt, days=5)
     _drain(rt)
-    with rt.sessions() as session:
-        due = session.scalars(select(ScheduledStep.due_at).where(
-            ScheduledStep.step_id == "reminder-72h")).one()
+    due = _due_at(rt, "reminder-72h")
     clock.set(due)
     dispatch.sweep(rt)
     _drain(rt)
