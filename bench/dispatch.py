@@ -86,9 +86,10 @@ def _product(rt: Runtime, workers: int) -> tuple[float, int]:
 
     def one(step_id: int) -> None:
         outcome = dispatch.send_step(rt, step_id)
-        assert outcome.state == "sent" and outcome.writeback_id is not None, outcome
-        # the write-back task the worker would run next
-        assert dispatch.write_back(rt, outcome.writeback_id) == "done"
+        assert outcome.state == "sent" and outcome.writeback_ids, outcome
+        # the write-back tasks the worker runs next: the Communication and its request
+        for writeback_id in outcome.writeback_ids:
+            assert dispatch.write_back(rt, writeback_id) == "done"
 
     return _timed([partial(one, s) for s in steps], workers), len(steps)
 

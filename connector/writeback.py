@@ -30,6 +30,17 @@ class SentMessage:
     text: str
     subject: str | None = None
     recipient: str | None = None
+    based_on: str | None = None  # our identifier value of the CommunicationRequest
+
+
+def request_identifier(step_uid: str) -> str:
+    return f"request-{step_uid}"
+
+
+def _medium(channel: str) -> dict[str, Any]:
+    code, display, text = _MEDIUM.get(channel, ("WRITTEN", "written", channel))
+    return {"coding": [{"system": PARTICIPATION_MODE, "code": code, "display": display}],
+            "text": text}
 
 
 def identifier_query(system: str, value: str) -> str:
@@ -38,14 +49,12 @@ def identifier_query(system: str, value: str) -> str:
 
 
 def build_communication(message: SentMessage) -> dict[str, Any]:
-    code, display, text = _MEDIUM.get(message.channel, ("WRITTEN", "written", message.channel))
     communication: dict[str, Any] = {
         "resourceType": "Communication",
         "identifier": [{"system": message.identifier_system, "value": message.identifier_value}],
         "status": "completed",
         "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": message.category}]}],
-        "medium": [{"coding": [{"system": PARTICIPATION_MODE, "code": code, "display": display}],
-                    "text": text}],
+        "medium": [_medium(message.channel)],
         "subject": {"reference": message.patient},
         "about": [{"reference": message.about}],
         "sent": fhir_instant(message.sent),
@@ -54,4 +63,46 @@ def build_communication(message: SentMessage) -> dict[str, Any]:
     }
     if message.subject:
         communication["topic"] = {"text": message.subject}
+    if message.based_on:
+        communication["basedOn"] = [{"identifier": {"system": message.identifier_system,
+                                                    "value": message.based_on}}]
     return communication
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    """A step as the EHR should see it before (and after) it is sent."""
+
+    identifier_system: str
+    step_uid: str
+    status: str  # active | completed | revoked
+    patient: str
+    about: str
+    channels: tuple[str, ...]
+    category: str
+    due: datetime
+    authored: datetime
+    description: str
+    status_reason: str | None = None
+
+
+def build_communication_request(planned: PlannedMessage) -> dict[str, Any]:
+    """CommunicationRequest for a planned step, so upcoming outreach shows in the EHR; revoked
+    when cancelled or skipped (with the reason), completed when sent."""
+    request: dict[str, Any] = {
+        "resourceType": "CommunicationRequest",
+        "identifier": [{"system": planned.identifier_system,
+                        "value": request_identifier(planned.step_uid)}],
+        "status": planned.status,
+        "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": planned.category}]}],
+        "priority": "routine",
+        "medium": [_medium(channel) for channel in planned.channels],
+        "subject": {"reference": planned.patient},
+        "about": [{"reference": planned.about}],
+        "payload": [{"contentString": planned.description}],
+        "occurrenceDateTime": fhir_instant(planned.due),
+        "authoredOn": fhir_instant(planned.authored),
+    }
+    if planned.status_reason:
+        request["statusReason"] = {"text": planned.status_reason[:500]}
+    return request

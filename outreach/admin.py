@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.consent import set_opt_out
+from outreach.requests import queue_requests
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import (
@@ -83,7 +84,15 @@ def cancel_step(rt: Runtime, step_id: int, actor: str) -> ScheduledStep:
         step.state, step.reason, step.updated_at = (
             StepState.CANCELLED, f"cancelled by {actor}", rt.clock.now())
         audit(session, rt, actor, "cancel-step", f"step/{step_id}")
+        ids = _sync_request(session, rt, step)
+    rt.enqueue.write_back(ids)
     return step
+
+
+def _sync_request(session: Session, rt: Runtime, step: ScheduledStep) -> list[int]:
+    session.flush()
+    return queue_requests(session, rt.settings.identifier_system, rt.journeys, step.enrollment,
+                          [step], rt.clock.now())
 
 
 def resend_step(rt: Runtime, step_id: int, actor: str) -> ScheduledStep:
@@ -97,6 +106,8 @@ def resend_step(rt: Runtime, step_id: int, actor: str) -> ScheduledStep:
             StepState.QUEUED, f"re-sent by {actor}", now, now)
         step.excluded_channels = ""
         audit(session, rt, actor, "resend-step", f"step/{step_id}")
+        ids = _sync_request(session, rt, step)
+    rt.enqueue.write_back(ids)
     rt.enqueue.send_steps([step_id])
     return step
 

@@ -58,7 +58,10 @@ def demo(
     out_dir = out or Path(tempfile.mkdtemp(prefix="outreach-demo-"))
     summary = run_demo(out_dir, sys.stdout, settings)
     typer.echo("\nSummary: " + ", ".join(f"{v} {k}" for k, v in sorted(summary.items())))
-    typer.echo(f"Communications written back (NDJSON): {out_dir / 'communications.ndjson'}")
+    folder = out_dir / "writeback"
+    typer.echo("What would have been written back to the EHR (NDJSON, one file per type):")
+    for file in sorted(folder.glob("*.ndjson")):
+        typer.echo(f"  {file}")
     typer.echo(f"Database: {out_dir / 'outreach.db'}")
 
 

@@ -22,7 +22,7 @@ from outreach.runtime import Runtime, load_templates
 from outreach.settings import Settings
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
-from outreach.store.models import Enrollment, ScheduledStep, StepState, Writeback
+from outreach.store.models import Enrollment, ScheduledStep, StepState
 from outreach.store.source import StoreResourceSource
 from outreach.worker.enqueue import CollectingEnqueuer
 from rules import load_journeys
@@ -47,14 +47,13 @@ class Demo:
         self.out, self.stream, self.settings = out_dir, stream, settings
         # Console channels write here; the timeline prints each message under its SENT line.
         self.outbox = io.StringIO()
-        self.communications = out_dir / "communications.ndjson"
         engine = make_engine(f"sqlite:///{out_dir / 'outreach.db'}")
         upgrade(engine)
         sessions = make_session_factory(engine)
         templates = load_templates(settings)
         self.enqueuer = CollectingEnqueuer()
         self.clock = SimulatedClock(datetime.fromisoformat("2000-01-01T00:00:00+00:00"))
-        self.sink = NdjsonWriteback(self.communications)
+        self.sink = NdjsonWriteback(out_dir / "writeback")
         self.rt = Runtime(
             settings=settings, engine=engine, sessions=sessions, clock=self.clock,
             journeys=load_journeys(settings.rules_dir, templates.names), templates=templates,
@@ -140,8 +139,8 @@ class Demo:
             counts = dict(session.execute(
                 select(ScheduledStep.state, func.count()).group_by(ScheduledStep.state)).all())
             counts["enrollments"] = session.scalar(select(func.count(Enrollment.id))) or 0
-            counts["written back"] = session.scalar(
-                select(func.count(Writeback.id)).where(Writeback.state == "done")) or 0
+        for rtype, written in self.sink.written().items():
+            counts[f"{rtype} written back"] = written
         return {str(k): int(v) for k, v in counts.items()}
 
 

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session, joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
 from channels.twilio import UNSUBSCRIBED
-from connector.writeback import SentMessage, build_communication
+from connector.writeback import SentMessage, build_communication, request_identifier
 from outreach import writeback
 from outreach.consent import set_opt_out
 from outreach.ingest import ingest
 from outreach.metrics import SENDS
 from outreach.preconditions import Ready, Skip, check
+from outreach.requests import queue_requests
 from outreach.retry import backoff
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
@@ -81,7 +82,7 @@ class SendOutcome:
     reason: str | None = None
     channel: str | None = None
     to: str | None = None
-    writeback_id: int | None = None
+    writeback_ids: tuple[int, ...] = ()  # the outbox rows this send queued
 
     def as_dict(self) -> dict[str, Any]:
         return {"step_id": self.step_id, "state": self.state, "reason": self.reason,
@@ -118,12 +119,24 @@ def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
             ScheduledStep.id == step_id, ScheduledStep.state == from_state).values(**values))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         return SendOutcome(step_id, "not-queued", "taken, cancelled or re-planned meanwhile")
+    if state in (StepState.SKIPPED, StepState.FAILED, StepState.CANCELLED):
+        _revoke_request(rt, step_id, now)
     SENDS.labels(state).inc()
     if state == StepState.QUEUED:
         rt.enqueue.send_steps([step_id])
     if state == StepState.SKIPPED:
         log.info("step %s skipped: %s", step_id, reason)
     return SendOutcome(step_id, state, reason)
+
+
+def _revoke_request(rt: Runtime, step_id: int, now: datetime) -> None:
+    """The step will not be sent: its CommunicationRequest in the EHR says so, with the reason."""
+    with transaction(rt.sessions) as session:
+        step = session.get_one(ScheduledStep, step_id,
+                               options=[joinedload(ScheduledStep.enrollment)])
+        ids = queue_requests(session, rt.settings.identifier_system, rt.journeys,
+                             step.enrollment, [step], now)
+    rt.enqueue.write_back(ids)
 
 
 @dataclass(frozen=True)
@@ -208,13 +221,16 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
 
 
 def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
-          provider_id: str | None) -> int:
+          provider_id: str | None) -> list[int]:
+    """Record the send; returns the outbox rows to write: the Communication first, then its
+    CommunicationRequest marked completed."""
     now = rt.clock.now()
     system = rt.settings.identifier_system
     communication = build_communication(SentMessage(
         identifier_system=system, identifier_value=step.uid, patient=ready.patient,
         about=ready.about, channel=ready.channel, category=ready.category, sent=now,
         text=ready.message.text, subject=ready.message.subject,
+        based_on=request_identifier(step.uid),
     ))
     with transaction(rt.sessions) as session:
         session.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == attempt_id).values(
@@ -223,8 +239,10 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         session.execute(update(ScheduledStep).where(ScheduledStep.id == step.id).values(
             state=StepState.SENT, sent_at=now, channel=ready.channel, reason=None,
             updated_at=now))
-        return writeback.queue(session, communication, system, step.uid, now,
-                               step_id=step.id, known_new=True).id
+        row = session.get_one(ScheduledStep, step.id)
+        request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
+        return [writeback.queue(session, communication, system, step.uid, now,
+                                step_id=step.id, known_new=True).id, *request_ids]
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:
@@ -264,11 +282,12 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
             provider_id = rt.channels[ready.channel].send(ready.message).provider_message_id
         except SendError as exc:
             return _failed(rt, step, attempt_id, ready, exc)
-    writeback_id = _sent(rt, step, attempt_id, ready, provider_id)
-    rt.enqueue.write_back([writeback_id])
+    writeback_ids = _sent(rt, step, attempt_id, ready, provider_id)
+    rt.enqueue.write_back(writeback_ids)
     SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
-    return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to, writeback_id)
+    return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to,
+                       tuple(writeback_ids))
 
 
 def write_back(rt: Runtime, writeback_id: int) -> str:

@@ -1,4 +1,4 @@
-"""A write-back target that appends resources to an NDJSON file (the demo's EHR write-back)."""
+"""A write-back target that keeps NDJSON files, one per resource type (the demo's EHR)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,26 @@ def _identifiers(resource: dict[str, Any]) -> set[str]:
 
 
 class NdjsonWriteback:
-    """Behaves like the EHR for write-back: conditional create writes an identifier once; an
-    update appends the new version (the file is a log of what would have been written)."""
+    """Behaves like the EHR for write-back (conditional create, update by id) and keeps the
+    newest version of each resource in `{folder}/{ResourceType}.ndjson`, as a bulk export would."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self._by_identifier: dict[str, dict[str, Any]] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("", encoding="utf-8")
+        self._by_type: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def path(self, resource_type: str) -> Path:
+        return self.folder / f"{resource_type}.ndjson"
 
     def _write(self, resource: dict[str, Any]) -> dict[str, Any]:
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(resource, ensure_ascii=False) + "\n")
+        rtype = resource["resourceType"]
+        stored = self._by_type.setdefault(rtype, {})
+        stored[resource["id"]] = resource
         for identifier in _identifiers(resource):
             self._by_identifier[identifier] = resource
+        lines = (json.dumps(r, ensure_ascii=False) for r in stored.values())
+        self.path(rtype).write_text("\n".join(lines) + "\n", encoding="utf-8")
         return resource
 
     def create(
@@ -48,5 +54,5 @@ class NdjsonWriteback:
         if found is not None and found["resourceType"] == resource_type:
             yield found
 
-    def __len__(self) -> int:
-        return len(self._by_identifier)
+    def written(self) -> dict[str, int]:
+        return {rtype: len(items) for rtype, items in sorted(self._by_type.items())}

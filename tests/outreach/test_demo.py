@@ -26,31 +26,36 @@ def test_demo_timeline_shows_what_each_patient_gets(tmp_path: Path) -> None:
     assert "Tue 2026-03-03 08:00 UTC  SENT sms: appointment-reminders/booked for Patient/chloe" \
         in timeline  # booked at 22:40: quiet hours delay it to 08:00
     assert "SKIPPED appointment-reminders/booked for Patient/dan" in timeline  # landline only
-    assert summary["sent"] == 11 and summary["written back"] == 11
+    assert summary["sent"] == 11 and summary["Communication written back"] == 11
+    assert summary["CommunicationRequest written back"] >= 11
     assert summary["cancelled"] == 1
 
 
-def test_demo_communications_are_accepted_by_a_fhir_server(
+def test_demo_write_back_is_accepted_by_a_fhir_server(
     tmp_path: Path, fhir: FhirTestServer
 ) -> None:
     run_demo(tmp_path, io.StringIO(), load_settings())
-    lines = (tmp_path / "communications.ndjson").read_text().splitlines()
-    assert len(lines) == 11
+    folder = tmp_path / "writeback"
+    communications = (folder / "Communication.ndjson").read_text().splitlines()
+    requests = (folder / "CommunicationRequest.ndjson").read_text().splitlines()
+    assert len(communications) == 11
     with FhirClient(fhir.base_url) as client:
         for file in sorted(DEMO_FIXTURES.glob("*.json")):  # the resources they point at
             resource = json.loads(file.read_text())
             client.update({k: v for k, v in resource.items() if k != "meta"})
-        for line in lines:
-            communication = json.loads(line)
-            communication.pop("id")
-            stored, created = client.create(communication)  # raises on a validation error
-            assert created and stored["status"] == "completed"
-        assert len(list(client.search("Communication", {"_count": 50}))) == 11
+        for line in requests + communications:
+            resource = json.loads(line)
+            stored = client.update(resource)  # raises on a validation error
+            assert stored["id"] == resource["id"]
+        sent = list(client.search("Communication", {"_count": 50}))
+        assert len(sent) == 11 and {c["status"] for c in sent} == {"completed"}
+        assert all(c["basedOn"][0]["identifier"]["value"].startswith("request-") for c in sent)
+        statuses = {r["status"] for r in client.search("CommunicationRequest", {"_count": 50})}
+        assert statuses == {"completed", "revoked"}
 
 
 def test_demo_command_says_where_it_wrote(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert f"Communications written back (NDJSON): {tmp_path / 'communications.ndjson'}" \
-        in result.output
-    assert (tmp_path / "communications.ndjson").stat().st_size > 0
+    assert str(tmp_path / "writeback" / "Communication.ndjson") in result.output
+    assert (tmp_path / "writeback" / "Communication.ndjson").stat().st_size > 0

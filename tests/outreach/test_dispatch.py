@@ -152,8 +152,9 @@ def test_ehr_down_delays_the_write_back_and_never_loses_it(
     fhir.outage(503)  # down between the send and its write-back
     _drain(rt)
     assert len(smtp.messages) == 1
+    communication_row = select(Writeback).where(Writeback.resource_type == "Communication")
     with rt.sessions() as session:
-        (row,) = session.scalars(select(Writeback))
+        (row,) = session.scalars(communication_row)
     assert row.state == "pending" and row.attempts == 1 and "503" in (row.last_error or "")
 
     clock.set(row.next_attempt_at)
@@ -161,10 +162,10 @@ def test_ehr_down_delays_the_write_back_and_never_loses_it(
     _drain(rt)  # still down: stays pending, tried again later
     fhir.outage(None)
     with rt.sessions() as session:
-        row = session.scalars(select(Writeback)).one()
+        row = session.scalars(communication_row).one()
     assert row.state == "pending" and row.attempts == 2
     clock.set(row.next_attempt_at)
-    assert dispatch.sweep(rt).writeback_ids == [row.id]
+    assert row.id in dispatch.sweep(rt).writeback_ids
     _drain(rt)
     (communication,) = _communications(rt.fhir, appt["id"])
     assert communication["status"] == "completed"
