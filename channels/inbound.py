@@ -33,9 +33,11 @@ def _keyword(body: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", body.strip().upper())
 
 
-def classify(body: str, replies: Mapping[str, str] | None = None) -> Reply:
+def classify(body: str, replies: Mapping[str, str] | None = None,
+             score_range: tuple[int, int] | None = None) -> Reply:
     """Opt-out words win over everything (a patient saying STOP is never read as a journey
-    reply); then the replied-to step's own `replies` map; then a 0–10 score; else free text."""
+    reply); then the replied-to step's own `replies` map; then a score, when the step asks for
+    one (a `survey` range, or `score` among its replies: 0-10); else free text."""
     word = _keyword(body)
     if word in STOP_WORDS:
         return Reply("stop")
@@ -48,6 +50,10 @@ def classify(body: str, replies: Mapping[str, str] | None = None) -> Reply:
             return Reply("confirm", action=action)
         if word == _keyword(key) and action in ("cancel", "cancel-appointment"):
             return Reply("cancel", action=action)
-    if "score" in (replies or {}).values() and _SCORE.match(word):
-        return Reply("score", int(word))
+    if score_range is None and "score" in (replies or {}).values():
+        score_range = (0, 10)
+    if score_range is not None and _SCORE.match(word):
+        low, high = score_range
+        if low <= int(word) <= high:
+            return Reply("score", int(word))
     return Reply("text")

@@ -83,6 +83,37 @@ def build_task(task: StaffTask) -> dict[str, Any]:
     return resource
 
 
+@dataclass(frozen=True, slots=True)
+class SurveyAnswer:
+    identifier_system: str
+    message_id: str
+    score: int
+    low: int
+    high: int
+    authored: datetime
+    patient: str | None = None
+    about: str | None = None  # the Encounter (or Appointment) the survey was about
+
+
+def build_questionnaire_response(answer: SurveyAnswer) -> dict[str, Any]:
+    """The score as a QuestionnaireResponse, linked to the Encounter it rates."""
+    response: dict[str, Any] = {
+        "resourceType": "QuestionnaireResponse",
+        "identifier": {"system": answer.identifier_system, "value": f"survey-{answer.message_id}"},
+        "status": "completed",
+        "authored": fhir_instant(answer.authored),
+        "item": [{"linkId": "satisfaction",
+                  "text": f"Satisfaction, {answer.low} (worst) to {answer.high} (best)",
+                  "answer": [{"valueInteger": answer.score}]}],
+    }
+    if answer.patient:
+        response["subject"] = {"reference": answer.patient}
+        response["source"] = {"reference": answer.patient}
+    if answer.about and answer.about.startswith("Encounter/"):
+        response["encounter"] = {"reference": answer.about}
+    return response
+
+
 def confirmed_by_patient(appointment: dict[str, Any], patient: str) -> dict[str, Any]:
     """The Appointment with the patient's participation status set to `accepted`."""
     updated = copy.deepcopy(appointment)

@@ -12,11 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from channels.inbound import Reply, classify
+from channels.templates import TemplateError
 from connector.errors import FhirError
 from connector.replies import (
     InboundSms,
     StaffTask,
+    SurveyAnswer,
     build_inbound_communication,
+    build_questionnaire_response,
     build_task,
     cancelled_by_patient,
     confirmed_by_patient,
@@ -27,6 +30,8 @@ from outreach.ingest import ingest
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, InboundMessage, ScheduledStep
+from rules.recipients import first_name, preferred_language
+from rules.schema import Survey
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class _Context:
     replies: dict[str, str]
     patient: str
     about: str
+    survey: Survey | None = None
 
 
 def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
@@ -65,7 +71,8 @@ def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
     journey = rt.journeys.by_name(enrollment.journey)
     spec = next((s for s in journey.spec.steps if s.id == step.step_id), None) if journey else None
     return _Context(step.id, step.uid, dict(spec.replies or {}) if spec else {},
-                    enrollment.patient, enrollment.anchor_reference)
+                    enrollment.patient, enrollment.anchor_reference,
+                    spec.survey if spec else None)
 
 
 def _texts(rt: Runtime) -> dict[str, str]:
@@ -131,7 +138,9 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                 InboundMessage.provider_message_id == message_id)) is not None:
             return InboundResult("duplicate", duplicate=True)
         ctx = _context(rt, session, from_)
-    reply = classify(body, ctx.replies if ctx else None)
+    survey = ctx.survey if ctx else None
+    reply = classify(body, ctx.replies if ctx else None,
+                     (survey.min, survey.max) if survey else None)
     outcome, task_description = _act(rt, reply, ctx)
     texts = _texts(rt)
     answer: str | None = None
@@ -145,13 +154,17 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
         elif reply.intent == "help":
             answer = texts["help"]
         elif reply.intent == "score":
-            assert reply.score is not None
+            assert reply.score is not None and ctx is not None
             outcome = f"score {reply.score}"
             answer = texts["score"]
-            if reply.score <= rt.settings.low_score_threshold:
-                task_description = (f"Low satisfaction score ({reply.score}/10) by SMS: "
-                                    "service recovery follow-up.")
+            low_at_most = survey.low_at_most if survey else rt.settings.low_score_threshold
+            if reply.score <= low_at_most:
+                high = survey.max if survey else 10
+                task_description = (survey.recovery_task if survey and survey.recovery_task
+                                    else "Service recovery: please contact the patient.")
+                task_description += f" (satisfaction {reply.score}/{high} by SMS)"
                 priority = "urgent"
+                answer = _recovery_text(rt, ctx, survey) or answer
         elif reply.intent in ("confirm", "cancel") and ctx is not None:
             answer = texts[reply.action or reply.intent] if not task_description or \
                 reply.action == "cancel" else None
@@ -169,6 +182,8 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
         except IntegrityError:
             return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
         ids = [_record_reply(rt, session, now, message_id, body, ctx)]
+        if reply.intent == "score" and ctx is not None and reply.score is not None:
+            ids.append(_record_score(rt, session, now, message_id, reply.score, ctx))
         if task_description:
             ids.append(_task(rt, session, now, message_id, task_description, ctx,
                              f"inbound-{message_id}", priority))
@@ -188,3 +203,32 @@ def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str,
     return writeback.queue(session, communication, system, f"inbound-{message_id}", now).id
 
 
+
+
+def _record_score(rt: Runtime, session: Session, now: datetime, message_id: str, score: int,
+                  ctx: _Context) -> int:
+    system = rt.settings.identifier_system
+    low, high = (ctx.survey.min, ctx.survey.max) if ctx.survey else (0, 10)
+    response = build_questionnaire_response(SurveyAnswer(
+        identifier_system=system, message_id=message_id, score=score, low=low, high=high,
+        authored=now, patient=ctx.patient, about=ctx.about))
+    return writeback.queue(session, response, system, f"survey-{message_id}", now).id
+
+
+def _recovery_text(rt: Runtime, ctx: _Context, survey: Survey | None) -> str | None:
+    """The journey's service-recovery message, sent back at once as the reply."""
+    if survey is None or survey.recovery_template is None or rt.ehr is None:
+        return None
+    try:
+        patient = rt.ehr.read("Patient", ctx.patient.removeprefix("Patient/"))
+    except FhirError:
+        patient = {}
+    language = preferred_language(patient)
+    context = {"first_name": first_name(patient), "when": "", "place": None,
+               "organization": rt.settings.organization_name,
+               "callback_phone": rt.settings.callback_phone}
+    try:
+        return rt.templates.render(survey.recovery_template, "sms", context, language).text
+    except TemplateError:
+        log.warning("recovery template %s could not be rendered", survey.recovery_template)
+        return None

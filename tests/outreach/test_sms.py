@@ -306,3 +306,40 @@ def test_status_callbacks_move_forward_only_and_update_the_communication(
     (communication,) = _search(rt, "Communication")
     assert communication["status"] == "not-done"
     assert communication["statusReason"]["text"] == "undelivered (provider error 30003)"
+
+
+SURVEY = """
+journey: sms-survey
+trigger: {resource: Appointment, on: [created], when: "status = 'booked'"}
+anchor: trigger
+steps:
+  - id: survey
+    at: immediately
+    channel: [sms]
+    template: satisfaction-survey
+    survey: {min: 1, max: 5, low_at_most: 2, recovery_template: service-recovery,
+             recovery_task: "Call the patient back within one business day."}
+"""
+
+
+def test_a_low_survey_score_is_recorded_and_starts_service_recovery(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, twilio: TwilioServer,
+    api_server: ApiServer, tmp_path: Path,
+) -> None:
+    (tmp_path / "sms-survey.yaml").write_text(SURVEY)
+    rt = make_runtime(
+        rules_dir=tmp_path, fhir_base_url=fhir.base_url, public_url=api_server.url,
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
+        twilio_base_url=twilio.base_url, sms_rate_per_second=100)
+    _book(rt, given="Rosa")
+    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    answer = _reply(rt, api_server, "2")
+    assert "Rosa" in answer  # the journey's service-recovery message, straight back
+    (response,) = _search(rt, "QuestionnaireResponse")
+    assert response["item"][0]["answer"] == [{"valueInteger": 2}]
+    assert response["subject"]["reference"].startswith("Patient/")
+    (task,) = _search(rt, "Task")
+    assert task["priority"] == "urgent"
+    assert task["description"].startswith("Call the patient back within one business day.")
+    _reply(rt, api_server, "7")  # outside the survey's 1-5: read as free text
+    assert len(_search(rt, "QuestionnaireResponse")) == 1 and len(_search(rt, "Task")) == 2
