@@ -91,7 +91,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
         raise typer.Exit(2)
     _require_schema(settings)
     _logging()
+    _report_write_back()
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def _report_write_back() -> None:
+    """Say at start what the EHR cannot take; those write-backs are kept locally instead."""
+    from outreach import runtime
+    from outreach.writeback import support_report
+
+    for reason in support_report(runtime.current()):
+        logging.getLogger("outreach").warning("write-back: %s; kept locally instead", reason)
 
 
 def _celery_argv(settings: Settings, *extra: str) -> None:
@@ -112,6 +122,8 @@ def worker(
 
     settings = _settings()
     _celery_argv(settings)
+    _logging()
+    _report_write_back()
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
     if beat:
         argv.append("--beat")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from connector.errors import FhirError
 from connector.writeback import identifier_query
 from outreach.metrics import WRITEBACKS
+from outreach.polling import capabilities
 from outreach.retry import backoff
 from outreach.runtime import Runtime, WritebackTarget
 from outreach.store.db import relax_durability, transaction
@@ -59,6 +60,33 @@ def _upsert(
                          if_match=f'W/"{version}"' if version else None)
 
 
+WRITTEN_TYPES = ("Communication", "CommunicationRequest", "Task", "QuestionnaireResponse")
+
+
+def _interactions(operation: str) -> tuple[str, ...]:
+    return ("create",) if operation == "create" else ("create", "update", "search-type")
+
+
+def unsupported(rt: Runtime, resource_type: str, operation: str = "upsert") -> str | None:
+    """Why the EHR cannot take this write-back (its CapabilityStatement says so), or None. An
+    EHR that cannot be asked right now is assumed able: the write is tried and retried."""
+    if rt.fhir is None or rt.writeback_target is not rt.fhir:
+        return None
+    try:
+        caps = capabilities(rt.fhir)
+    except FhirError:
+        return None
+    missing = [i for i in _interactions(operation) if not caps.supports(resource_type, i)]
+    if not missing:
+        return None
+    return f"the EHR does not support {resource_type} {', '.join(missing)}"
+
+
+def support_report(rt: Runtime) -> list[str]:
+    """For the start-up log: what write-back the EHR cannot take (kept locally instead)."""
+    return [reason for rtype in WRITTEN_TYPES if (reason := unsupported(rt, rtype))]
+
+
 def write_back(rt: Runtime, writeback_id: int) -> str:
     """Write one outbox row to the EHR; on failure leave it pending with a later attempt time,
     and the sweeper offers it again."""
@@ -70,6 +98,14 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         operation = row.operation
     system, _, value = identifier.partition("|")
     now = rt.clock.now()
+    reason = unsupported(rt, resource["resourceType"], operation)
+    if reason is not None:
+        # Kept in our database (visible through the admin API) rather than retried forever.
+        with transaction(rt.sessions) as session:
+            session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
+                state="local", last_error=reason, attempts=attempts + 1))
+        WRITEBACKS.labels("local").inc()
+        return "local"
     try:
         if rt.writeback_target is None:
             raise FhirError("no EHR configured for write-back")

@@ -189,3 +189,27 @@ def test_ehr_down_at_send_time_postpones_the_step(
     dispatch.sweep(rt)
     assert [o.state for o in _drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
+
+
+def test_write_back_the_ehr_cannot_take_is_kept_locally(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.capabilities import parse_capabilities
+    from outreach import writeback
+
+    statement = {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
+                 "fhirVersion": "4.0.1", "format": ["json"], "date": "2026-01-01",
+                 "rest": [{"mode": "server", "resource": [
+                     {"type": "Communication", "interaction": [
+                         {"code": c} for c in ("create", "update", "search-type", "read")]}]}]}
+    monkeypatch.setattr(writeback, "capabilities", lambda _client: parse_capabilities(statement))
+    assert writeback.support_report(rt) == [
+        "the EHR does not support CommunicationRequest create, update, search-type",
+        "the EHR does not support Task create, update, search-type",
+        "the EHR does not support QuestionnaireResponse create, update, search-type",
+    ]
+    _book(rt, NOW + timedelta(days=5))
+    _drain(rt)
+    with rt.sessions() as session:
+        states = dict(session.execute(select(Writeback.resource_type, Writeback.state)).all())
+    assert states == {"Communication": "done", "CommunicationRequest": "local"}
