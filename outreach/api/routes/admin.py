@@ -74,7 +74,8 @@ class EnrollmentOut(BaseModel):
 
 class ConsentIn(BaseModel):
     channel: Literal["sms", "email"]
-    address: str = Field(min_length=3, max_length=255)
+    # A phone number or an email address: printable characters only (a NUL cannot be stored).
+    address: str = Field(min_length=3, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
     opted_out: bool
 
 

@@ -1,0 +1,176 @@
+"""The clinician view in a real headless Chromium (Debian's), driven by Playwright: the EHR
+launch through the local authorization server to the timeline, on data made by the real
+pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from outreach import dispatch
+from outreach.clock import SimulatedClock
+from outreach.ingest import ingest
+from outreach.runtime import Runtime
+from outreach.store.models import ScheduledStep
+from outreach.worker.enqueue import CollectingEnqueuer
+from tests.conftest import RuntimeFactory
+from tests.support.api_server import ApiServer
+from tests.support.fhir_data import appointment, patient
+from tests.support.fhir_server import FhirTestServer
+from tests.support.smart_auth_server import SmartAuthServer
+from tests.support.twilio_server import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    TwilioServer,
+    inbound_params,
+    signed_post,
+)
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
+                                        if Path("/usr/bin/chromium").exists() else None)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
+                             ".ci/run installs it)")
+
+# The flags this machine's closed network needs (no background calls to Google's hosts).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+CLINIC, MOBILE = "+15555550100", "+15555550123"
+PANEL = {"width": 400, "height": 900}  # an EHR side panel
+
+JOURNEY = """
+journey: sms-reminders
+trigger:
+  resource: Appointment
+  on: [created, updated]
+  when: "status = 'booked' and start > now()"
+anchor: start
+cancel_when: "status in ('cancelled' | 'noshow' | 'entered-in-error')"
+steps:
+  - {id: booked, at: immediately, channel: [sms, email], template: appointment-booked,
+     category: notification}
+  - {id: reminder-72h, at: -72h, channel: [sms, email], template: appointment-reminder,
+     replies: {C: confirm, X: cancel}}
+  - {id: reminder-24h, at: -24h, channel: [sms, email], template: appointment-reminder,
+     replies: {C: confirm, X: cancel}}
+"""
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioServer]:
+    with TwilioServer() as server:
+        yield server
+
+
+@pytest.fixture
+def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirTestServer,
+       twilio: TwilioServer, tmp_path: Path) -> Runtime:
+    (tmp_path / "sms-reminders.yaml").write_text(JOURNEY)
+    return make_runtime(
+        rules_dir=tmp_path, clock=SimulatedClock(NOW), fhir_base_url=fhir.base_url,
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
+        twilio_base_url=twilio.base_url, sms_rate_per_second=100,
+        organization_name="St Example", **smart_settings)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _drain(rt: Runtime) -> None:
+    queue = rt.enqueue
+    assert isinstance(queue, CollectingEnqueuer)
+    while queue.steps or queue.writebacks:
+        while queue.steps:
+            dispatch.send_step(rt, queue.steps.pop(0))
+        while queue.writebacks:
+            dispatch.write_back(rt, queue.writebacks.pop(0))
+
+
+def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
+    response = signed_post(f"{api.url}/channels/twilio/inbound",
+                           inbound_params(MOBILE, CLINIC, body))
+    assert response.status_code == 200, response.text
+    _drain(rt)
+
+
+def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
+    """Book, confirm by SMS, send the 72 h reminder (delivered), then a free-text reply (a Task
+    for staff) and STOP. Returns the patient's id."""
+    assert rt.fhir is not None
+    pat, _ = rt.fhir.create(patient(email=None, mobile=MOBILE))
+    appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
+    ingest(rt, appt, source="test")
+    _drain(rt)
+    with rt.sessions() as session:
+        due = session.scalars(select(ScheduledStep.due_at).where(
+            ScheduledStep.step_id == "reminder-72h")).one()
+    rt.clock.set(due)  # type: ignore[attr-defined]
+    dispatch.sweep(rt)
+    _drain(rt)
+    assert len(twilio.messages) == 2
+    assert twilio.status_callback(twilio.messages[1], "delivered").status_code == 204
+    rt.clock.set(due + timedelta(minutes=10))  # type: ignore[attr-defined]
+    _reply(rt, api, "Can I bring my daughter?")
+    rt.clock.set(due + timedelta(minutes=25))  # type: ignore[attr-defined]
+    _reply(rt, api, "STOP")
+    return str(pat["id"])
+
+
+def test_a_clinician_launches_from_the_ehr_and_sees_the_outreach_timeline(
+    rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
+    chromium: Any,
+) -> None:
+    patient_id = _outreach(rt, api_server, twilio)
+    auth.register_launch("xyz", patient_id)
+    page = chromium.new_page(viewport=PANEL)
+    visited: list[str] = []
+    page.on("request", lambda request: visited.append(request.url))
+
+    page.goto(f"{api_server.url}/smart/launch?iss={auth.fhir_base}&launch=xyz")
+    page.wait_for_url(f"{api_server.url}/smart/timeline")
+
+    assert any(url.startswith(f"{auth.base_url}/authorize?") for url in visited)
+    assert not any(patient_id in url for url in visited)  # never in a URL
+    text = page.inner_text("body")
+    assert "Reminder 72h" in text and "delivered" in text  # the sent reminder
+    assert "Booked" in text
+    assert "Can I bring my daughter?" in text  # the reply
+    assert "Open tasks for staff (1)" in text
+    assert "free-text reply" in text  # the open Task
+    assert "Opted out of SMS" in text
+    assert "STOP (opt-out)" in text
+    assert page.evaluate("document.documentElement.scrollWidth") <= PANEL["width"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "smart-timeline.png"), full_page=True)
+
+
+def test_a_bad_iss_shows_the_error_page_and_the_browser_stays_on_our_host(
+    rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, chromium: Any,
+) -> None:
+    page = chromium.new_page(viewport=PANEL)
+    visited: list[str] = []
+    page.on("request", lambda request: visited.append(request.url))
+    response = page.goto(f"{api_server.url}/smart/launch?iss=https://evil.example/fhir"
+                         "&launch=xyz")
+    assert response is not None and response.status == 400
+    assert page.url.startswith(f"{api_server.url}/smart/launch")
+    assert "not allowed to launch" in page.inner_text("body")
+    assert all(url.startswith(api_server.url) for url in visited)
+    page.goto(f"{api_server.url}/smart/timeline")
+    assert "No patient is open" in page.inner_text("body")
