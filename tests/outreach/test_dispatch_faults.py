@@ -78,7 +78,7 @@ def _sent(rt: Runtime) -> int:
             ScheduledStep.state == StepState.SENT)) or 0
 
 
-def _sweep_until_all_sent(rt: Runtime, timeout: float = 60) -> None:
+def _sweep_until_all_sent(rt: Runtime, timeout: float = 180) -> None:
     """Play beat: sweep every half second until every step is sent."""
     deadline = time.monotonic() + timeout
     while _sent(rt) < BURST and time.monotonic() < deadline:
