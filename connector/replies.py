@@ -59,6 +59,7 @@ class StaffTask:
     patient: str | None = None
     focus: str | None = None
     reply_identifier: str | None = None  # the inbound Communication that prompted it
+    owner: str | None = None
 
 
 def build_task(task: StaffTask) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def build_task(task: StaffTask) -> dict[str, Any]:
         resource["for"] = {"reference": task.patient}
     if task.focus:
         resource["focus"] = {"reference": task.focus}
+    if task.owner:
+        resource["owner"] = {"reference": task.owner}
     if task.reply_identifier:
         resource["input"] = [{
             "type": {"text": "patient reply"},

@@ -54,6 +54,7 @@ class _Context:
     patient: str
     about: str
     survey: Survey | None = None
+    task_owner: str | None = None
 
 
 def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
@@ -72,7 +73,7 @@ def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
     spec = next((s for s in journey.spec.steps if s.id == step.step_id), None) if journey else None
     return _Context(step.id, step.uid, dict(spec.replies or {}) if spec else {},
                     enrollment.patient, enrollment.anchor_reference,
-                    spec.survey if spec else None)
+                    spec.survey if spec else None, journey.spec.task_owner if journey else None)
 
 
 def _texts(rt: Runtime) -> dict[str, str]:
@@ -110,7 +111,8 @@ def _task(rt: Runtime, session: Session, now: datetime, key: str, description: s
     task = build_task(StaffTask(
         identifier_system=system, identifier_value=f"task-{key}", description=description,
         authored=now, priority=priority, patient=ctx.patient if ctx else None,
-        focus=ctx.about if ctx else None, reply_identifier=reply_id))
+        focus=ctx.about if ctx else None, reply_identifier=reply_id,
+        owner=ctx.task_owner if ctx else None))
     return writeback.queue(session, task, system, f"task-{key}", now).id
 
 

@@ -221,6 +221,11 @@ class Journey(_Strict):
     recipient: Recipient = "patient"
     steps: list[Step] = Field(min_length=1)
     quiet_hours: QuietHours | None = None
+    task_owner: str | None = Field(
+        default=None, pattern=r"^(Organization|PractitionerRole|Practitioner|CareTeam|"
+        r"HealthcareService)/[A-Za-z0-9\-.]{1,64}$",
+        description="who gets the staff Tasks this journey's replies raise, e.g. "
+                    "Organization/patient-relations")
 
     @model_validator(mode="before")
     @classmethod

@@ -55,6 +55,7 @@ def clock() -> SimulatedClock:
 
 JOURNEY = """
 journey: sms-reminders
+task_owner: Organization/front-desk
 trigger:
   resource: Appointment
   on: [created, updated]
@@ -275,6 +276,7 @@ def test_free_text_and_cancel_replies_become_tasks_for_staff(
     assert len(tasks) == 2
     assert {t["status"] for t in tasks} == {"requested"}
     assert all(t["for"]["reference"].startswith("Patient/") for t in tasks)
+    assert {t["owner"]["reference"] for t in tasks} == {"Organization/front-desk"}
     assert any("cancel" in t["description"] for t in tasks)
 
 
