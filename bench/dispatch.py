@@ -3,7 +3,8 @@ Communication written back to the FHIR server, with N concurrent workers (thread
 
 Baseline, same parts and concurrency: per message, the bare calls the product path is built
 on — read the Appointment and the Patient, POST to the Twilio-shaped API, create the
-Communication in the FHIR server, insert one row into the same Postgres."""
+Communication and its CommunicationRequest in the FHIR server, insert one row into the same
+Postgres."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from sqlalchemy import text
 
 from bench.result import Result
 from connector.client import FhirClient
-from connector.writeback import SentMessage, build_communication
+from connector.writeback import (
+    PlannedMessage,
+    SentMessage,
+    build_communication,
+    build_communication_request,
+)
 from outreach import dispatch, runtime
 from outreach.ingest import ingest
 from outreach.runtime import Runtime, build_runtime
@@ -106,10 +112,15 @@ def _baseline(rt: Runtime, twilio: TwilioServer, refs: list[tuple[str, str]],
         fhir.read("Patient", pid)
         http.post(url, data={"To": f"+1666{index:07d}", "From": "+15555550100",
                              "Body": "baseline"}).raise_for_status()
+        now = datetime.now(UTC)
         fhir.create(build_communication(SentMessage(
             identifier_system="urn:bench", identifier_value=f"b{index}",
             patient=f"Patient/{pid}", about=f"Appointment/{aid}", channel="sms",
-            category="reminder", sent=datetime.now(UTC), text="baseline")))
+            category="reminder", sent=now, text="baseline")))
+        fhir.create(build_communication_request(PlannedMessage(
+            identifier_system="urn:bench", step_uid=f"b{index}", status="completed",
+            patient=f"Patient/{pid}", about=f"Appointment/{aid}", channels=("sms",),
+            category="reminder", due=now, authored=now, description="baseline")))
         with rt.engine.begin() as conn:
             conn.execute(text("INSERT INTO poll_cursors VALUES (:t, now(), now())"),
                          {"t": f"bench-{index}"})

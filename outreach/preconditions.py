@@ -17,7 +17,7 @@ from outreach.messages import message_context
 from outreach.retry import backoff
 from outreach.runtime import Runtime
 from outreach.store.models import Enrollment, ScheduledStep, StepState
-from rules.caps import DEFAULT_POLICY, allowed_time, counts_toward_caps
+from rules.caps import DEFAULT_POLICY, Send, allowed_time, counts_toward_caps
 from rules.loader import LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
 from rules.recipients import Recipient, choose_recipient, patient_timezone
@@ -109,8 +109,8 @@ def _recipients(rt: Runtime, journey: LoadedJourney, spec: Step, step: Scheduled
     return found
 
 
-def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str, patient: str,
-             zone: ZoneInfo, step_id: int) -> None:
+def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str,
+             sent: list[Send], zone: ZoneInfo) -> None:
     """Quiet hours and frequency caps, re-checked at send time: a retried or late step must not
     go out at night or past the cap. Deferrals do not count as attempts."""
     now = rt.clock.now()
@@ -121,8 +121,6 @@ def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str, pati
 
     later = adjust(now)
     if counts_toward_caps([channel], spec.cap_exempt, DEFAULT_POLICY):
-        with rt.sessions() as session:
-            sent = sent_recently(session, patient, now, rt.journeys, exclude_step=step_id)
         later = allowed_time(now, sent, zone, DEFAULT_POLICY, adjust)
     if later > now + timedelta(minutes=1):
         why = "quiet hours" if later == adjust(now) else "frequency cap"
@@ -136,22 +134,24 @@ def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     journey = rt.journeys.by_name(enrollment.journey)
     spec = _step_spec(rt, enrollment, step.step_id)
     assert journey is not None
-    with rt.sessions() as session:
-        if enrollment.journey in paused_journeys(session):
-            raise Skip("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
-                       counts=False)
     resource = read(rt, enrollment.anchor_reference, step.attempts)
     _still_wanted(rt, journey, enrollment, resource)
     patient = read(rt, enrollment.patient, step.attempts)
     zone = patient_timezone(patient) or rt.settings.zone
     recipients = _recipients(rt, journey, spec, step, enrollment.patient, patient)
+    # What our own records say, in one session: paused, opted out, already sent lately.
     with rt.sessions() as session:
+        if enrollment.journey in paused_journeys(session):
+            raise Skip("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
+                       counts=False)
         blocked = opted_out(session, [(r.channel, r.address) for r in recipients])
+        sent = sent_recently(session, enrollment.patient, rt.clock.now(), rt.journeys,
+                             exclude_step=step.id)
     notes = [f"opted out of {channel}" for channel, _ in sorted(blocked)]
     for recipient in recipients:
         if (recipient.channel, recipient.address) in blocked:
             continue
-        _not_now(rt, journey, spec, recipient.channel, enrollment.patient, zone, step.id)
+        _not_now(rt, journey, spec, recipient.channel, sent, zone)
         context = message_context(rt.settings, patient, resource, enrollment.anchor_at, zone,
                                   recipient.language)
         context["first_name"] = recipient.first_name or context["first_name"]

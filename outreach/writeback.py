@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from connector.errors import FhirError
+from connector.errors import FhirError, FhirNotFound
 from connector.writeback import identifier_query
 from outreach.metrics import WRITEBACKS
 from outreach.polling import capabilities
@@ -45,10 +45,17 @@ def queue(
 
 
 def _upsert(
-    target: WritebackTarget, resource: dict[str, Any], system: str, value: str
+    target: WritebackTarget, resource: dict[str, Any], system: str, value: str,
+    server_id: str | None = None,
 ) -> dict[str, Any]:
-    """Update the resource carrying our identifier (If-Match on its version), or create it.
-    Search-then-update rather than conditional update: not every EHR supports the latter."""
+    """Update the resource carrying our identifier, or create it. When an earlier write told us
+    its id, update that id directly; otherwise search the identifier, then update (If-Match on
+    its version) or create. Not conditional update: not every EHR supports it."""
+    if server_id is not None:
+        try:
+            return target.update({**resource, "id": server_id})
+        except FhirNotFound:
+            pass  # removed in the EHR since: find or create it again
     query = identifier_query(system, value)
     found = list(target.search(resource["resourceType"], {"identifier": f"{system}|{value}"}))
     if not found:
@@ -95,7 +102,7 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         if row is None or row.state == "done":
             return "done"
         resource, identifier, attempts = row.resource, row.identifier, row.attempts
-        operation = row.operation
+        operation, server_id = row.operation, row.server_id
     system, _, value = identifier.partition("|")
     now = rt.clock.now()
     reason = unsupported(rt, resource["resourceType"], operation)
@@ -111,7 +118,7 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
             raise FhirError("no EHR configured for write-back")
         query = identifier_query(system, value)
         if operation == "upsert":
-            written = _upsert(rt.writeback_target, resource, system, value)
+            written = _upsert(rt.writeback_target, resource, system, value, server_id)
         else:
             written, _ = rt.writeback_target.create(resource, if_none_exist=query)
     except FhirError as exc:
