@@ -96,12 +96,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 def _report_write_back() -> None:
-    """Say at start what the EHR cannot take; those write-backs are kept locally instead."""
+    """Say at start what the EHR cannot take; those write-backs are kept locally instead. The
+    runtime built for this is dropped again: worker pool processes fork from this one and must
+    build their own connections."""
     from outreach import runtime
     from outreach.writeback import support_report
 
-    for reason in support_report(runtime.current()):
-        logging.getLogger("outreach").warning("write-back: %s; kept locally instead", reason)
+    rt = runtime.current()
+    try:
+        for reason in support_report(rt):
+            logging.getLogger("outreach").warning("write-back: %s; kept locally instead", reason)
+    finally:
+        runtime.install(None)
+        if rt.fhir is not None:
+            rt.fhir.close()
+        rt.engine.dispose()
 
 
 def _celery_argv(settings: Settings, *extra: str) -> None:

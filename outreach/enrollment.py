@@ -9,7 +9,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    bindparam,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from outreach.store.models import (
@@ -19,9 +30,10 @@ from outreach.store.models import (
     ScheduledStep,
     StepState,
 )
+from outreach.store.types import JsonDocument
 from rules import Decision, PlannedStep, ResourceChange, decide, plan_steps
 from rules.caps import DEFAULT_POLICY, CapPolicy, Send, counts_toward_caps
-from rules.fhirpath import FhirPathError
+from rules.fhirpath import FhirPathError, SharedResults
 from rules.loader import JourneySet, LoadedJourney
 from rules.planner import enroll_decision
 from rules.recipients import patient_reference, patient_timezone
@@ -33,6 +45,8 @@ log = logging.getLogger(__name__)
 ZoneLookup = Callable[[str], ZoneInfo]
 # States whose steps count toward the caps: sent, or still going to be.
 _COUNTED = (StepState.SCHEDULED, StepState.QUEUED, StepState.SENDING, StepState.SENT)
+_SEND_COLUMNS = (ScheduledStep.state, ScheduledStep.sent_at, ScheduledStep.due_at,
+                 ScheduledStep.channel, ScheduledStep.step_id, Enrollment.journey)
 # Caps look at most 7 local days either side; a day more covers any time zone.
 _CAP_WINDOW = timedelta(days=8)
 
@@ -43,6 +57,7 @@ class JourneyOutcome:
     action: str
     reason: str
     steps: list[ScheduledStep] = field(default_factory=list)
+    enrollment: Enrollment | None = None  # when the outcome changed an existing enrollment
 
 
 @dataclass(frozen=True)
@@ -81,14 +96,12 @@ def _step_spec(journeys: JourneySet | None, journey: str, step_id: str) -> Any:
     return next((s for s in found.spec.steps if s.id == step_id), None)
 
 
-def patient_sends(
-    session: Session, patient: str, around: datetime, journeys: JourneySet | None,
-    policy: CapPolicy, exclude_enrollment: int | None = None,
-) -> list[Send]:
-    """The patient's sent and scheduled messages near `around`, as rules.caps sees them."""
+def _sends_query(
+    patient: str, around: datetime, exclude_enrollment: int | None
+) -> Select[*tuple[Any, ...]]:
     since, until = around - _CAP_WINDOW, around + timedelta(days=400)
-    query = (
-        select(ScheduledStep, Enrollment.journey)
+    query: Select[*tuple[Any, ...]] = (
+        select(*_SEND_COLUMNS)
         .join(Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
         .where(Enrollment.patient == patient, ScheduledStep.state.in_(_COUNTED),
                or_(ScheduledStep.sent_at >= since, ScheduledStep.due_at >= since),
@@ -96,15 +109,78 @@ def patient_sends(
     )
     if exclude_enrollment is not None:
         query = query.where(Enrollment.id != exclude_enrollment)
-    sends = []
-    for step, journey in session.execute(query).all():
-        spec = _step_spec(journeys, journey, step.step_id)
-        if step.state == StepState.SENT and step.sent_at is not None:
-            exempt = spec is not None and spec.cap_exempt
-            sends.append(Send(step.sent_at, step.channel or "sms", exempt))
-        elif spec is not None and counts_toward_caps(spec.channel, spec.cap_exempt, policy):
-            sends.append(Send(step.due_at, next(c for c in spec.channel if c in policy.channels)))
-    return sends
+    return query
+
+
+def _as_send(
+    row: Any, journeys: JourneySet | None, policy: CapPolicy
+) -> Send | None:
+    """One row of `_sends_query` as rules.caps counts it (None: it does not count)."""
+    state, sent_at, due_at, channel, step_id, journey = row
+    spec = _step_spec(journeys, journey, step_id)
+    if state == StepState.SENT and sent_at is not None:
+        return Send(sent_at, channel or "sms", spec is not None and spec.cap_exempt)
+    if spec is not None and counts_toward_caps(spec.channel, spec.cap_exempt, policy):
+        return Send(due_at, next(c for c in spec.channel if c in policy.channels))
+    return None
+
+
+def patient_sends(
+    session: Session, patient: str, around: datetime, journeys: JourneySet | None,
+    policy: CapPolicy, exclude_enrollment: int | None = None,
+) -> list[Send]:
+    """The patient's sent and scheduled messages near `around`, as rules.caps sees them."""
+    rows = session.execute(_sends_query(patient, around, exclude_enrollment))
+    return [send for row in rows if (send := _as_send(row, journeys, policy)) is not None]
+
+
+def _build_zone_and_sends(exclude: bool) -> CompoundSelect[*tuple[Any, ...]]:
+    record = select(
+        literal_column("1").label("marker"), ResourceVersion.resource.label("document"),
+        *(type_coerce(null(), column.type).label(column.key) for column in _SEND_COLUMNS),
+    ).where(ResourceVersion.resource_type == bindparam("rtype"),
+            ResourceVersion.resource_id == bindparam("rid"))
+    sends = (
+        select(literal_column("0"), type_coerce(null(), JsonDocument), *_SEND_COLUMNS)
+        .join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
+        .where(Enrollment.patient == bindparam("patient"), ScheduledStep.state.in_(_COUNTED),
+               or_(ScheduledStep.sent_at >= bindparam("since"),
+                   ScheduledStep.due_at >= bindparam("since")),
+               ScheduledStep.due_at <= bindparam("until"))
+    )
+    if exclude:
+        sends = sends.where(Enrollment.id != bindparam("exclude"))
+    return union_all(record, sends)
+
+
+# Built once (with and without an enrollment to leave out): building and cache-keying this
+# statement on every call cost more CPU than running it.
+_ZONE_AND_SENDS = {exclude: _build_zone_and_sends(exclude) for exclude in (False, True)}
+
+
+def _zone_and_sends(
+    session: Session, patient: str, now: datetime, planning: Planning,
+    exclude_enrollment: int | None,
+) -> tuple[ZoneInfo, list[Send]]:
+    """patient_zone and patient_sends in one round trip: the patient's stored record comes back
+    as one extra row (marked 1) beside the send rows (marked 0)."""
+    policy = planning.policy
+    if policy is None:
+        return patient_zone(session, patient, planning.zone_for), []
+    rtype, _, rid = patient.partition("/")
+    params: dict[str, Any] = {"rtype": rtype, "rid": rid, "patient": patient,
+                              "since": now - _CAP_WINDOW, "until": now + timedelta(days=400)}
+    if exclude_enrollment is not None:
+        params["exclude"] = exclude_enrollment
+    query = _ZONE_AND_SENDS[exclude_enrollment is not None]
+    document: dict[str, Any] | None = None
+    found: list[Send] = []
+    for marker, doc, *send in session.execute(query, params):
+        if marker == 1:
+            document = doc
+        elif (counted := _as_send(send, planning.journeys, policy)) is not None:
+            found.append(counted)
+    return patient_timezone(document) or planning.zone_for(patient), found
 
 
 def sent_recently(session: Session, patient: str, now: datetime, journeys: JourneySet,
@@ -128,46 +204,53 @@ def sent_recently(session: Session, patient: str, now: datetime, journeys: Journ
     return sends
 
 
-def _place(step: ScheduledStep, planned: PlannedStep, now: datetime) -> None:
-    step.due_at, step.updated_at = planned.due_at, now
+def _placement(planned: PlannedStep, now: datetime) -> dict[str, Any]:
+    """The step columns a plan sets: due time, and the state that goes with it."""
+    placed: dict[str, Any] = {"due_at": planned.due_at, "updated_at": now, "reason": None}
     if planned.skip_reason:
-        step.state, step.reason = StepState.SKIPPED, planned.skip_reason
+        placed.update(state=StepState.SKIPPED, reason=planned.skip_reason)
     elif planned.due_at <= now:
-        step.state, step.queued_at, step.reason = StepState.QUEUED, now, None
+        placed.update(state=StepState.QUEUED, queued_at=now)
     else:
-        step.state, step.reason = StepState.SCHEDULED, None
+        placed.update(state=StepState.SCHEDULED)
+    return placed
+
+
+def _place(step: ScheduledStep, planned: PlannedStep, now: datetime) -> None:
+    for name, value in _placement(planned, now).items():
+        setattr(step, name, value)
 
 
 def _plan(
     session: Session, journey: LoadedJourney, patient: str, anchor_at: datetime, now: datetime,
     planning: Planning, exclude_enrollment: int | None = None,
 ) -> list[PlannedStep]:
-    zone = patient_zone(session, patient, planning.zone_for)
-    sends: list[Send] = []
-    if planning.policy is not None:
-        sends = patient_sends(session, patient, now, planning.journeys, planning.policy,
-                              exclude_enrollment)
+    zone, sends = _zone_and_sends(session, patient, now, planning, exclude_enrollment)
     return plan_steps(journey, anchor_at, now, zone, sends, planning.policy)
+
+
+# Built once: constructing and cache-keying them per call was a visible share of the CPU.
+_INSERT_ENROLLMENT = insert(Enrollment).returning(Enrollment)
+_INSERT_STEPS = insert(ScheduledStep).returning(ScheduledStep, sort_by_parameter_order=True)
 
 
 def _enroll(
     session: Session, journey: LoadedJourney, resource: tuple[str, str], anchor_at: datetime,
     now: datetime, plans: list[PlannedStep], patient: str, cycle: str = "",
 ) -> list[ScheduledStep]:
-    enrollment = Enrollment(
-        journey=journey.name, journey_version=journey.version, patient=patient,
-        resource_type=resource[0], resource_id=resource[1], cycle=cycle,
-        anchor_at=anchor_at, state="active", created_at=now, updated_at=now,
-    )
-    session.add(enrollment)
-    steps = []
-    for planned in plans:
-        step = ScheduledStep(enrollment=enrollment, step_id=planned.step.id, attempts=0)
-        _place(step, planned, now)
-        session.add(step)
-        steps.append(step)
-    session.flush()  # the next journey's cap check sees these steps
-    return steps
+    # ORM bulk inserts with RETURNING: one statement per table, the rows come back as session
+    # objects, and the unit of work's bookkeeping (the bulk of an enrollment's CPU) is skipped.
+    enrollment = session.scalars(_INSERT_ENROLLMENT, [{
+        "journey": journey.name, "journey_version": journey.version, "patient": patient,
+        "resource_type": resource[0], "resource_id": resource[1], "cycle": cycle,
+        "anchor_at": anchor_at, "state": "active", "created_at": now, "updated_at": now,
+    }]).one()
+    if not plans:
+        return []
+    rows = [{"enrollment_id": enrollment.id, "step_id": planned.step.id, "attempts": 0,
+             "queued_at": None, **_placement(planned, now)} for planned in plans]
+    # Written now, so the next journey's cap check sees these steps.
+    return list(session.scalars(_INSERT_STEPS, rows))
 
 
 def _replannable(step: ScheduledStep) -> bool:
@@ -200,21 +283,28 @@ def _cancel(enrollment: Enrollment, reason: str, now: datetime) -> list[Schedule
     return cancelled
 
 
-def apply_journey(
-    session: Session, journey: LoadedJourney, change: ResourceChange, now: datetime,
-    zone_for: ZoneLookup | Planning,
-) -> JourneyOutcome:
-    planning = zone_for if isinstance(zone_for, Planning) else Planning(zone_for)
-    enrollment = _find(session, journey.name, change.resource_type, change.resource_id)
+def _decide(
+    journey: LoadedJourney, change: ResourceChange, now: datetime, enrollment: Enrollment | None,
+    shared: SharedResults | None = None,
+) -> Decision | JourneyOutcome:
+    """The pure part: what the journey makes of the change (FhirPathError escapes from here
+    only, before anything is written)."""
     active = enrollment is not None and enrollment.state == "active"
     if enrollment is not None and not active:
         # Never enroll the same resource twice in one journey (a cancelled booking re-booked
         # keeps its cancelled enrollment).
         return JourneyOutcome(journey.name, "ignore", f"enrollment {enrollment.state}")
-    decision = decide(journey, change, now, enrollment.anchor_at if enrollment else None, active)
+    return decide(journey, change, now, enrollment.anchor_at if enrollment else None, active,
+                  shared)
+
+
+def _carry_out(
+    session: Session, journey: LoadedJourney, change: ResourceChange, now: datetime,
+    planning: Planning, enrollment: Enrollment | None, decision: Decision,
+) -> JourneyOutcome:
     if decision.action == "cancel" and enrollment is not None:
         return JourneyOutcome(journey.name, "cancel", decision.reason,
-                              _cancel(enrollment, decision.reason, now))
+                              _cancel(enrollment, decision.reason, now), enrollment)
     if decision.action not in ("enroll", "replan") or decision.anchor_at is None:
         return JourneyOutcome(journey.name, "ignore", decision.reason)
     resource = change.resource or {}
@@ -224,11 +314,37 @@ def apply_journey(
     if enrollment is not None:
         plans = _plan(session, journey, patient, decision.anchor_at, now, planning, enrollment.id)
         return JourneyOutcome(journey.name, "replan", decision.reason,
-                              _replan(enrollment, decision, now, plans))
+                              _replan(enrollment, decision, now, plans), enrollment)
     plans = _plan(session, journey, patient, decision.anchor_at, now, planning)
     steps = _enroll(session, journey, (change.resource_type, change.resource_id),
                     decision.anchor_at, now, plans, patient)
     return JourneyOutcome(journey.name, "enroll", decision.reason, steps)
+
+
+def apply_journey(
+    session: Session, journey: LoadedJourney, change: ResourceChange, now: datetime,
+    zone_for: ZoneLookup | Planning,
+) -> JourneyOutcome:
+    planning = zone_for if isinstance(zone_for, Planning) else Planning(zone_for)
+    enrollment = _find(session, journey.name, change.resource_type, change.resource_id)
+    decided = _decide(journey, change, now, enrollment)
+    if isinstance(decided, JourneyOutcome):
+        return decided
+    return _carry_out(session, journey, change, now, planning, enrollment, decided)
+
+
+def _enrollments(
+    session: Session, journeys: list[LoadedJourney], change: ResourceChange
+) -> dict[str, Enrollment]:
+    """The resource's enrollments in these journeys, locked, in one query (the unique key
+    starts with the journey name, so the IN list keeps it an index lookup)."""
+    query = select(Enrollment).where(
+        Enrollment.journey.in_([j.name for j in journeys]),
+        Enrollment.resource_type == change.resource_type,
+        Enrollment.resource_id == change.resource_id,
+        Enrollment.cycle == "",
+    )
+    return {e.journey: e for e in session.scalars(query.with_for_update())}
 
 
 def enroll_resource(
@@ -252,19 +368,38 @@ def enroll_resource(
 
 def apply_journeys(
     session: Session, journeys: JourneySet, change: ResourceChange, now: datetime,
-    zone_for: ZoneLookup,
+    zone_for: ZoneLookup, *, may_be_enrolled: bool = True,
 ) -> list[JourneyOutcome]:
     """Run every journey for the change's resource type; one journey failing on this resource
-    (e.g. FHIRPath on a missing element) is logged and skipped, the others still run."""
+    (e.g. FHIRPath on a missing element) is logged and skipped, the others still run.
+
+    `may_be_enrolled=False` (the caller knows the resource has never been stored, so no journey
+    can have enrolled it) skips the enrollment lookup: a change no trigger matches then costs no
+    query at all."""
+    candidates = journeys.for_resource(change.resource_type)
+    if not candidates:
+        return []
     planning = Planning(zone_for, journeys)
+    found = _enrollments(session, candidates, change) if may_be_enrolled else {}
     outcomes = []
-    for journey in journeys.for_resource(change.resource_type):
+    # Journeys sharing a condition (same source) evaluate it once for this change.
+    shared = (SharedResults(change.current, change.previous, now)
+              if change.current is not None else None)
+    for journey in candidates:
+        enrollment = found.get(journey.name)
+        # Conditions are evaluated before this journey writes anything, so a failing one needs
+        # no savepoint to leave the transaction as it was.
         try:
-            with session.begin_nested():
-                outcomes.append(apply_journey(session, journey, change, now, planning))
+            decided = _decide(journey, change, now, enrollment, shared)
         except FhirPathError:
             log.exception("journey %s failed on %s", journey.spec.journey, change.reference)
             outcomes.append(JourneyOutcome(journey.name, "error", "condition failed"))
+            continue
+        if isinstance(decided, JourneyOutcome):
+            outcomes.append(decided)
+        else:
+            outcomes.append(
+                _carry_out(session, journey, change, now, planning, enrollment, decided))
     return outcomes
 
 

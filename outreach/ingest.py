@@ -7,18 +7,21 @@ poller and the send-time check read it from the EHR themselves)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Executable, Table, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.changes import make_change, make_deletion, version_of
 from connector.errors import FhirNotFound, InvalidResource
 from connector.resources import validate_resource
 from outreach.enrollment import JourneyOutcome, apply_journeys, due_now
+from outreach.requests import queue_for_outcomes
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import ResourceChangeRecord, ResourceVersion
@@ -45,66 +48,117 @@ class Ignored:
     outcome: Literal["ignored"] = "ignored"
 
 
+# Rows are read and written with Core statements built once per dialect: the hot path is a
+# handful of single-row statements, and the ORM unit of work around each cost as much as the
+# round trip itself. Both constructs (ON CONFLICT ... RETURNING) exist on Postgres and SQLite.
+_VERSIONS = cast(Table, ResourceVersion.__table__)
+_CHANGES = cast(Table, ResourceChangeRecord.__table__)
+_VERSION_KEY = ("resource_type", "resource_id")
+_CHANGE_KEY = ("resource_type", "resource_id", "version_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """The resource's resource_versions row as this transaction locked (or wrote) it."""
+
+    version_id: str
+    last_updated: datetime | None
+    deleted: bool
+    resource: dict[str, Any] | None
+
+
+class _Statements:
+    """The ingest statements for one SQL dialect (postgresql or sqlite)."""
+
+    def __init__(self, dialect: str) -> None:
+        insert: Callable[[Table], Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
+        v, c = _VERSIONS.c, _CHANGES.c
+        columns = ["resource_type", "resource_id", "version_id", "last_updated", "deleted",
+                   "resource", "updated_at"]
+        recorded = exists().where(c.resource_type == bindparam("resource_type"),
+                                  c.resource_id == bindparam("resource_id"),
+                                  c.version_id == bindparam("version_id"))
+        row = select(*(bindparam(name, type_=v[name].type) for name in columns)).where(~recorded)
+        # One statement claims the resource: a first sight inserts this version as the stored
+        # one; otherwise the no-op DO UPDATE takes the existing row's lock (waiting for a racing
+        # first sight to commit, so concurrent first sights are serialised) and returns it. A
+        # version already recorded (the common redelivery) inserts and locks nothing and returns
+        # no row: a committed record is never removed, so that answer cannot be wrong.
+        self.claim: Executable = (
+            insert(_VERSIONS).from_select(columns, row)
+            .on_conflict_do_update(index_elements=list(_VERSION_KEY),
+                                   set_={"updated_at": v.updated_at})
+            .returning(v.version_id, v.last_updated, v.deleted, v.resource)
+        )
+        # Under the row lock, the unique key is the authoritative "already seen" check.
+        self.record: Executable = (
+            insert(_CHANGES).on_conflict_do_nothing(index_elements=list(_CHANGE_KEY))
+            .returning(c.id)
+        )
+        self.store: Executable = (
+            update(_VERSIONS)
+            .where(v.resource_type == bindparam("key_type"), v.resource_id == bindparam("key_id"))
+            .values(version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
+                    deleted=bindparam("deleted"), resource=bindparam("resource"),
+                    updated_at=bindparam("updated_at"))
+        )
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(session: Session) -> _Statements:
+    dialect = session.get_bind().dialect.name
+    found = _STATEMENTS.get(dialect)
+    if found is None:
+        found = _STATEMENTS[dialect] = _Statements(dialect)
+    return found
+
+
+def _stored_values(change: ResourceChange, known: _Known | None, now: datetime) -> dict[str, Any]:
+    # A deletion keeps the last resource we saw: a later re-creation is diffed against it.
+    resource = change.current if change.current is not None else (
+        known.resource if known is not None else None)
+    return {"version_id": change.version_id, "last_updated": change.last_updated,
+            "deleted": change.current is None, "resource": resource, "updated_at": now}
+
+
+def _claim(session: Session, first: ResourceChange, now: datetime) -> _Known | None:
+    """Lock the resource's row, inserting `first` (the change as a first sight) when there is
+    none; None when `first`'s version is already recorded."""
+    params = {"resource_type": first.resource_type, "resource_id": first.resource_id,
+              **_stored_values(first, None, now)}
+    found = session.connection().execute(_statements(session).claim, params).first()
+    if found is None:
+        return None
+    return _Known(found.version_id, found.last_updated, found.deleted, found.resource)
+
+
 def _record(session: Session, change: ResourceChange, outcome: str, now: datetime) -> bool:
     """Insert the change row; False if this version was already recorded (the unique key)."""
-    try:
-        with session.begin_nested():
-            session.add(ResourceChangeRecord(
-                resource_type=change.resource_type, resource_id=change.resource_id,
-                version_id=change.version_id, kind=change.kind.value, source=change.source,
-                outcome=outcome, last_updated=change.last_updated, received_at=now,
-            ))
-    except IntegrityError:
-        return False
-    return True
+    found = session.connection().execute(_statements(session).record, {
+        "resource_type": change.resource_type, "resource_id": change.resource_id,
+        "version_id": change.version_id, "kind": change.kind.value, "source": change.source,
+        "outcome": outcome, "last_updated": change.last_updated, "received_at": now,
+    }).first()
+    return found is not None
 
 
-def _is_older(change: ResourceChange, known: ResourceVersion) -> bool:
+def _store_version(
+    session: Session, known: _Known, change: ResourceChange, now: datetime
+) -> None:
+    session.connection().execute(_statements(session).store, {
+        "key_type": change.resource_type, "key_id": change.resource_id,
+        **_stored_values(change, known, now)})
+
+
+def _is_older(change: ResourceChange, known: _Known) -> bool:
     # versionIds are opaque (UUIDs on some servers): order by meta.lastUpdated.
     return (
         change.last_updated is not None
         and known.last_updated is not None
         and change.last_updated < known.last_updated
     )
-
-
-def _lock(session: Session, key: tuple[str, str], now: datetime) -> tuple[ResourceVersion, bool]:
-    """The resource's row, locked; (row, True) when this is its first sight and the row is a
-    fresh placeholder. Two first sights at once (a redelivery racing the original) both find no
-    row to lock: the second insert waits on the unique key until the first commits, fails, and
-    then locks the row the first one wrote, so the two are processed one after the other."""
-    row = session.get(ResourceVersion, key, with_for_update=True)
-    if row is not None:
-        return row, False
-    row = ResourceVersion(resource_type=key[0], resource_id=key[1], version_id="",
-                          last_updated=None, deleted=False, resource=None, updated_at=now)
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        existing = session.get(ResourceVersion, key, with_for_update=True, populate_existing=True)
-        assert existing is not None, "the unique key said it exists"
-        return existing, False
-    return row, True
-
-
-def _store_version(
-    session: Session, known: ResourceVersion, change: ResourceChange, now: datetime
-) -> None:
-    known.version_id, known.last_updated = change.version_id, change.last_updated
-    known.deleted = change.current is None
-    known.resource = change.current if change.current is not None else known.resource
-    known.updated_at = now
-
-
-def _already_seen(session: Session, change: ResourceChange) -> bool:
-    query = select(ResourceChangeRecord.id).where(
-        ResourceChangeRecord.resource_type == change.resource_type,
-        ResourceChangeRecord.resource_id == change.resource_id,
-        ResourceChangeRecord.version_id == change.version_id,
-    )
-    return session.scalar(query) is not None
 
 
 class _VersionSource(Protocol):
@@ -114,33 +168,55 @@ class _VersionSource(Protocol):
     def change(self, previous: dict[str, Any] | None, now: datetime) -> ResourceChange: ...
 
 
+class _Undo(Exception):
+    """Leave the transaction without keeping anything (a duplicate found after writing)."""
+
+    def __init__(self, result: IngestResult) -> None:
+        super().__init__(result.outcome)
+        self.result = result
+
+
 def _process(rt: Runtime, build: _VersionSource) -> IngestResult:
     now = rt.clock.now()
-    with transaction(rt.sessions) as session:
-        row, fresh = _lock(session, build.key, now)
-        known = None if fresh else row
-        previous = known.resource if known is not None and not known.deleted else None
-        change = build.change(previous, now)
-        gone_again = change.current is None and known is not None and known.deleted
-        if gone_again or _already_seen(session, change):
-            if fresh:
-                session.delete(row)
-            return IngestResult("duplicate", change)
-        if known is not None and _is_older(change, known):
-            _record(session, change, "stale", now)
-            return IngestResult("stale", change)
-        meta_only = change.previous is not None and change.current is not None and (
-            not change.changes)
-        if not _record(session, change, "meta-only" if meta_only else "processed", now):
-            if fresh:
-                session.delete(row)
-            return IngestResult("duplicate", change)
-        _store_version(session, row, change, now)
-        if meta_only:  # nothing a journey could react to; the stored version still moves on
-            return IngestResult("unchanged", change)
-        outcomes = apply_journeys(session, rt.journeys, change, now, lambda _p: rt.settings.zone)
-        session.flush()
-        ready = [step.id for step in due_now(outcomes)]
+    # Built before the lock as if this were the resource's first sight, which it often is; a
+    # known resource gets its change rebuilt against the stored version once that is locked.
+    first = build.change(None, now)
+    try:
+        with transaction(rt.sessions) as session:
+            known = _claim(session, first, now)
+            if known is None:
+                return IngestResult("duplicate", first)
+            # The row we got back is the one we just wrote, or a stored row holding this very
+            # version (recorded by a transaction that committed after our check): then the
+            # record insert below finds the version and the whole transaction is undone.
+            fresh = known.version_id == first.version_id
+            change = first if fresh else build.change(
+                known.resource if not known.deleted else None, now)
+            if change.current is None and known.deleted and not fresh:
+                raise _Undo(IngestResult("duplicate", change))  # deleted again
+            if not fresh and _is_older(change, known):
+                if not _record(session, change, "stale", now):
+                    raise _Undo(IngestResult("duplicate", change))
+                return IngestResult("stale", change)
+            meta_only = change.previous is not None and change.current is not None and (
+                not change.changes)
+            if not _record(session, change, "meta-only" if meta_only else "processed", now):
+                raise _Undo(IngestResult("duplicate", change))
+            if not fresh:
+                _store_version(session, known, change, now)
+            if meta_only:  # nothing a journey could react to; the stored version still moves on
+                return IngestResult("unchanged", change)
+            # Enrollments for change-triggered journeys are only ever made here, in the same
+            # transaction that first stores the resource's row: a first sight has none to find.
+            outcomes = apply_journeys(session, rt.journeys, change, now,
+                                      lambda _p: rt.settings.zone, may_be_enrolled=not fresh)
+            session.flush()
+            ready = [step.id for step in due_now(outcomes)]
+            requests = queue_for_outcomes(session, rt.settings.identifier_system, rt.journeys,
+                                          outcomes, now)
+    except _Undo as undone:
+        return undone.result
+    rt.enqueue.write_back(requests)  # planned outreach visible in the EHR
     rt.enqueue.send_steps(ready)
     log.info("ingested %s version %s from %s: %s", change.reference, change.version_id,
              change.source, ", ".join(f"{o.journey}={o.action}" for o in outcomes) or "no journey")
@@ -185,8 +261,10 @@ def ingest_deletion(rt: Runtime, resource_type: str, resource_id: str, source: s
 
 
 def _recorded(rt: Runtime, resource_type: str, resource_id: str, version_id: str) -> bool:
-    with rt.sessions() as session:
-        return session.scalar(select(ResourceChangeRecord.id).where(
+    # One read, outside any transaction: BEGIN and ROLLBACK around it would triple its round
+    # trips, and a committed record is never removed, so no snapshot is needed to trust a yes.
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.scalar(select(ResourceChangeRecord.id).where(
             ResourceChangeRecord.resource_type == resource_type,
             ResourceChangeRecord.resource_id == resource_id,
             ResourceChangeRecord.version_id == version_id,
@@ -194,9 +272,10 @@ def _recorded(rt: Runtime, resource_type: str, resource_id: str, version_id: str
 
 
 def _known_deleted(rt: Runtime, resource_type: str, resource_id: str) -> bool:
-    with rt.sessions() as session:
-        known = session.get(ResourceVersion, (resource_type, resource_id))
-        return known is not None and known.deleted
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return bool(conn.scalar(select(ResourceVersion.deleted).where(
+            ResourceVersion.resource_type == resource_type,
+            ResourceVersion.resource_id == resource_id)))
 
 
 def _claims_newer(payload: dict[str, Any], ehr: dict[str, Any]) -> bool:
@@ -215,7 +294,11 @@ def _from_ehr(
     assert rt.fhir is not None
     reference = f"{resource_type}/{resource_id}"
     try:
-        current = validate_resource(rt.fhir.read(resource_type, resource_id), resource_type)
+        current = rt.fhir.read(resource_type, resource_id)
+        # The payload was validated on arrival: the EHR sending back that very document (the
+        # usual case) needs no second pass through the R4 models.
+        if current != payload:
+            current = validate_resource(current, resource_type)
     except FhirNotFound:
         log.warning("notification for %s, which the EHR does not have: ignored", reference)
         return Ignored(reference, "the EHR does not have this resource")
@@ -242,13 +325,16 @@ def ingest_notified(
     read from the EHR and only the EHR's copy is processed; without it the payload is trusted,
     and the EHR is still read when the payload is missing or older than what we have."""
     if payload is not None:
-        version_id, _ = version_of(payload)
-        if version_id is not None and _recorded(rt, resource_type, resource_id, version_id):
-            return IngestResult("duplicate", make_change(payload, None, source))
         if rt.fhir is None or not rt.settings.verify_notifications:
+            # Trusted: ingest's first statement already drops a recorded version without
+            # locking or writing anything, so a separate lookup would only add a round trip.
             result = ingest(rt, payload, source)
             if result.outcome != "stale" or rt.fhir is None:
                 return result
+        else:
+            version_id, _ = version_of(payload)
+            if version_id is not None and _recorded(rt, resource_type, resource_id, version_id):
+                return IngestResult("duplicate", make_change(payload, None, source))
     if rt.fhir is None:
         return Ignored(f"{resource_type}/{resource_id}", "no payload and no EHR to read from")
     return _from_ehr(rt, resource_type, resource_id, payload, source)

@@ -9,8 +9,6 @@ only ever moves past resources already ingested, so the next pass resumes where 
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,33 +16,18 @@ from typing import Any
 from sqlalchemy import tuple_
 from sqlalchemy.sql import select
 
-from connector.capabilities import Capabilities, PollStrategy, discover
+from connector.capabilities import PollStrategy
 from connector.changes import version_of
-from connector.client import FhirClient
 from connector.errors import FhirUnsupported, InvalidResource
 from connector.polling import changed_since, dated_between, updated_between, window_slices
 from connector.resources import validate_resource
+from outreach.ehr_capabilities import capabilities
 from outreach.ingest import ingest
 from outreach.runtime import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import PollCursor, ResourceVersion
 
 log = logging.getLogger(__name__)
-
-CAPABILITIES_TTL_S = 900.0
-_capabilities: weakref.WeakKeyDictionary[FhirClient, tuple[float, Capabilities]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def capabilities(client: FhirClient) -> Capabilities:
-    """The EHR's capabilities, re-read every 15 minutes (an EHR upgrade changes them)."""
-    cached = _capabilities.get(client)
-    if cached is None or time.monotonic() - cached[0] > CAPABILITIES_TTL_S:
-        cached = (time.monotonic(), discover(client))
-        _capabilities[client] = cached
-    return cached[1]
-
 
 def plan(rt: Runtime) -> dict[str, PollStrategy | FhirUnsupported]:
     """Per resource type a journey listens to: how it is polled, or why it cannot be."""

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from connector.writeback import PlannedMessage, build_communication_request, request_identifier
 from outreach import writeback
+from outreach.enrollment import JourneyOutcome
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from rules.loader import JourneySet
 
@@ -18,6 +19,22 @@ _STATUS = {
     StepState.SENT: "completed", StepState.SKIPPED: "revoked", StepState.CANCELLED: "revoked",
     StepState.FAILED: "revoked",
 }
+
+
+def queue_for_outcomes(
+    session: Session, system: str, journeys: JourneySet, outcomes: Iterable[JourneyOutcome],
+    now: datetime,
+) -> list[int]:
+    """The requests of every step a change enrolled, re-planned or cancelled."""
+    ids = []
+    for outcome in outcomes:
+        if outcome.action not in ("enroll", "replan", "cancel") or not outcome.steps:
+            continue
+        enrollment = outcome.enrollment or session.get_one(
+            Enrollment, outcome.steps[0].enrollment_id)
+        ids += queue_requests(session, system, journeys, enrollment, outcome.steps, now,
+                              first=outcome.action == "enroll")
+    return ids
 
 
 def queue_requests(
@@ -43,6 +60,6 @@ def queue_requests(
         )
         row = writeback.queue(session, build_communication_request(planned), system,
                               request_identifier(step.uid), now,
-                              operation="create" if first else "upsert")
+                              operation="create" if first else "upsert", known_new=first)
         ids.append(row.id)
     return ids

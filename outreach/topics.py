@@ -87,7 +87,7 @@ def _ingest_events(rt: Runtime, note: TopicNotification) -> tuple[list[IngestRes
 
 
 def _recover(rt: Runtime, subscription_id: str, gap: tuple[int, int | None]) -> str:
-    from outreach.polling import capabilities
+    from outreach.ehr_capabilities import capabilities
 
     if rt.fhir is not None and capabilities(rt.fhir).has_operation("Subscription", "events"):
         params: dict[str, str | int] = {"eventsSinceNumber": str(gap[0]), "content": "id-only"}

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from connector.errors import FhirError, FhirNotFound
 from connector.writeback import identifier_query
+from outreach.ehr_capabilities import capabilities
 from outreach.metrics import WRITEBACKS
-from outreach.polling import capabilities
 from outreach.retry import backoff
 from outreach.runtime import Runtime, WritebackTarget
 from outreach.store.db import relax_durability, transaction
@@ -59,8 +59,10 @@ def _upsert(
     query = identifier_query(system, value)
     found = list(target.search(resource["resourceType"], {"identifier": f"{system}|{value}"}))
     if not found:
-        created, _ = target.create(resource, if_none_exist=query)
-        return created
+        written, created = target.create(resource, if_none_exist=query)
+        if created:
+            return written
+        found = [written]  # created meanwhile (a concurrent first write): update it
     current = found[0]
     version = (current.get("meta") or {}).get("versionId")
     return target.update({**resource, "id": current["id"]},
@@ -132,7 +134,14 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         return "retry"
     with transaction(rt.sessions) as session:
         relax_durability(session)  # lost on a crash: written again, If-None-Exist dedupes
-        session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
-            state="done", server_id=written.get("id"), done_at=now, attempts=attempts + 1))
+        # Done only if nobody refreshed the row with newer content while we wrote this one;
+        # otherwise it stays pending (the refresher queued it) and is written again.
+        done = session.execute(update(Writeback).where(
+            Writeback.id == writeback_id, Writeback.resource == resource
+        ).values(state="done", server_id=written.get("id"), done_at=now, attempts=attempts + 1))
+        if done.rowcount == 0:  # type: ignore[attr-defined]
+            session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
+                server_id=written.get("id")))
+            return "superseded"
     WRITEBACKS.labels("done").inc()
     return "done"

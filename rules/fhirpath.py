@@ -1,4 +1,9 @@
-"""FHIRPath conditions compiled once per rule, with `now()` taken from the caller's clock."""
+"""FHIRPath conditions compiled once per rule, with `now()` taken from the caller's clock.
+
+Each condition is compiled twice: by fhirpathpy (the reference, for any expression), and, when
+the expression is inside the subset of rules/fhirpath_fast.py, to plain closures that give the
+same answers ~50x faster. The fast path hands an evaluation back to fhirpathpy whenever the
+data leaves the cases it handles exactly (`Bail`)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.engine.nodes import FP_DateTime
 from fhirpathpy.models import models
+from fhirpathpy.parser import parse as fhirpath_parse
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+from rules.fhirpath_fast import Bail, FastProgram, Unsupported, compile_fast, is_true
 
 # fhirpathpy's own now() reads the wall clock; the demo and the simulator run on a simulated
 # clock, so now()/today() are replaced by functions reading this context variable.
@@ -72,10 +80,34 @@ def is_constant(source: str) -> bool:
     return not any(t.type in reads or t.text in ("%", "$this") for t in lexer.getAllTokens())
 
 
+class SharedResults:
+    """Condition results for one change, shared by the journeys whose conditions have the same
+    source (50 journeys loaded from a few files repeat a handful of conditions). Only used for
+    the exact resource, previous version and clock it was made for (compared by identity)."""
+
+    __slots__ = ("now", "previous", "resource", "results")
+
+    def __init__(self, resource: dict[str, Any], previous: dict[str, Any] | None,
+                 now: datetime) -> None:
+        self.resource, self.previous, self.now = resource, previous, now
+        self.results: dict[str, bool] = {}
+
+
+def _compile_fast(source: str, compiled: Any) -> FastProgram | None:
+    # fhirpathpy's compiled function keeps its parse tree; reuse it rather than parse again.
+    tree = getattr(compiled, "parsedPath", None)
+    if tree is None:
+        tree = fhirpath_parse(source)  # type: ignore[no-untyped-call]
+    try:
+        return compile_fast(tree)
+    except Unsupported:
+        return None
+
+
 class Condition:
     """A compiled boolean FHIRPath expression; empty results count as false."""
 
-    __slots__ = ("_fn", "source")
+    __slots__ = ("_fast", "_fn", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -89,18 +121,56 @@ class Condition:
             self._fn: Callable[..., list[Any]] = fhirpath_compile(source, models["r4"], _OPTIONS)
         except Exception as exc:  # fhirpathpy raises bare Exceptions from its ANTLR parser
             raise FhirPathError(f"FHIRPath does not parse: {source!r}: {exc}") from exc
+        self._fast = _compile_fast(source, self._fn)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the expression runs on the fast path (else always on fhirpathpy)."""
+        return self._fast is not None
 
     def __call__(
         self,
         resource: dict[str, Any],
         now: datetime,
         previous: dict[str, Any] | None = None,
+        shared: SharedResults | None = None,
     ) -> bool:
+        if shared is not None and shared.resource is resource and shared.previous is previous \
+                and shared.now is now:
+            known = shared.results.get(self.source)
+            if known is None:
+                # A failing condition raises here and is not remembered: each journey reports it.
+                known = shared.results[self.source] = self(resource, now, previous)
+            return known
+        if self._fast is not None:
+            try:
+                return is_true(self._fast.run(resource, previous, now))
+            except Bail:
+                pass  # data the fast path does not handle exactly: ask fhirpathpy
+        return is_true(self.evaluate_reference(resource, now, previous))
+
+    def evaluate(
+        self, resource: dict[str, Any], now: datetime, previous: dict[str, Any] | None = None,
+    ) -> list[Any]:
+        """The raw result collection, from the fast path when it can answer."""
+        if self._fast is not None:
+            try:
+                return self._fast.run(resource, previous, now)
+            except Bail:
+                pass
+        return self.evaluate_reference(resource, now, previous)
+
+    def evaluate_reference(
+        self, resource: dict[str, Any], now: datetime, previous: dict[str, Any] | None = None,
+    ) -> list[Any]:
+        """The raw result collection from fhirpathpy alone (the reference and the fallback)."""
         token = _NOW.set(now)
         try:
-            result = self._fn(resource, {"current": resource, "previous": previous or {}})
+            # `%resource` is the resource itself (FHIRPath); fhirpathpy only sets `%context`.
+            context = {"current": resource, "previous": previous or {}, "resource": resource}
+            result: list[Any] = self._fn(resource, context)
         except Exception as exc:
             raise FhirPathError(f"FHIRPath failed: {self.source!r}: {exc}") from exc
         finally:
             _NOW.reset(token)
-        return bool(result) and all(item is True for item in result)
+        return result

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from rules.caps import DEFAULT_POLICY, CapPolicy, Send, allowed_time, counts_toward_caps
 from rules.changes import ChangeKind, ResourceChange, parse_instant
 from rules.durations import parse_at
+from rules.fhirpath import SharedResults
 from rules.loader import LoadedJourney
 from rules.schema import ANCHORS, TRIGGER_TIME, WHEN_ELEMENT, Event, QuietHours, StatusEvent, Step
 
@@ -101,11 +102,12 @@ def _matching_event(journey: LoadedJourney, change: ResourceChange) -> str | Non
 
 def _decide_enrolled(
     journey: LoadedJourney, change: ResourceChange, now: datetime,
-    enrolled_anchor: datetime | None, resource: dict[str, Any],
+    enrolled_anchor: datetime | None, resource: dict[str, Any], shared: SharedResults | None,
 ) -> Decision:
     spec = journey.spec
-    if journey.cancel_when is not None and journey.cancel_when(resource, now, change.previous):
-        return Decision("cancel", f"cancel_when matched: {journey.cancel_when.source}")
+    cancel_when = journey.cancel_when
+    if cancel_when is not None and cancel_when(resource, now, change.previous, shared):
+        return Decision("cancel", f"cancel_when matched: {cancel_when.source}")
     anchor = anchor_time(journey, resource, now)
     moved = anchor is not None and anchor != enrolled_anchor and spec.anchor != TRIGGER_TIME
     if moved or _changed(spec.replan_on_change, change):
@@ -119,8 +121,12 @@ def decide(
     now: datetime,
     enrolled_anchor: datetime | None,
     enrolled: bool,
+    shared: SharedResults | None = None,
 ) -> Decision:
-    """What this change means for this journey, given whether the resource is already enrolled."""
+    """What this change means for this journey, given whether the resource is already enrolled.
+
+    `shared` (made for this change's current and previous versions and `now`) lets the journeys
+    deciding on the same change evaluate each distinct condition once."""
     spec = journey.spec
     if change.resource_type != spec.trigger.resource_type:
         return Decision("ignore", "other resource type")
@@ -128,11 +134,11 @@ def decide(
     if resource is None:
         return Decision("cancel", "resource deleted") if enrolled else Decision("ignore", "deleted")
     if enrolled:
-        return _decide_enrolled(journey, change, now, enrolled_anchor, resource)
+        return _decide_enrolled(journey, change, now, enrolled_anchor, resource, shared)
     matched = _matching_event(journey, change)
     if matched is None:
         return Decision("ignore", f"change ({change.kind.value}) not in trigger.on")
-    if journey.when is not None and not journey.when(resource, now, change.previous):
+    if journey.when is not None and not journey.when(resource, now, change.previous, shared):
         return Decision("ignore", "trigger condition false")
     return enroll_decision(journey, resource, now, f"trigger matched: {matched}")
 
@@ -213,6 +219,6 @@ def plan_steps(
 
 
 __all__ = [
-    "ChangeKind", "Decision", "PlannedStep", "anchor_time", "decide", "element", "plan_steps",
-    "recheck", "shift_out_of_quiet_hours",
+    "ChangeKind", "Decision", "PlannedStep", "SharedResults", "anchor_time", "decide", "element",
+    "plan_steps", "recheck", "shift_out_of_quiet_hours",
 ]

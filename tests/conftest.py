@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,19 @@ from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
 from tests.support.smtp import SmtpServer
 
-# One Redis database per test session (8-15), so two sessions on one machine do not flush
-# each other's queues.
-REDIS_URL = os.environ.get("OUTREACH_TEST_REDIS_URL",
-                           f"redis://127.0.0.1:6379/{8 + os.getpid() % 8}")
+
+def _claim_redis_database() -> str:
+    """A Redis database no other test session on this machine is using: two sessions sharing
+    one would flush each other's queues and run each other's tasks."""
+    for db in range(1, 16):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if client.set("outreach-test:owner", os.getpid(), nx=True, ex=6 * 3600):
+            atexit.register(client.delete, "outreach-test:owner")
+            return f"redis://127.0.0.1:6379/{db}"
+    raise RuntimeError("no free Redis database (1-15) for this test session")
+
+
+REDIS_URL = os.environ.get("OUTREACH_TEST_REDIS_URL") or _claim_redis_database()
 WEBHOOK_SECRET = "test-secret-" + "x" * 8
 
 
@@ -50,7 +60,11 @@ def pg_url(pg_database: str) -> str:
 
 @pytest.fixture
 def redis_url() -> str:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    client = redis.Redis.from_url(REDIS_URL)
+    owner = client.get("outreach-test:owner")
+    client.flushdb()
+    if owner is not None:
+        client.set("outreach-test:owner", owner, ex=6 * 3600)  # still ours
     return REDIS_URL
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from outreach.settings import Settings, get_settings
 
@@ -61,3 +62,12 @@ def configure(app: Celery, settings: Settings) -> Celery:
 
 
 configure(celery_app, get_settings())
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _fresh_runtime_per_process(**_kwargs: object) -> None:
+    """A pool process must not share its parent's HTTP and database connections: two processes
+    reading one socket get each other's responses. Each child builds its own runtime."""
+    from outreach import runtime
+
+    runtime.install(None)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
+from outreach.ingest import ingest, ingest_deletion
 from outreach.runtime import Runtime
-from outreach.store.models import PENDING_STATES, Enrollment, ScheduledStep, StepState
+from outreach.store.db import make_engine
+from outreach.store.migrate import upgrade
+from outreach.store.models import (
+    PENDING_STATES,
+    Enrollment,
+    ResourceChangeRecord,
+    ScheduledStep,
+    StepState,
+)
+from rules import JourneySet
+from rules.fhirpath import Condition, FhirPathError
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment
 
@@ -93,3 +107,118 @@ def test_not_booked_or_in_the_past_does_not_enroll(rt: Runtime) -> None:
     ingest(rt, appointment("Patient/p1", NOW - timedelta(days=1), aid="a3", version="1",
                            updated=NOW), source="test")
     assert _steps(rt) == []
+
+
+# -- what a notification costs, and what the cheaper path must still guarantee -------------------
+
+
+class _Statements:
+    """The SQL statements (and savepoints) an engine runs while counting."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.sql: list[str] = []
+        self.savepoints = 0
+        event.listen(rt.engine, "before_cursor_execute", self._statement)
+        event.listen(rt.engine, "savepoint", self._savepoint)
+
+    def _statement(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        self.sql.append(" ".join(statement.split()[:3]))
+
+    def _savepoint(self, _conn: object, _name: object) -> None:
+        self.savepoints += 1
+
+
+def test_a_first_sight_no_trigger_wants_costs_two_statements(rt: Runtime) -> None:
+    ingest(rt, _version(1, NOW + timedelta(days=5), status="proposed"), source="warm-up")
+    counted = _Statements(rt)
+    proposed = appointment("Patient/p2", NOW + timedelta(days=5), aid="a2", status="proposed",
+                           version="1", updated=NOW)
+
+    assert ingest(rt, proposed, source="test").outcome == "processed"
+
+    # Claim-and-store the version, record it; no enrollment lookup (it was never stored, so no
+    # journey can have enrolled it), no savepoint.
+    assert [s.split()[2] for s in counted.sql] == ["resource_versions", "resource_changes"]
+    assert counted.savepoints == 0
+
+
+def test_a_redelivery_costs_one_statement_and_writes_nothing(rt: Runtime) -> None:
+    v1 = _version(1, NOW + timedelta(days=5))
+    ingest(rt, v1, source="test")
+    counted = _Statements(rt)
+
+    assert ingest(rt, v1, source="test").outcome == "duplicate"
+
+    assert len(counted.sql) == 1
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ResourceChangeRecord)) == 1
+
+
+def test_an_update_looks_enrollments_up_once_for_all_journeys(rt: Runtime) -> None:
+    start = NOW + timedelta(days=5)
+    ingest(rt, _version(1, start), source="test")
+    counted = _Statements(rt)
+
+    ingest(rt, _version(2, start + timedelta(days=1)), source="test")
+
+    assert sum(s.startswith("SELECT enrollments") for s in counted.sql) == 1, [
+        s[:300] for s in counted.sql if s.startswith("SELECT enrollments")]
+    assert counted.savepoints == 0
+
+
+class _Failing(Condition):
+    def __call__(self, *_args: Any, **_kwargs: Any) -> bool:
+        raise FhirPathError("FHIRPath failed: on purpose")
+
+
+def test_a_failing_condition_skips_that_journey_and_the_others_still_apply(rt: Runtime) -> None:
+    (reminders,) = rt.journeys.for_resource("Appointment")
+    broken = replace(reminders, spec=reminders.spec.model_copy(update={"journey": "broken"}),
+                     when=_Failing("true"))
+    rt.journeys = JourneySet([broken, reminders])
+
+    result = ingest(rt, _version(1, NOW + timedelta(days=5)), source="test")
+
+    assert [(o.journey, o.action) for o in result.journeys] == [
+        ("broken", "error"), ("appointment-reminders", "enroll")]
+    with rt.sessions() as session:
+        assert list(session.scalars(select(Enrollment.journey))) == ["appointment-reminders"]
+    assert len(_steps(rt)) == 4
+
+
+def test_concurrent_first_sights_of_one_resource_are_processed_once(rt: Runtime) -> None:
+    versions = [_version(v, NOW + timedelta(days=4 + v)) for v in (1, 2)]
+    deliveries = [v for v in versions for _ in range(6)]
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda v: ingest(rt, v, source="test").outcome, deliveries))
+
+    # Each version at most once; the newest always ends up applied, whichever came first.
+    assert outcomes.count("processed") in (1, 2)
+    assert set(outcomes) <= {"processed", "duplicate", "stale"}
+    with rt.sessions() as session:
+        processed = list(session.scalars(select(ResourceChangeRecord.version_id).where(
+            ResourceChangeRecord.outcome == "processed").order_by(ResourceChangeRecord.id)))
+        (enrollment,) = session.scalars(select(Enrollment))
+    assert len(processed) == len(set(processed)) and processed[-1] == "2"
+    assert enrollment.anchor_at == NOW + timedelta(days=6)
+    assert len({s.step_id for s in _steps(rt)}) == len(_steps(rt)) == 4
+
+
+def test_the_same_guarantees_hold_on_sqlite(make_runtime: RuntimeFactory, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outreach.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    rt = make_runtime(database_url=url, clock=SimulatedClock(NOW))
+    start, moved = NOW + timedelta(days=5), NOW + timedelta(days=8)
+
+    assert ingest(rt, _version(2, moved), source="test").outcome == "processed"
+    assert ingest(rt, _version(1, start), source="test").outcome == "stale"
+    assert ingest(rt, _version(2, moved), source="test").outcome == "duplicate"
+    assert ingest(rt, _version(3, moved, status="cancelled"), source="test").outcome == "processed"
+    rt.clock = SimulatedClock(NOW + timedelta(hours=1))  # a deletion is stamped with our clock
+    assert ingest_deletion(rt, "Appointment", "a1", source="test").outcome == "processed"
+    assert ingest_deletion(rt, "Appointment", "a1", source="test").outcome == "duplicate"
+    assert [s for s in _steps(rt) if s.state in PENDING_STATES] == []
+    assert len(_steps(rt)) == 4
