@@ -216,8 +216,8 @@ def _process(rt: Runtime, build: _VersionSource) -> IngestResult:
                                           outcomes, now)
     except _Undo as undone:
         return undone.result
-    rt.enqueue.write_back(requests)  # planned outreach visible in the EHR
-    rt.enqueue.send_steps(ready)
+    rt.enqueue.send_steps(ready)  # first: a booking confirmation should not queue behind
+    rt.enqueue.write_back(requests)  # the requests that make planned outreach visible
     log.info("ingested %s version %s from %s: %s", change.reference, change.version_id,
              change.source, ", ".join(f"{o.journey}={o.action}" for o in outcomes) or "no journey")
     return IngestResult("processed", change, outcomes)
