@@ -213,3 +213,31 @@ def test_write_back_the_ehr_cannot_take_is_kept_locally(
     with rt.sessions() as session:
         states = dict(session.execute(select(Writeback.resource_type, Writeback.state)).all())
     assert states == {"Communication": "done", "CommunicationRequest": "local"}
+
+
+def test_each_planned_step_is_a_communication_request_in_the_ehr(
+    rt: Runtime, clock: SimulatedClock
+) -> None:
+    assert rt.fhir is not None
+    appt = _book(rt, NOW + timedelta(days=5))
+    _drain(rt)
+    requests = {r["identifier"][0]["value"]: r
+                for r in rt.fhir.search("CommunicationRequest", {"_count": 50})}
+    steps = _steps(rt)
+    assert set(requests) == {f"request-{s.uid}" for s in steps.values()}  # one per step
+    booked = requests[f"request-{steps['booked'].uid}"]
+    reminder = requests[f"request-{steps['reminder-24h'].uid}"]
+    assert booked["status"] == "completed" and reminder["status"] == "active"
+    assert reminder["occurrenceDateTime"].startswith(
+        (NOW + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M"))
+    assert reminder["about"] == [{"reference": f"Appointment/{appt['id']}"}]
+    (communication,) = _communications(rt.fhir, appt["id"])
+    assert communication["basedOn"][0]["identifier"]["value"] == booked["identifier"][0]["value"]
+
+    rt.fhir.update({**appt, "status": "cancelled"})
+    ingest(rt, rt.fhir.read("Appointment", str(appt["id"])), source="test")
+    _drain(rt)
+    statuses = {r["identifier"][0]["value"]: r["status"]
+                for r in rt.fhir.search("CommunicationRequest", {"_count": 50})}
+    assert statuses[f"request-{steps['reminder-24h'].uid}"] == "revoked"
+    assert len(statuses) == 4  # updated in place, never duplicated
