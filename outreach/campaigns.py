@@ -134,7 +134,7 @@ def run_campaign(
                 if journey.when is not None and not journey.when(resource, tick):
                     continue
             except FhirPathError:
-                log.exception("journey %s failed on %s/%s", journey.name, rtype,
+                log.exception("journey %s failed on %s/%s", journey.spec.journey, rtype,
                               resource.get("id"))
                 continue
             run.matched += 1
@@ -147,7 +147,7 @@ def run_campaign(
         ready = [step.id for step in due_now(outcomes)]
         result = CampaignResult(journey.name, run_key, True, run.matched, run.enrolled, outcomes)
     rt.enqueue.send_steps(ready)
-    log.info("campaign %s run %s: %d matched, %d enrolled", journey.name, run_key,
+    log.info("campaign %s run %s: %d matched, %d enrolled", result.journey, run_key,
              result.matched, result.enrolled)
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outreach import admin
 from outreach.api.deps import RuntimeDep
+from outreach.runtime import Runtime
 from outreach.store.models import AuditEntry, Enrollment, ScheduledStep, Writeback
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -155,24 +157,24 @@ def _enrollment_out(enrollment: Enrollment) -> EnrollmentOut:
         steps=[_step_out(s) for s in sorted(enrollment.steps, key=lambda s: s.due_at)])
 
 
-@router.post("/steps/{step_id}/cancel")
-def cancel_step(step_id: StepId, rt: RuntimeDep, caller: Caller) -> StepOut:
+def _step_action(action: Callable[[Runtime, int, str], ScheduledStep], step_id: int,
+                 rt: Runtime, caller: str) -> StepOut:
     try:
-        return _step_out(admin.cancel_step(rt, step_id, caller))
+        return _step_out(action(rt, step_id, caller))
     except admin.NotFound as exc:
         raise _not_found(exc) from exc
     except admin.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.post("/steps/{step_id}/cancel")
+def cancel_step(step_id: StepId, rt: RuntimeDep, caller: Caller) -> StepOut:
+    return _step_action(admin.cancel_step, step_id, rt, caller)
 
 
 @router.post("/steps/{step_id}/resend")
 def resend_step(step_id: StepId, rt: RuntimeDep, caller: Caller) -> StepOut:
-    try:
-        return _step_out(admin.resend_step(rt, step_id, caller))
-    except admin.NotFound as exc:
-        raise _not_found(exc) from exc
-    except admin.Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return _step_action(admin.resend_step, step_id, rt, caller)
 
 
 @router.put("/patients/{patient_id}/consent")
