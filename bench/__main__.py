@@ -35,11 +35,18 @@ def _rule_matching(iterations: int) -> list[Result]:
     return rule_matching.run(iterations)
 
 
+def _sweeper(_iterations: int) -> list[Result]:
+    from bench import sweeper
+
+    return sweeper.run()
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
     "e2e_latency": _e2e,
     "dispatch": _dispatch,
     "rule_matching": _rule_matching,
     "ingest": _ingest,
+    "sweeper": _sweeper,
 }
 
 

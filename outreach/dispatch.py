@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
@@ -44,13 +44,18 @@ def _claim_steps(session: Session, rt: Runtime, now: datetime, batch: int) -> li
     # A queued step whose task never ran (lost message, broker restart), or a step whose
     # worker died while sending, is queued again; send_step's reservation makes a second
     # delivery of the same task harmless, and it reconciles an unfinished provider call first.
-    lost = select(ScheduledStep.id).where(or_(
-        (ScheduledStep.state == StepState.QUEUED)
-        & (ScheduledStep.queued_at <= now - timedelta(seconds=settings.requeue_after_seconds)),
-        (ScheduledStep.state == StepState.SENDING)
-        & (ScheduledStep.updated_at <= now - timedelta(seconds=settings.send_lease_seconds)),
-    )).limit(batch).with_for_update(skip_locked=True)
-    step_ids = [*session.scalars(due), *session.scalars(lost)]
+    # Two queries, not one OR: each then runs on its own partial index, and the sweep stays
+    # proportional to the steps in those states (bench: sweeper, 1M steps scheduled).
+    lost_queued = select(ScheduledStep.id).where(
+        ScheduledStep.state == StepState.QUEUED,
+        ScheduledStep.queued_at <= now - timedelta(seconds=settings.requeue_after_seconds),
+    ).limit(batch).with_for_update(skip_locked=True)
+    lost_sending = select(ScheduledStep.id).where(
+        ScheduledStep.state == StepState.SENDING,
+        ScheduledStep.updated_at <= now - timedelta(seconds=settings.send_lease_seconds),
+    ).limit(batch).with_for_update(skip_locked=True)
+    step_ids = [*session.scalars(due), *session.scalars(lost_queued),
+                *session.scalars(lost_sending)]
     if step_ids:
         session.execute(update(ScheduledStep).where(ScheduledStep.id.in_(step_ids)).values(
             state=StepState.QUEUED, queued_at=now, updated_at=now))

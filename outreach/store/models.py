@@ -114,6 +114,10 @@ class ScheduledStep(Base):
             "ix_scheduled_steps_queued", "queued_at",
             postgresql_where=text("state = 'queued'"), sqlite_where=text("state = 'queued'"),
         ),
+        Index(
+            "ix_scheduled_steps_sending", "updated_at",
+            postgresql_where=text("state = 'sending'"), sqlite_where=text("state = 'sending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
