@@ -23,6 +23,7 @@ from tests.support.api_server import ApiServer
 from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
 from tests.support.smtp import SmtpServer
+from tests.support.twilio_server import TwilioServer
 
 
 def _claim_redis_database() -> str:
@@ -79,6 +80,13 @@ def fhir(fhir_server: FhirTestServer) -> FhirTestServer:
     fhir_server.outage(None)
     fhir_server.reset()
     return fhir_server
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioServer]:
+    """A local server shaped like Twilio's Messages API."""
+    with TwilioServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,12 +11,6 @@ from channels.twilio import TwilioSmsChannel
 from tests.support.twilio_server import ACCOUNT_SID, AUTH_TOKEN, TwilioServer
 
 MESSAGE = OutboundMessage(key="step-1", to="+15555550123", text="Reminder. Reply STOP to opt out.")
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioServer]:
-    with TwilioServer() as server:
-        yield server
 
 
 def _channel(twilio: TwilioServer, **kwargs: object) -> TwilioSmsChannel:

@@ -3,7 +3,6 @@ FHIR server. Webhooks are signed exactly as Twilio signs them, over our public U
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
+from tests.support.journeys import SMS_REMINDERS
 from tests.support.smtp import SmtpServer
 from tests.support.twilio_server import (
     ACCOUNT_SID,
@@ -43,40 +43,16 @@ MOBILE = "+15555550123"
 
 
 @pytest.fixture
-def twilio() -> Iterator[TwilioServer]:
-    with TwilioServer() as server:
-        yield server
-
-
-@pytest.fixture
 def clock() -> SimulatedClock:
     return SimulatedClock(NOW)
 
 
-JOURNEY = """
-journey: sms-reminders
-task_owner: Organization/front-desk
-trigger:
-  resource: Appointment
-  on: [created, updated]
-  when: "status = 'booked' and start > now()"
-anchor: start
-cancel_when: "status in ('cancelled' | 'noshow' | 'entered-in-error')"
-replan_on_change: [start]
-steps:
-  - {id: booked, at: immediately, channel: [email, sms], template: appointment-booked,
-     category: notification}
-  - {id: reminder-72h, at: -72h, channel: [sms, email], template: appointment-reminder,
-     replies: {C: confirm, X: cancel}}
-  - {id: reminder-24h, at: -24h, channel: [sms, email], template: appointment-reminder,
-     replies: {C: confirm, X: cancel}}
-"""
 
 
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, twilio: TwilioServer,
        smtp: SmtpServer, clock: SimulatedClock, api_server: ApiServer, tmp_path: Path) -> Runtime:
-    (tmp_path / "sms-reminders.yaml").write_text(JOURNEY)
+    (tmp_path / "sms-reminders.yaml").write_text(SMS_REMINDERS)
     return make_runtime(
         rules_dir=tmp_path, clock=clock, fhir_base_url=fhir.base_url, public_url=api_server.url,
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,

@@ -23,6 +23,7 @@ from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
+from tests.support.journeys import SMS_REMINDERS
 from tests.support.smart_auth_server import SmartAuthServer
 from tests.support.twilio_server import (
     ACCOUNT_SID,
@@ -47,34 +48,12 @@ NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
 
-JOURNEY = """
-journey: sms-reminders
-trigger:
-  resource: Appointment
-  on: [created, updated]
-  when: "status = 'booked' and start > now()"
-anchor: start
-cancel_when: "status in ('cancelled' | 'noshow' | 'entered-in-error')"
-steps:
-  - {id: booked, at: immediately, channel: [sms, email], template: appointment-booked,
-     category: notification}
-  - {id: reminder-72h, at: -72h, channel: [sms, email], template: appointment-reminder,
-     replies: {C: confirm, X: cancel}}
-  - {id: reminder-24h, at: -24h, channel: [sms, email], template: appointment-reminder,
-     replies: {C: confirm, X: cancel}}
-"""
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioServer]:
-    with TwilioServer() as server:
-        yield server
 
 
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirTestServer,
        twilio: TwilioServer, tmp_path: Path) -> Runtime:
-    (tmp_path / "sms-reminders.yaml").write_text(JOURNEY)
+    (tmp_path / "sms-reminders.yaml").write_text(SMS_REMINDERS)
     return make_runtime(
         rules_dir=tmp_path, clock=SimulatedClock(NOW), fhir_base_url=fhir.base_url,
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
