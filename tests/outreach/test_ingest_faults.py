@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,10 @@ def versions(fhir_rt: Runtime, n: int) -> list[dict[str, Any]]:
     current, _ = fhir_rt.fhir.create(appointment("Patient/p1", START))
     found = [current]
     for day in range(1, n):
+        # Versions in the same millisecond share meta.lastUpdated, and opaque versionIds cannot
+        # order them: a trusted payload then cannot tell which is newer (verification can). An
+        # EHR's edits are never that close; keep the test's apart too.
+        time.sleep(0.005)
         moved = appointment("Patient/p1", START + timedelta(days=day))
         current = fhir_rt.fhir.update({**moved, "id": current["id"]})
         found.append(current)
