@@ -27,11 +27,13 @@ from connector.writeback import (
     build_communication,
     build_communication_request,
 )
-from outreach import dispatch, runtime
-from outreach.ingest import ingest
-from outreach.runtime import Runtime, build_runtime
-from outreach.settings import load_settings
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach import runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.intake.ingest import ingest
+from outreach.runtime import build_runtime
+from outreach.worker import jobs
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -66,12 +68,12 @@ def _stack(tmp: Any) -> Iterator[tuple[Runtime, TwilioServer]]:
 
 
 def _book(rt: Runtime, count: int) -> list[tuple[str, str]]:
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     start = datetime.now(UTC) + timedelta(days=5)
     refs = []
     for i in range(count):
-        pat, _ = rt.fhir.create(patient(email=None, mobile=f"+1555{i:07d}"))
-        appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", start))
+        pat, _ = rt.ehr.create(patient(email=None, mobile=f"+1555{i:07d}"))
+        appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
         ingest(rt, appt, source="bench")
         refs.append((pat["id"], appt["id"]))
     return refs
@@ -91,19 +93,19 @@ def _product(rt: Runtime, workers: int) -> tuple[float, int]:
     steps, queue.steps = queue.steps, []
 
     def one(step_id: int) -> None:
-        outcome = dispatch.send_step(rt, step_id)
+        outcome = jobs.send_step(rt, step_id)
         assert outcome.state == "sent" and outcome.writeback_ids, outcome
         # the write-back tasks the worker runs next: the Communication and its request
         for writeback_id in outcome.writeback_ids:
-            assert dispatch.write_back(rt, writeback_id) == "done"
+            assert jobs.write_back(rt, writeback_id) == "done"
 
     return _timed([partial(one, s) for s in steps], workers), len(steps)
 
 
 def _baseline(rt: Runtime, twilio: TwilioServer, refs: list[tuple[str, str]],
               workers: int) -> float:
-    assert rt.fhir is not None
-    fhir = FhirClient(rt.fhir.base_url)
+    assert rt.ehr is not None
+    fhir = FhirClient(str(rt.settings.fhir_base_url))
     http = httpx.Client(base_url=twilio.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN))
     url = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 

@@ -21,10 +21,10 @@ from bench.result import Result, percentile
 from connector import subscriptions
 from connector.client import FhirClient
 from outreach import runtime
+from outreach.broker.app import celery_app, configure
+from outreach.broker.enqueue import CeleryEnqueuer
+from outreach.core.settings import load_settings
 from outreach.runtime import build_runtime
-from outreach.settings import load_settings
-from outreach.worker.celery_app import celery_app, configure
-from outreach.worker.enqueue import CeleryEnqueuer
 from tests.support.api_server import ApiServer
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment, patient
@@ -56,15 +56,16 @@ def _stack(redis_url: str) -> Iterator[tuple[FhirClient, SmtpServer, FhirTestSer
             public_url=api.url, webhook_secret=SECRET, smtp_host="127.0.0.1",
             smtp_port=smtp.port, smtp_from="bench@hospital.example",
         )
-        rt = build_runtime(settings, enqueue=CeleryEnqueuer())
+        rt = build_runtime(settings, enqueue=CeleryEnqueuer(celery_app))
         runtime.install(rt)
         stack.callback(runtime.install, None)
         configure(celery_app, settings)
-        assert rt.fhir is not None
-        subscriptions.ensure(rt.fhir, ["Appointment"], f"{api.url}/fhir/notify", SECRET)
+        assert rt.ehr is not None
+        subscriptions.ensure(rt.ehr, ["Appointment"], f"{api.url}/fhir/notify", SECRET)
         stack.enter_context(start_worker(celery_app, pool="threads", concurrency=2,
                                          perform_ping_check=False, shutdown_timeout=10))
-        yield rt.fhir, smtp, fhir_server
+        client = stack.enter_context(FhirClient(fhir_server.base_url))
+        yield client, smtp, fhir_server
 
 
 def _wait(predicate: object, timeout: float = 10.0) -> None:

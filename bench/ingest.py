@@ -24,10 +24,11 @@ from sqlalchemy import text
 
 from bench.result import Result
 from connector.resources import validate_resource
-from outreach.ingest import ingest_notified
-from outreach.runtime import Runtime, build_runtime
-from outreach.settings import load_settings
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.intake.notifications import ingest_notified
+from outreach.runtime import build_runtime
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment
 

@@ -1,6 +1,6 @@
 """Rule matching: changes/s through `decide` with 50 journeys loaded (the 7 shipped ones and
 variants of them), for a mix of Appointment and Encounter changes, each change's distinct
-conditions evaluated once (SharedResults), as outreach.enrollment does.
+conditions evaluated once (SharedResults), as outreach.planning.enrollment does.
 
 Baseline, in the same run on the same changes: evaluating the same journeys' `when` conditions
 alone with fhirpathpy (compiled once per rule; no change-kind matching, anchors or decisions):

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from bench.result import Result
-from outreach import dispatch
-from outreach.clock import SimulatedClock
-from outreach.runtime import Runtime, build_runtime
-from outreach.settings import load_settings
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.runtime import build_runtime
+from outreach.worker import jobs
 from tests.support.database import temporary_database
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def _sweep_ms(rt: Runtime) -> float:
             conn.execute(text("UPDATE scheduled_steps SET state = 'scheduled' WHERE id <= :due"),
                          {"due": DUE})
         began = time.perf_counter()
-        claimed = dispatch.sweep(rt).step_ids
+        claimed = jobs.sweep(rt).step_ids
         samples.append((time.perf_counter() - began) * 1000)
         assert len(claimed) == DUE, len(claimed)
         assert isinstance(rt.enqueue, CollectingEnqueuer)

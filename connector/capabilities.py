@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.client import FhirClient
+from connector.client import FhirApi
 from connector.errors import FhirUnsupported
 
 # Search parameters every resource has in R4; servers often list them once for all types
@@ -98,6 +100,22 @@ def parse_capabilities(statement: dict[str, Any]) -> Capabilities:
     )
 
 
-def discover(client: FhirClient) -> Capabilities:
+def discover(client: FhirApi) -> Capabilities:
     """Read and parse `GET [base]/metadata`."""
-    return parse_capabilities(client.capabilities())
+    return parse_capabilities(client.get("metadata"))
+
+
+CAPABILITIES_TTL_S = 900.0
+_cache: weakref.WeakKeyDictionary[FhirApi, tuple[float, Capabilities]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def capabilities(client: FhirApi) -> Capabilities:
+    """The EHR's capabilities, read once per client and re-read every 15 minutes (an EHR upgrade
+    changes them). A failed read is not cached: the next call asks again."""
+    cached = _cache.get(client)
+    if cached is None or time.monotonic() - cached[0] > CAPABILITIES_TTL_S:
+        cached = (time.monotonic(), discover(client))
+        _cache[client] = cached
+    return cached[1]

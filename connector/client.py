@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -47,6 +47,27 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+class FhirApi(Protocol):
+    """What the service asks of an EHR: reads, searches, writes. FhirClient is the real one;
+    the demo's EHR and test doubles provide the same methods."""
+
+    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        ...
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]: ...
+
+    def search(
+        self, resource_type: str, params: Mapping[str, str | int | list[str]] | None = None
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def create(
+        self, resource: dict[str, Any], *, if_none_exist: str | None = None
+    ) -> tuple[dict[str, Any], bool]: ...
+
+    def update(self, resource: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
+        ...
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.client import FhirClient
+from connector.client import FhirApi
 
 
 def fhir_instant(moment: datetime) -> str:
@@ -14,7 +14,7 @@ def fhir_instant(moment: datetime) -> str:
 
 
 def changed_since(
-    client: FhirClient,
+    client: FhirApi,
     resource_type: str,
     since: datetime | None,
     *,
@@ -30,7 +30,7 @@ def changed_since(
 
 
 def updated_between(
-    client: FhirClient, resource_type: str, start: datetime, end: datetime, *,
+    client: FhirApi, resource_type: str, start: datetime, end: datetime, *,
     page_size: int = 100,
 ) -> Iterator[dict[str, Any]]:
     """Resources last changed inside [start, end] (a backfill of changes)."""
@@ -42,7 +42,7 @@ def updated_between(
 
 
 def dated_between(
-    client: FhirClient, resource_type: str, start: datetime, end: datetime, *,
+    client: FhirApi, resource_type: str, start: datetime, end: datetime, *,
     page_size: int = 100,
 ) -> Iterator[dict[str, Any]]:
     """Resources whose `date` search parameter (Appointment.start, Encounter.period) falls in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from connector.client import FHIR_JSON, FhirClient
+from connector.client import FHIR_JSON, FhirApi
 
 SECRET_HEADER = "X-Outreach-Secret"
 REASON = "fhir-outreach: notice changes that may start or stop patient outreach"
@@ -68,7 +68,7 @@ def desired_topic(
     }
 
 
-def _ours(client: FhirClient, endpoint: str) -> dict[str, dict[str, Any]]:
+def _ours(client: FhirApi, endpoint: str) -> dict[str, dict[str, Any]]:
     found = {}
     for sub in client.search("Subscription", {"_count": 100}):
         if (sub.get("channel") or {}).get("endpoint") == endpoint:
@@ -87,7 +87,7 @@ def _needs_repair(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def ensure(
-    client: FhirClient, resource_types: list[str], endpoint: str, secret: str
+    client: FhirApi, resource_types: list[str], endpoint: str, secret: str
 ) -> list[SubscriptionState]:
     """Create missing Subscriptions and repair ones in error, off, or with a stale secret."""
     existing = _ours(client, endpoint)
@@ -109,7 +109,7 @@ def ensure(
     return states
 
 
-def status(client: FhirClient, resource_types: list[str], endpoint: str) -> list[SubscriptionState]:
+def status(client: FhirApi, resource_types: list[str], endpoint: str) -> list[SubscriptionState]:
     existing = _ours(client, endpoint)
     states = []
     for rtype in resource_types:

@@ -11,9 +11,8 @@ from typing import Annotated
 
 import typer
 
-from connector.client import FhirClient
-from outreach.runtime import Runtime
-from outreach.settings import Settings, SettingsError, get_settings
+from outreach.core.ports import EhrClient, Runtime
+from outreach.core.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(help="FHIR-native patient outreach.", no_args_is_help=True)
 rules_app = typer.Typer(help="Journey files.", no_args_is_help=True)
@@ -100,7 +99,7 @@ def _report_write_back() -> None:
     runtime built for this is dropped again: worker pool processes fork from this one and must
     build their own connections."""
     from outreach import runtime
-    from outreach.writeback import support_report
+    from outreach.writeback.outbox import support_report
 
     rt = runtime.current()
     try:
@@ -108,9 +107,7 @@ def _report_write_back() -> None:
             logging.getLogger("outreach").warning("write-back: %s; kept locally instead", reason)
     finally:
         runtime.install(None)
-        if rt.fhir is not None:
-            rt.fhir.close()
-        rt.engine.dispose()
+        runtime.close(rt)
 
 
 def _celery_argv(settings: Settings, *extra: str) -> None:
@@ -127,7 +124,7 @@ def worker(
     concurrency: int = 2,
 ) -> None:
     """Run a Celery worker (sending, write-back, polling)."""
-    from outreach.worker.celery_app import celery_app
+    from outreach.broker.app import celery_app
 
     settings = _settings()
     _celery_argv(settings)
@@ -142,7 +139,7 @@ def worker(
 @app.command("beat")
 def beat_command() -> None:
     """Run only the Celery beat scheduler (sweeps due steps, polls the EHR)."""
-    from outreach.worker.celery_app import celery_app
+    from outreach.broker.app import celery_app
 
     settings = _settings()
     _celery_argv(settings)
@@ -233,9 +230,9 @@ def _fhir_runtime() -> Runtime:
     return runtime.current()
 
 
-def _client(rt: Runtime) -> FhirClient:
-    assert rt.fhir is not None, "checked by _fhir_runtime"
-    return rt.fhir
+def _client(rt: Runtime) -> EhrClient:
+    assert rt.ehr is not None, "checked by _fhir_runtime"
+    return rt.ehr
 
 
 @subs_app.command("ensure")
@@ -291,7 +288,7 @@ def poll(
     )] = None,
 ) -> None:
     """Ask the EHR for changes since the last poll (or in a date range) and process them."""
-    from outreach import polling
+    from outreach.intake import polling
 
     rt = _fhir_runtime()
     _require_schema(rt.settings)

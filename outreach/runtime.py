@@ -1,15 +1,14 @@
-"""The parts a running service is wired from, built once from settings (or by the demo/tests)."""
+"""The one builder of a Runtime, from settings: used by serve, worker, demo, simulate, the
+benchmarks and the tests (each overriding only what it replaces: clock, EHR, channels, enqueuer)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Literal
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels import Channel, ConsoleChannel, SmtpEmailChannel, TemplateCatalog
@@ -18,10 +17,13 @@ from channels.twilio import TwilioSmsChannel
 from channels.webhook import WebhookChannel
 from connector.auth import SmartBackendAuth
 from connector.client import FhirClient, RetryPolicy
-from outreach.clock import Clock, SystemClock
-from outreach.ratelimit import LocalRateLimiter, RedisRateLimiter
-from outreach.reload import ReloadingJourneySet
-from outreach.settings import Settings, get_settings
+from outreach.broker.app import celery_app
+from outreach.broker.enqueue import CeleryEnqueuer
+from outreach.core.clock import Clock, SystemClock
+from outreach.core.journeys import ReloadingJourneySet
+from outreach.core.ports import EhrClient, Enqueuer, Runtime
+from outreach.core.settings import Settings, get_settings
+from outreach.sending.ratelimit import LocalRateLimiter, RedisRateLimiter
 from outreach.store.db import make_engine, make_session_factory
 from rules import JourneySet
 
@@ -29,50 +31,6 @@ log = logging.getLogger(__name__)
 
 TWILIO_STATUS_PATH = "/channels/twilio/status"
 TWILIO_INBOUND_PATH = "/channels/twilio/inbound"
-
-
-class ResourceSource(Protocol):
-    """Where the current version of a resource is read from at send time (the EHR)."""
-
-    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]: ...
-
-
-class WritebackTarget(Protocol):
-    """The EHR as write-back sees it (FhirClient; NdjsonWriteback in the demo)."""
-
-    def create(
-        self, resource: dict[str, Any], *, if_none_exist: str | None = None
-    ) -> tuple[dict[str, Any], bool]: ...
-
-    def update(self, resource: dict[str, Any], *, if_match: str | None = None) -> dict[str, Any]:
-        ...
-
-    def search(
-        self, resource_type: str, params: Mapping[str, str | int] | None = None
-    ) -> Iterator[dict[str, Any]]: ...
-
-
-class Enqueuer(Protocol):
-    """Hands ids to workers; called only after the transaction that produced them committed."""
-
-    def send_steps(self, step_ids: list[int]) -> None: ...
-
-    def write_back(self, writeback_ids: list[int]) -> None: ...
-
-
-@dataclass
-class Runtime:
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    clock: Clock
-    journeys: JourneySet
-    templates: TemplateCatalog
-    channels: dict[str, Channel]
-    ehr: ResourceSource | None
-    writeback_target: WritebackTarget | None
-    enqueue: Enqueuer
-    fhir: FhirClient | None = None
 
 
 def _sms_throttle(settings: Settings) -> Callable[[str], None]:
@@ -128,28 +86,35 @@ def build_fhir_client(settings: Settings) -> FhirClient:
                       retry=RetryPolicy(attempts=settings.fhir_retry_attempts))
 
 
-def build_runtime(settings: Settings, *, enqueue: Enqueuer | None = None) -> Runtime:
-    """Production wiring: the configured database, EHR, channels, and Celery for background work."""
-    from outreach.worker.enqueue import CeleryEnqueuer
-
-    engine = make_engine(settings.database_url)
+def build_runtime(
+    settings: Settings, *, enqueue: Enqueuer | None = None, clock: Clock | None = None,
+    ehr: EhrClient | Literal["settings"] | None = "settings",
+    channels: Mapping[str, Channel] | None = None, journeys: JourneySet | None = None,
+    sessions: sessionmaker[Session] | None = None,
+) -> Runtime:
+    """Production wiring unless told otherwise: the configured database, the EHR at
+    OUTREACH_FHIR_BASE_URL (None without one), the configured channels, hot-reloaded journeys,
+    the wall clock and Celery (by task name) for background work."""
     templates = load_templates(settings)
-    fhir = None
-    if settings.fhir_base_url is not None:
-        fhir = build_fhir_client(settings)
+    if ehr == "settings":
+        ehr = build_fhir_client(settings) if settings.fhir_base_url is not None else None
     return Runtime(
         settings=settings,
-        engine=engine,
-        sessions=make_session_factory(engine),
-        clock=SystemClock(),
-        journeys=ReloadingJourneySet(settings.rules_dir, templates.names),
+        sessions=sessions or make_session_factory(make_engine(settings.database_url)),
+        clock=clock or SystemClock(),
+        journeys=journeys or ReloadingJourneySet(settings.rules_dir, templates.names),
         templates=templates,
-        channels=build_channels(settings),
-        ehr=fhir,
-        writeback_target=fhir,
-        enqueue=enqueue or CeleryEnqueuer(),
-        fhir=fhir,
+        channels=build_channels(settings) if channels is None else channels,
+        ehr=ehr,
+        enqueue=enqueue or CeleryEnqueuer(celery_app),
     )
+
+
+def close(rt: Runtime) -> None:
+    """Release what the builder opened: the EHR client's connections and the database pool."""
+    if isinstance(rt.ehr, FhirClient):
+        rt.ehr.close()
+    rt.engine.dispose()
 
 
 _current: Runtime | None = None

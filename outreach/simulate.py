@@ -22,15 +22,16 @@ from sqlalchemy import select
 from connector.changes import version_of
 from connector.errors import InvalidResource
 from connector.resources import validate_resource
-from outreach import campaigns
-from outreach.clock import SimulatedClock
-from outreach.enrollment import patient_zone
-from outreach.ingest import ingest
-from outreach.runtime import Runtime, load_templates
-from outreach.settings import Settings
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.core.settings import Settings
+from outreach.intake import campaigns
+from outreach.intake.ingest import ingest
+from outreach.planning.enrollment import patient_zone
+from outreach.runtime import build_runtime, load_templates
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.models import Base, Enrollment, ScheduledStep, StepState
-from outreach.worker.enqueue import CollectingEnqueuer
 from rules import JourneySet, load_journeys
 from rules.recipients import choose_recipient
 
@@ -99,11 +100,9 @@ def _ordered(resources: list[dict[str, Any]], listened: set[str]) -> Iterator[di
 def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path) -> Runtime:
     engine = make_engine(f"sqlite:///{db}")
     Base.metadata.create_all(engine)
-    return Runtime(
-        settings=settings, engine=engine, sessions=make_session_factory(engine),
-        clock=SimulatedClock(now), journeys=journeys, templates=load_templates(settings),
-        channels={}, ehr=None, writeback_target=None, enqueue=CollectingEnqueuer(),
-    )
+    return build_runtime(settings, sessions=make_session_factory(engine),
+                         clock=SimulatedClock(now), journeys=journeys, ehr=None, channels={},
+                         enqueue=CollectingEnqueuer())
 
 
 def _rows(rt: Runtime, patients: dict[str, dict[str, Any]]) -> list[PlanRow]:
@@ -120,7 +119,7 @@ def _rows(rt: Runtime, patients: dict[str, dict[str, Any]]) -> list[PlanRow]:
 def _row(rt: Runtime, step: ScheduledStep, enrollment: Enrollment,
          patients: dict[str, dict[str, Any]], zone: Any) -> PlanRow:
     journey = rt.journeys.by_name(enrollment.journey)
-    spec = next(s for s in journey.spec.steps if s.id == step.step_id) if journey else None
+    spec = journey.step(step.step_id) if journey else None
     why, channel, caregiver = step.reason, None, False
     pending = step.state in (StepState.SCHEDULED, StepState.QUEUED)
     if spec is not None and journey is not None and pending:

@@ -2,7 +2,7 @@
 
 One pure function decides: `allowed_time(candidate, sends, tz)` returns the earliest time at or
 after `candidate` when one more capped message keeps the patient within the policy. The planner
-calls it when it plans steps (outreach.enrollment passes the patient's sent and scheduled
+calls it when it plans steps (outreach.planning.enrollment passes the patient's sent and scheduled
 messages); the send path can call it again with the same inputs to re-check right before a send.
 
 Counting is by calendar day in the patient's time zone: at most `per_day` capped messages on
@@ -38,6 +38,8 @@ class CapPolicy:
 
 
 DEFAULT_POLICY = CapPolicy()
+# The caps look at most 7 local days either side of a send; a day more covers any time zone.
+CAP_WINDOW = timedelta(days=8)
 _MAX_DEFERRAL_DAYS = 400  # a policy that cannot be met (per_day=0) still terminates
 
 

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from rules.cron import CronSchedule
 from rules.fhirpath import Condition, FhirPathError
-from rules.schema import UNION_TAGS, Journey
+from rules.schema import UNION_TAGS, Journey, Step
 from rules.semantics import Context, semantic_problems
 
 
@@ -53,6 +54,14 @@ class LoadedJourney:
     def name(self) -> str:
         return self.spec.journey
 
+    def step(self, step_id: str) -> Step | None:
+        """The step with this id (None: not in this version of the journey)."""
+        return self._steps.get(step_id)
+
+    @cached_property
+    def _steps(self) -> dict[str, Step]:
+        return {step.id: step for step in self.spec.steps}
+
 
 class JourneySet:
     """The loaded journeys, indexed by resource type and name. Subclasses may refresh the
@@ -86,6 +95,11 @@ class JourneySet:
     def by_name(self, name: str) -> LoadedJourney | None:
         self._refresh()
         return self._state[2].get(name)
+
+    def step(self, journey: str, step_id: str) -> Step | None:
+        """A step of a loaded journey (None: the journey or the step is no longer loaded)."""
+        found = self.by_name(journey)
+        return found.step(step_id) if found is not None else None
 
     @property
     def scheduled(self) -> list[LoadedJourney]:

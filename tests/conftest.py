@@ -13,12 +13,13 @@ import redis
 from sqlalchemy import text
 
 from outreach import runtime
-from outreach.clock import Clock
-from outreach.runtime import Enqueuer, Runtime, build_runtime
-from outreach.settings import load_settings
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import Clock
+from outreach.core.ports import Enqueuer, Runtime
+from outreach.core.settings import load_settings
+from outreach.runtime import build_runtime
 from outreach.store.db import make_engine
 from outreach.store.models import Base
-from outreach.worker.enqueue import CollectingEnqueuer
 from tests.support.api_server import ApiServer
 from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
@@ -110,9 +111,7 @@ def make_runtime(pg_url: str) -> Iterator[RuntimeFactory]:
         values: dict[str, Any] = {"database_url": pg_url, "webhook_secret": WEBHOOK_SECRET}
         values.update(overrides)
         settings = load_settings(**values)
-        rt = build_runtime(settings, enqueue=enqueue or CollectingEnqueuer())
-        if clock is not None:
-            rt.clock = clock
+        rt = build_runtime(settings, enqueue=enqueue or CollectingEnqueuer(), clock=clock)
         runtime.install(rt)
         built.append(rt)
         return rt
@@ -120,9 +119,7 @@ def make_runtime(pg_url: str) -> Iterator[RuntimeFactory]:
     yield factory
     runtime.install(None)
     for rt in built:
-        if rt.fhir is not None:
-            rt.fhir.close()
-        rt.engine.dispose()
+        runtime.close(rt)
 
 
 @pytest.fixture

@@ -212,7 +212,7 @@ def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
     # `-A` is a global option and goes before the sub-command; `$$` is compose's escape for
     # `$`, so the container's shell expands HOSTNAME.
     assert worker_check[1].startswith(
-        "celery -A outreach.worker.celery_app:celery_app inspect ping -d celery@$$HOSTNAME"
+        "celery -A outreach.broker.app:celery_app inspect ping -d celery@$$HOSTNAME"
     )
 
     postgres_check = " ".join(services["postgres"]["healthcheck"]["test"])

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from connector.client import FHIR_JSON
 from connector.errors import operation_outcome
 from outreach import runtime
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
 
 
 def get_runtime() -> Runtime:

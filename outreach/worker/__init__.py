@@ -1,1 +1,2 @@
-"""The Celery app and its tasks: sweeping due steps, sending them, writing back, polling."""
+"""The worker: Celery tasks (by name) and the jobs they run, which hand one stage's findings to
+the next."""

@@ -1,43 +1,46 @@
-"""Celery tasks. Each carries ids only and delegates to the service functions."""
+"""The Celery tasks, registered under the names in outreach.broker.app. Each carries ids only and
+runs its job (outreach.worker.jobs) on this process's runtime."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from connector.errors import FhirUnavailable
-from outreach import dispatch, polling, runtime, topics
-from outreach.worker.celery_app import celery_app
+from celery.signals import worker_process_init
 
-log = logging.getLogger(__name__)
+from outreach import runtime
+from outreach.broker.app import POLL, RUN_CAMPAIGNS, SEND_STEP, SWEEP, WRITE_BACK, celery_app
+from outreach.worker import jobs
 
 
-@celery_app.task(name="outreach.send_step")  # type: ignore[untyped-decorator]
+@celery_app.task(name=SEND_STEP)  # type: ignore[untyped-decorator]
 def send_step(step_id: int) -> dict[str, Any]:
-    return dispatch.send_step(runtime.current(), step_id).as_dict()
+    return jobs.send_step(runtime.current(), step_id).as_dict()
 
 
-@celery_app.task(name="outreach.write_back")  # type: ignore[untyped-decorator]
+@celery_app.task(name=WRITE_BACK)  # type: ignore[untyped-decorator]
 def write_back(writeback_id: int) -> str:
-    return dispatch.write_back(runtime.current(), writeback_id)
+    return jobs.write_back(runtime.current(), writeback_id)
 
 
-@celery_app.task(name="outreach.sweep")  # type: ignore[untyped-decorator]
+@celery_app.task(name=SWEEP)  # type: ignore[untyped-decorator]
 def sweep() -> dict[str, int]:
-    result = dispatch.sweep(runtime.current())
+    result = jobs.sweep(runtime.current())
     return {"steps": len(result.step_ids), "writebacks": len(result.writeback_ids)}
 
 
-@celery_app.task(name="outreach.poll")  # type: ignore[untyped-decorator]
+@celery_app.task(name=POLL)  # type: ignore[untyped-decorator]
 def poll() -> dict[str, int]:
-    rt = runtime.current()
-    if rt.fhir is None:
-        return {}
-    try:
-        topics.check_silence(rt)  # a topic subscription gone quiet: recover what it lost
-        return polling.poll_once(rt)
-    except FhirUnavailable as exc:
-        # The client already backed off and retried; the cursor holds what was ingested, so the
-        # next scheduled pass resumes from there.
-        log.warning("poll stopped, the EHR is unavailable (%s); resuming next pass", exc)
-        return {}
+    return jobs.poll(runtime.current())
+
+
+@celery_app.task(name=RUN_CAMPAIGNS)  # type: ignore[untyped-decorator]
+def run_campaigns() -> dict[str, int]:
+    results = jobs.run_campaigns(runtime.current())
+    return {f"{r.journey}@{r.run_key}": r.enrolled for r in results if r.ran}
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _fresh_runtime_per_process(**_kwargs: object) -> None:
+    """A pool process must not share its parent's HTTP and database connections: two processes
+    reading one socket get each other's responses. Each child builds its own runtime."""
+    runtime.install(None)

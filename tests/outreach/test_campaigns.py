@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from outreach.campaigns import expand_search, run_due_campaigns
-from outreach.clock import SimulatedClock
+from outreach.core.clock import SimulatedClock
+from outreach.intake.campaigns import expand_search, run_due_campaigns
 from outreach.store.models import CampaignRun, Enrollment, ScheduledStep
 from tests.conftest import RuntimeFactory
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from connector.client import FhirClient
 from outreach import runtime
+from outreach.broker.app import celery_app
 from outreach.cli import app
-from outreach.settings import get_settings
-from outreach.worker.celery_app import celery_app
+from outreach.core.settings import get_settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.fhir_data import appointment
 from tests.support.fhir_server import FhirTestServer

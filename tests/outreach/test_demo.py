@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from connector.client import FhirClient
 from outreach.cli import app
+from outreach.core.settings import load_settings
 from outreach.demo import DEMO_FIXTURES, run_demo
-from outreach.settings import load_settings
 from tests.support.fhir_server import FhirTestServer
 
 

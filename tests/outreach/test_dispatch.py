@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import select
 
 from connector.client import FhirClient
-from outreach import dispatch
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
-from outreach.runtime import Runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
 from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState, Writeback
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -36,9 +36,9 @@ def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
 
 def _book(rt: Runtime, start: datetime, **patient_fields: object) -> dict[str, object]:
     """Create the Patient and Appointment in the EHR and ingest the appointment."""
-    assert rt.fhir is not None
-    pat, _ = rt.fhir.create(patient(**patient_fields))  # type: ignore[arg-type]
-    appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", start))
+    assert rt.ehr is not None
+    pat, _ = rt.ehr.create(patient(**patient_fields))  # type: ignore[arg-type]
+    appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
     ingest(rt, appt, source="test")
     return appt
 
@@ -53,13 +53,13 @@ def _queue(rt: Runtime) -> CollectingEnqueuer:
     return rt.enqueue
 
 
-def _drain(rt: Runtime) -> list[dispatch.SendOutcome]:
+def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
     queue, outcomes = _queue(rt), []
     while queue.steps or queue.writebacks:
         while queue.steps:
-            outcomes.append(dispatch.send_step(rt, queue.steps.pop(0)))
+            outcomes.append(jobs.send_step(rt, queue.steps.pop(0)))
         while queue.writebacks:
-            dispatch.write_back(rt, queue.writebacks.pop(0))
+            jobs.write_back(rt, queue.writebacks.pop(0))
     return outcomes
 
 
@@ -75,9 +75,9 @@ def test_confirmation_now_and_reminders_when_due(rt: Runtime, smtp: SmtpServer,
     assert len(smtp.messages) == 1
 
     clock.advance(timedelta(days=1, hours=23))  # 3 days + 1 h before the visit
-    assert dispatch.sweep(rt).step_ids == []    # the 72 h reminder is not due yet
+    assert jobs.sweep(rt).step_ids == []    # the 72 h reminder is not due yet
     clock.advance(timedelta(hours=1))
-    claimed = dispatch.sweep(rt).step_ids
+    claimed = jobs.sweep(rt).step_ids
     assert len(claimed) == 1
     assert _drain(rt)[0].state == StepState.SENT
     assert len(smtp.messages) == 2
@@ -87,7 +87,7 @@ def test_confirmation_now_and_reminders_when_due(rt: Runtime, smtp: SmtpServer,
 def test_a_step_is_sent_once_however_often_its_task_runs(rt: Runtime, smtp: SmtpServer) -> None:
     _book(rt, NOW + timedelta(days=5))
     (step_id,) = _queue(rt).steps
-    outcomes = [dispatch.send_step(rt, step_id) for _ in range(3)]
+    outcomes = [jobs.send_step(rt, step_id) for _ in range(3)]
     assert [o.state for o in outcomes] == [StepState.SENT, "not-queued", "not-queued"]
     assert len(smtp.messages) == 1
 
@@ -103,9 +103,9 @@ def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
     assert "retrying" in (booked.reason or "")
 
     smtp.start()
-    assert dispatch.sweep(rt).step_ids == []  # not before its backoff
+    assert jobs.sweep(rt).step_ids == []  # not before its backoff
     clock.set(booked.due_at)
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     assert [o.state for o in _drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
     with rt.sessions() as session:
@@ -129,12 +129,12 @@ def test_refused_address_is_not_retried_and_falls_back(rt: Runtime, smtp: SmtpSe
 def test_cancelled_in_the_ehr_without_a_notification_is_not_sent(
     rt: Runtime, smtp: SmtpServer, clock: SimulatedClock
 ) -> None:
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     appt = _book(rt, NOW + timedelta(days=5))
     _drain(rt)
-    rt.fhir.update({**appt, "status": "cancelled"})  # the notification never reaches us
+    rt.ehr.update({**appt, "status": "cancelled"})  # the notification never reaches us
     clock.advance(timedelta(days=2))
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     outcomes = _drain(rt)
     assert outcomes[0].state == StepState.CANCELLED
     assert len(smtp.messages) == 1  # only the confirmation sent before the cancellation
@@ -145,10 +145,10 @@ def test_cancelled_in_the_ehr_without_a_notification_is_not_sent(
 def test_ehr_down_delays_the_write_back_and_never_loses_it(
     rt: Runtime, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock
 ) -> None:
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     appt = _book(rt, NOW + timedelta(days=5))
     queue = _queue(rt)
-    assert dispatch.send_step(rt, queue.steps.pop()).state == StepState.SENT
+    assert jobs.send_step(rt, queue.steps.pop()).state == StepState.SENT
     fhir.outage(503)  # down between the send and its write-back
     _drain(rt)
     assert len(smtp.messages) == 1
@@ -158,23 +158,23 @@ def test_ehr_down_delays_the_write_back_and_never_loses_it(
     assert row.state == "pending" and row.attempts == 1 and "503" in (row.last_error or "")
 
     clock.set(row.next_attempt_at)
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     _drain(rt)  # still down: stays pending, tried again later
     fhir.outage(None)
     with rt.sessions() as session:
         row = session.scalars(communication_row).one()
     assert row.state == "pending" and row.attempts == 2
     clock.set(row.next_attempt_at)
-    assert row.id in dispatch.sweep(rt).writeback_ids
+    assert row.id in jobs.sweep(rt).writeback_ids
     _drain(rt)
-    (communication,) = _communications(rt.fhir, appt["id"])
+    (communication,) = _communications(rt.ehr, appt["id"])
     assert communication["status"] == "completed"
 
     # A retry after success (e.g. the worker died before recording it) creates no duplicate.
     with rt.sessions.begin() as session:
         session.get_one(Writeback, row.id).state = "pending"
-    dispatch.write_back(rt, row.id)
-    assert len(_communications(rt.fhir, appt["id"])) == 1
+    jobs.write_back(rt, row.id)
+    assert len(_communications(rt.ehr, appt["id"])) == 1
 
 
 def test_ehr_down_at_send_time_postpones_the_step(
@@ -186,7 +186,7 @@ def test_ehr_down_at_send_time_postpones_the_step(
     assert outcome.state == StepState.SCHEDULED and smtp.messages == []
     fhir.outage(None)
     clock.set(_steps(rt)["booked"].due_at)
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     assert [o.state for o in _drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
 
@@ -195,15 +195,15 @@ def test_write_back_the_ehr_cannot_take_is_kept_locally(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from connector.capabilities import parse_capabilities
-    from outreach import writeback
+    from outreach.writeback import outbox
 
     statement = {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
                  "fhirVersion": "4.0.1", "format": ["json"], "date": "2026-01-01",
                  "rest": [{"mode": "server", "resource": [
                      {"type": "Communication", "interaction": [
                          {"code": c} for c in ("create", "update", "search-type", "read")]}]}]}
-    monkeypatch.setattr(writeback, "capabilities", lambda _client: parse_capabilities(statement))
-    assert writeback.support_report(rt) == [
+    monkeypatch.setattr(outbox, "capabilities", lambda _client: parse_capabilities(statement))
+    assert outbox.support_report(rt) == [
         "the EHR does not support CommunicationRequest create, update, search-type",
         "the EHR does not support Task create, update, search-type",
         "the EHR does not support QuestionnaireResponse create, update, search-type",
@@ -218,11 +218,11 @@ def test_write_back_the_ehr_cannot_take_is_kept_locally(
 def test_each_planned_step_is_a_communication_request_in_the_ehr(
     rt: Runtime, clock: SimulatedClock
 ) -> None:
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     appt = _book(rt, NOW + timedelta(days=5))
     _drain(rt)
     requests = {r["identifier"][0]["value"]: r
-                for r in rt.fhir.search("CommunicationRequest", {"_count": 50})}
+                for r in rt.ehr.search("CommunicationRequest", {"_count": 50})}
     steps = _steps(rt)
     assert set(requests) == {f"request-{s.uid}" for s in steps.values()}  # one per step
     booked = requests[f"request-{steps['booked'].uid}"]
@@ -231,13 +231,13 @@ def test_each_planned_step_is_a_communication_request_in_the_ehr(
     assert reminder["occurrenceDateTime"].startswith(
         (NOW + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M"))
     assert reminder["about"] == [{"reference": f"Appointment/{appt['id']}"}]
-    (communication,) = _communications(rt.fhir, appt["id"])
+    (communication,) = _communications(rt.ehr, appt["id"])
     assert communication["basedOn"][0]["identifier"]["value"] == booked["identifier"][0]["value"]
 
-    rt.fhir.update({**appt, "status": "cancelled"})
-    ingest(rt, rt.fhir.read("Appointment", str(appt["id"])), source="test")
+    rt.ehr.update({**appt, "status": "cancelled"})
+    ingest(rt, rt.ehr.read("Appointment", str(appt["id"])), source="test")
     _drain(rt)
     statuses = {r["identifier"][0]["value"]: r["status"]
-                for r in rt.fhir.search("CommunicationRequest", {"_count": 50})}
+                for r in rt.ehr.search("CommunicationRequest", {"_count": 50})}
     assert statuses[f"request-{steps['reminder-24h'].uid}"] == "revoked"
     assert len(statuses) == 4  # updated in place, never duplicated

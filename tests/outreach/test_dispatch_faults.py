@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from outreach import dispatch
-from outreach.ingest import ingest
-from outreach.runtime import Runtime
+from outreach.broker.app import celery_app, configure
+from outreach.broker.enqueue import CeleryEnqueuer
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
 from outreach.store.models import ScheduledStep, StepState
-from outreach.worker.celery_app import celery_app, configure
-from outreach.worker.enqueue import CeleryEnqueuer
+from outreach.worker import jobs
 from tests.conftest import REDIS_URL, RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -60,17 +60,17 @@ def _settings(pg_url: str, fhir: FhirTestServer, twilio: TwilioServer, broker: s
 
 def _runtime(make_runtime: RuntimeFactory, env: dict[str, str]) -> Runtime:
     overrides = {k.removeprefix("OUTREACH_").lower(): v for k, v in env.items()}
-    rt = make_runtime(enqueue=CeleryEnqueuer(), **overrides)
+    rt = make_runtime(enqueue=CeleryEnqueuer(celery_app), **overrides)
     configure(celery_app, rt.settings)
     return rt
 
 
 def _book_burst(rt: Runtime) -> None:
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     start = datetime.now(UTC) + timedelta(days=3)
     for i in range(BURST):
-        pat, _ = rt.fhir.create(patient(email=None, mobile=f"+1555555{i:04d}"))
-        appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", start))
+        pat, _ = rt.ehr.create(patient(email=None, mobile=f"+1555555{i:04d}"))
+        appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
         ingest(rt, appt, source="test")  # enqueues send_step(id) on the broker
 
 
@@ -84,7 +84,7 @@ def _sweep_until_all_sent(rt: Runtime, timeout: float = 180) -> None:
     """Play beat: sweep every half second until every step is sent."""
     deadline = time.monotonic() + timeout
     while _sent(rt) < BURST and time.monotonic() < deadline:
-        dispatch.sweep(rt)
+        jobs.sweep(rt)
         time.sleep(0.5)
 
 

@@ -14,7 +14,7 @@ from celery.contrib.testing.worker import start_worker
 
 from connector import subscriptions
 from connector.client import FhirClient
-from outreach.worker.celery_app import celery_app, configure
+from outreach.broker.app import celery_app, configure
 from tests.conftest import ApiServer, RuntimeFactory, wait_until
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -26,21 +26,21 @@ def live(
     make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer, redis_url: str,
     api_server: ApiServer,
 ) -> Iterator[FhirClient]:
-    from outreach.worker.enqueue import CeleryEnqueuer
+    from outreach.broker.enqueue import CeleryEnqueuer
 
     rt = make_runtime(
-        enqueue=CeleryEnqueuer(), fhir_base_url=fhir.base_url, broker_url=redis_url,
+        enqueue=CeleryEnqueuer(celery_app), fhir_base_url=fhir.base_url, broker_url=redis_url,
         public_url=api_server.url, smtp_host="127.0.0.1", smtp_port=smtp.port,
         smtp_from="reminders@hospital.example",
     )
     configure(celery_app, rt.settings)
-    assert rt.fhir is not None and rt.settings.webhook_secret is not None
-    states = subscriptions.ensure(rt.fhir, ["Appointment"], f"{api_server.url}/fhir/notify",
+    assert rt.ehr is not None and rt.settings.webhook_secret is not None
+    states = subscriptions.ensure(rt.ehr, ["Appointment"], f"{api_server.url}/fhir/notify",
                                   rt.settings.webhook_secret.get_secret_value())
     assert [s.status for s in states] == ["active"]
     with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
                       shutdown_timeout=10):
-        yield rt.fhir
+        yield rt.ehr
 
 
 def test_booking_five_days_out_sends_one_confirmation_and_writes_one_communication(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest, ingest_deletion
-from outreach.runtime import Runtime
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest, ingest_deletion
 from outreach.store.db import make_engine
 from outreach.store.migrate import upgrade
 from outreach.store.models import (

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from connector import subscriptions
 from connector.subscriptions import SECRET_HEADER
-from outreach.polling import poll_once
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
+from outreach.intake.polling import poll_once
 from outreach.store.models import Enrollment, ResourceChangeRecord
 from tests.conftest import WEBHOOK_SECRET, ApiServer, RuntimeFactory
 from tests.support.fhir_data import appointment
@@ -37,8 +37,8 @@ def processed(rt: Runtime) -> list[ResourceChangeRecord]:
 
 def versions(fhir_rt: Runtime, n: int) -> list[dict[str, Any]]:
     """One Appointment with n versions in the EHR: booked, then moved a day at a time."""
-    assert fhir_rt.fhir is not None
-    current, _ = fhir_rt.fhir.create(appointment("Patient/p1", START))
+    assert fhir_rt.ehr is not None
+    current, _ = fhir_rt.ehr.create(appointment("Patient/p1", START))
     found = [current]
     for day in range(1, n):
         # Versions in the same millisecond share meta.lastUpdated, and opaque versionIds cannot
@@ -46,7 +46,7 @@ def versions(fhir_rt: Runtime, n: int) -> list[dict[str, Any]]:
         # EHR's edits are never that close; keep the test's apart too.
         time.sleep(0.005)
         moved = appointment("Patient/p1", START + timedelta(days=day))
-        current = fhir_rt.fhir.update({**moved, "id": current["id"]})
+        current = fhir_rt.ehr.update({**moved, "id": current["id"]})
         found.append(current)
     return found
 
@@ -83,13 +83,13 @@ def test_five_deliveries_of_each_version_out_of_order_process_each_version_once_
 def test_a_meta_only_update_reaches_no_journey(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:
-    from outreach.ingest import ingest
+    from outreach.intake.ingest import ingest
 
     rt = make_runtime(fhir_base_url=fhir.base_url)
-    assert rt.fhir is not None
-    first, _ = rt.fhir.create(appointment("Patient/p1", START))
+    assert rt.ehr is not None
+    first, _ = rt.ehr.create(appointment("Patient/p1", START))
     assert ingest(rt, first, "test").outcome == "processed"
-    touched = rt.fhir.update({**first, "meta": {"security": [
+    touched = rt.ehr.update({**first, "meta": {"security": [
         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST"}]}})
     assert touched["meta"]["versionId"] != first["meta"]["versionId"]
 
@@ -114,11 +114,11 @@ def test_receiver_down_past_the_retry_window_then_the_reconciler_picks_everythin
     fhir = short_window_server
     fhir.reset()
     rt = make_runtime(fhir_base_url=fhir.base_url)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     down = f"http://127.0.0.1:{free_port()}/fhir/notify"  # nothing listens: our API is down
-    subscriptions.ensure(rt.fhir, ["Appointment"], down, WEBHOOK_SECRET)
-    booked = [rt.fhir.create(appointment(f"Patient/p{i}", START))[0] for i in range(5)]
-    rt.fhir.update({**booked[0], "status": "cancelled"})
+    subscriptions.ensure(rt.ehr, ["Appointment"], down, WEBHOOK_SECRET)
+    booked = [rt.ehr.create(appointment(f"Patient/p{i}", START))[0] for i in range(5)]
+    rt.ehr.update({**booked[0], "status": "cancelled"})
 
     def gave_up(found: list[dict[str, Any]]) -> bool:
         return len(found) >= 6 * 5 and all("error" in d for d in found)

@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from outreach import SHIPPED_JOURNEYS
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
-from outreach.runtime import Runtime, load_templates
-from outreach.settings import load_settings
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.intake.ingest import ingest
+from outreach.runtime import build_runtime
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.models import PENDING_STATES, Base, ScheduledStep
-from outreach.worker.enqueue import CollectingEnqueuer
 from rules import load_journeys
 from tests.support.fhir_data import appointment
 
@@ -37,10 +38,9 @@ def _runtime(db: Path) -> Runtime:
     engine = make_engine(f"sqlite:///{db}")
     Base.metadata.create_all(engine)
     settings = load_settings(database_url=f"sqlite:///{db}")
-    return Runtime(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                   clock=SimulatedClock(NOW), journeys=JOURNEYS,
-                   templates=load_templates(settings), channels={}, ehr=None,
-                   writeback_target=None, enqueue=CollectingEnqueuer())
+    return build_runtime(settings, sessions=make_session_factory(engine),
+                         clock=SimulatedClock(NOW), journeys=JOURNEYS, channels={}, ehr=None,
+                         enqueue=CollectingEnqueuer())
 
 
 @settings(max_examples=40, deadline=None, database=None)

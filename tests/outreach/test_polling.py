@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.errors import FhirUnavailable
-from outreach.polling import backfill, poll_once
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
+from outreach.intake.polling import backfill, poll_once
 from outreach.store.models import Enrollment, PollCursor, ResourceChangeRecord
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment
@@ -22,13 +22,13 @@ def test_poll_picks_up_every_change_once_and_moves_the_cursor(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:
     rt = make_runtime(fhir_base_url=fhir.base_url)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     start = datetime.now(UTC) + timedelta(days=5)
-    created = [rt.fhir.create(appointment(f"Patient/p{i}", start))[0] for i in range(120)]
+    created = [rt.ehr.create(appointment(f"Patient/p{i}", start))[0] for i in range(120)]
 
     assert poll_once(rt) == {"Appointment": 120}  # more than one page of 100
     assert poll_once(rt) == {"Appointment": 0}    # the overlap re-reads; nothing is new
-    rt.fhir.update({**created[0], "status": "cancelled"})
+    rt.ehr.update({**created[0], "status": "cancelled"})
     assert poll_once(rt) == {"Appointment": 1}
 
     with rt.sessions() as session:
@@ -52,16 +52,16 @@ def test_without_last_updated_a_date_window_is_swept(
     fhir.features(without_search_params=["_lastUpdated"])
     rt = make_runtime(fhir_base_url=fhir.base_url, poll_window_future_days=30,
                       poll_window_slice_days=7)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     now = datetime.now(UTC)
-    inside = [rt.fhir.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
+    inside = [rt.ehr.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
               for d in (1, 8, 20)]
-    rt.fhir.create(appointment("Patient/p1", now + timedelta(days=45)))  # beyond the window
+    rt.ehr.create(appointment("Patient/p1", now + timedelta(days=45)))  # beyond the window
 
     assert poll_once(rt) == {"Appointment": 3}
     assert sorted(_ids(rt, "poll-window")) == sorted(a["id"] for a in inside)
     assert poll_once(rt) == {"Appointment": 0}
-    rt.fhir.update({**inside[1], "status": "cancelled"})
+    rt.ehr.update({**inside[1], "status": "cancelled"})
     assert poll_once(rt) == {"Appointment": 1}
 
 
@@ -79,11 +79,11 @@ def test_backfill_ingests_a_date_range_and_sets_the_cursor(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:
     rt = make_runtime(fhir_base_url=fhir.base_url, poll_overlap_seconds=0)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     now = datetime.now(UTC)
-    wanted = [rt.fhir.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
+    wanted = [rt.ehr.create(appointment("Patient/p1", now + timedelta(days=d)))[0]
               for d in (2, 10)]
-    rt.fhir.create(appointment("Patient/p1", now + timedelta(days=60)))
+    rt.ehr.create(appointment("Patient/p1", now + timedelta(days=60)))
 
     assert backfill(rt, now, now + timedelta(days=30)) == {"Appointment": 2}
     assert sorted(_ids(rt, "backfill")) == sorted(a["id"] for a in wanted)
@@ -96,10 +96,10 @@ def test_ehr_down_part_way_then_the_next_pass_resumes_from_the_cursor(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:
     rt = make_runtime(fhir_base_url=fhir.base_url, fhir_retry_attempts=2)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     start = datetime.now(UTC) + timedelta(days=5)
     for i in range(250):
-        rt.fhir.create(appointment(f"Patient/p{i}", start))
+        rt.ehr.create(appointment(f"Patient/p{i}", start))
     fhir.outage(503, after=2)  # metadata and the first page answer; then the EHR is down
 
     with pytest.raises(FhirUnavailable):
@@ -115,10 +115,10 @@ def test_429_with_retry_after_is_waited_out_inside_the_pass(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:
     rt = make_runtime(fhir_base_url=fhir.base_url)
-    assert rt.fhir is not None
+    assert rt.ehr is not None
     start = datetime.now(UTC) + timedelta(days=5)
     for i in range(150):
-        rt.fhir.create(appointment(f"Patient/p{i}", start))
+        rt.ehr.create(appointment(f"Patient/p{i}", start))
     fhir.outage(429, after=2, count=2, retry_after=0.2)
 
     began = time.monotonic()

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 
-from outreach.ratelimit import LocalRateLimiter, RedisRateLimiter
+from outreach.sending.ratelimit import LocalRateLimiter, RedisRateLimiter
 
 
 def _burst(limiter: RedisRateLimiter | LocalRateLimiter, threads: int, each: int) -> list[float]:

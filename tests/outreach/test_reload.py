@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from outreach import SHIPPED_JOURNEYS
-from outreach.reload import ReloadingJourneySet
+from outreach.core.journeys import ReloadingJourneySet
 
 
 class FakeClock:

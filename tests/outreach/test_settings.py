@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outreach.settings import SettingsError, load_settings
+from outreach.core.settings import SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_setup() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from outreach.cli import app
+from outreach.core.settings import load_settings
 from outreach.demo import DEMO_FIXTURES
-from outreach.settings import load_settings
 from outreach.simulate import read_resources, simulate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.client import FhirClient
-from outreach import dispatch
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
-from outreach.runtime import Runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
 from outreach.store.models import (
     ContactConsent,
     DeliveryAttempt,
@@ -22,7 +22,7 @@ from outreach.store.models import (
     ScheduledStep,
     StepState,
 )
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
 from tests.support.fhir_data import appointment, patient
@@ -63,8 +63,8 @@ def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, twilio: TwilioServer,
 
 
 def _fhir(rt: Runtime) -> FhirClient:
-    assert rt.fhir is not None
-    return rt.fhir
+    assert rt.ehr is not None
+    return rt.ehr
 
 
 def _book(rt: Runtime, days: float = 5, **patient_fields: Any) -> dict[str, Any]:
@@ -75,15 +75,15 @@ def _book(rt: Runtime, days: float = 5, **patient_fields: Any) -> dict[str, Any]
     return appt
 
 
-def _drain(rt: Runtime) -> list[dispatch.SendOutcome]:
+def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
     queue = rt.enqueue
     assert isinstance(queue, CollectingEnqueuer)
     outcomes = []
     while queue.steps or queue.writebacks:
         while queue.steps:
-            outcomes.append(dispatch.send_step(rt, queue.steps.pop(0)))
+            outcomes.append(jobs.send_step(rt, queue.steps.pop(0)))
         while queue.writebacks:
-            dispatch.write_back(rt, queue.writebacks.pop(0))
+            jobs.write_back(rt, queue.writebacks.pop(0))
     return outcomes
 
 
@@ -131,7 +131,7 @@ def test_429_and_500_then_201_is_one_message(rt: Runtime, twilio: TwilioServer,
         _drain(rt)
         due = _due_at(rt, "booked")
         clock.set(due)
-        dispatch.sweep(rt)
+        jobs.sweep(rt)
     _drain(rt)
     assert len(twilio.state.requests) == 3 and len(twilio.messages) == 1
     with rt.sessions() as session:
@@ -151,7 +151,7 @@ def test_invalid_number_is_not_retried_and_falls_back_to_email(
             ScheduledStep.step_id == "reminder-72h")).one()
         due = reminder.due_at
     rt.clock.set(due)  # type: ignore[attr-defined]
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     states = [(o.state, o.channel) for o in _drain(rt)]
     assert states == [(StepState.QUEUED, None), (StepState.SENT, "email")]
     assert len(twilio.state.requests) == 1 and twilio.messages == []
@@ -191,7 +191,7 @@ def test_stop_is_honoured_before_a_step_due_in_the_same_second(
     assert len(twilio.messages) == 1
     due = _due_at(rt, "reminder-24h")
     rt.clock.set(due)  # type: ignore[attr-defined]
-    dispatch.sweep(rt)  # the reminder is queued: due this very second
+    jobs.sweep(rt)  # the reminder is queued: due this very second
     answer = _reply(rt, api_server, "Stop")
     assert "no more text messages" in answer
     assert "Reply START" in answer
@@ -222,7 +222,7 @@ def test_confirm_reply_accepts_the_appointment_in_the_ehr(
     _drain(rt)
     due = _due_at(rt, "reminder-72h")
     clock.set(due)
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     _drain(rt)
     answer = _reply(rt, api_server, " c ")
     assert "confirmed" in answer
@@ -244,7 +244,7 @@ def test_free_text_and_cancel_replies_become_tasks_for_staff(
     _drain(rt)
     due = _due_at(rt, "reminder-72h")
     clock.set(due)
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     _drain(rt)
     assert "<Response/>" in _reply(rt, api_server, "Can I bring my daughter?")
     assert "asked the clinic to cancel" in _reply(rt, api_server, "X")

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.subscriptions import desired_topic
-from outreach.clock import SimulatedClock
-from outreach.runtime import Runtime
+from outreach.broker.app import celery_app, configure
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.topics import check_silence
 from outreach.store.models import ResourceChangeRecord, SubscriptionStatus
-from outreach.topics import check_silence
-from outreach.worker.celery_app import celery_app, configure
 from tests.conftest import WEBHOOK_SECRET, ApiServer, RuntimeFactory, wait_until
 from tests.support.fhir_data import appointment
 from tests.support.fhir_server import FhirTestServer
@@ -33,8 +33,8 @@ def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, api_server: ApiServer
 
 
 def subscribe(rt: Runtime, content: str) -> str:
-    assert rt.fhir is not None and rt.settings.notify_endpoint is not None
-    sub, _ = rt.fhir.create(desired_topic(TOPIC, "Appointment", rt.settings.notify_endpoint,
+    assert rt.ehr is not None and rt.settings.notify_endpoint is not None
+    sub, _ = rt.ehr.create(desired_topic(TOPIC, "Appointment", rt.settings.notify_endpoint,
                                           WEBHOOK_SECRET, content=content))
     assert wait_until(lambda: status(rt, sub["id"]) is not None), "no handshake"
     return str(sub["id"])
@@ -52,8 +52,8 @@ def processed(rt: Runtime) -> int:
 
 
 def book(rt: Runtime, n: int = 1) -> list[dict[str, Any]]:
-    assert rt.fhir is not None
-    return [rt.fhir.create(appointment(f"Patient/p{i}", START))[0] for i in range(n)]
+    assert rt.ehr is not None
+    return [rt.ehr.create(appointment(f"Patient/p{i}", START))[0] for i in range(n)]
 
 
 @pytest.mark.parametrize("content", ["id-only", "full-resource"])

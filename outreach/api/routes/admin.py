@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from outreach import admin
 from outreach.api.deps import RuntimeDep
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
+from outreach.staff import admin
+from outreach.store.controls import paused_journeys
 from outreach.store.models import AuditEntry, Enrollment, ScheduledStep, Writeback
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -116,7 +117,7 @@ def _not_found(exc: admin.NotFound) -> HTTPException:
 @router.get("/journeys")
 def journeys(rt: RuntimeDep, _caller: Caller) -> list[JourneyOut]:
     with rt.sessions() as session:
-        paused = admin.paused_journeys(session)
+        paused = paused_journeys(session)
     return [JourneyOut(name=j.name, version=j.version, path=j.path,
                        resource=j.spec.trigger.resource, steps=[s.id for s in j.spec.steps],
                        paused=j.name in paused) for j in rt.journeys.journeys]

@@ -15,9 +15,10 @@ from connector.notifications import TopicNotification, parse_notification
 from connector.resources import parse_json, validate_resource
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import FhirJSONResponse, RuntimeDep, outcome_response
-from outreach.ingest import Ignored, IngestResult, ingest_deleted, ingest_notified
-from outreach.metrics import NOTIFICATIONS
-from outreach.topics import handle_notification
+from outreach.core.metrics import NOTIFICATIONS
+from outreach.intake.ingest import IngestResult
+from outreach.intake.notifications import Ignored, ingest_deleted, ingest_notified
+from outreach.intake.topics import handle_notification
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ async def ping(request: Request, rt: RuntimeDep) -> Response:
         except InvalidResource as exc:
             NOTIFICATIONS.labels("invalid").inc()
             return FhirJSONResponse(exc.outcome, status_code=400)
-    from outreach.worker.tasks import poll
-
-    await run_in_threadpool(poll.delay)
+    await run_in_threadpool(rt.enqueue.poll)
     NOTIFICATIONS.labels("ping").inc()
     return outcome_response(200, "polling the EHR", code="informational", severity="information")
 

@@ -17,9 +17,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
-from outreach.runtime import Runtime
-from outreach.settings import Settings
-from outreach.smart import (
+from outreach.core.ports import Runtime
+from outreach.core.settings import Settings
+from outreach.staff.smart import (
     CookieBox,
     LaunchError,
     allowed_issuer,
@@ -29,15 +29,15 @@ from outreach.smart import (
     load_timeline,
     new_pending_launch,
 )
-from outreach.smart.launch import MAX_PARAM_LENGTH
-from outreach.smart.session import (
+from outreach.staff.smart.launch import MAX_PARAM_LENGTH
+from outreach.staff.smart.session import (
     COOKIE_PATH,
     LAUNCH_COOKIE,
     LAUNCH_TTL_SECONDS,
     SESSION_COOKIE,
     SmartSession,
 )
-from outreach.smart.timeline import Timeline
+from outreach.staff.smart.timeline import Timeline
 
 log = logging.getLogger(__name__)
 

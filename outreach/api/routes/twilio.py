@@ -12,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from channels.signatures import valid_twilio_signature
 from outreach.api.deps import RuntimeDep
-from outreach.delivery_status import apply_status
-from outreach.inbound import handle_sms
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
+from outreach.replies.inbound import InboundResult, handle_sms
+from outreach.writeback.delivery_status import apply_status
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,19 @@ def _twiml(message: str | None) -> Response:
     return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type=TWIML)
 
 
+def _reply(rt: Runtime, form: dict[str, str]) -> InboundResult:
+    """The reply handled; an appointment it changed in the EHR goes to intake, which re-plans
+    (cancels) the journeys that follow it."""
+    result = handle_sms(rt, message_id=form.get("MessageSid", ""), from_=form.get("From", ""),
+                        to=form.get("To", ""), body=form.get("Body", ""))
+    if result.changed is not None:
+        ingest(rt, result.changed, source="reply")
+    return result
+
+
 @router.post("/inbound")
 async def inbound(form: SignedForm, rt: RuntimeDep) -> Response:
-    result = await run_in_threadpool(
-        lambda: handle_sms(rt, message_id=form.get("MessageSid", ""), from_=form.get("From", ""),
-                           to=form.get("To", ""), body=form.get("Body", "")))
+    result = await run_in_threadpool(_reply, rt, form)
     return _twiml(result.reply)
 
 

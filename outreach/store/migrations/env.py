@@ -28,7 +28,7 @@ def run() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from outreach.settings import get_settings
+        from outreach.core.settings import get_settings
 
         url = get_settings().database_url
     with make_engine(url).connect() as conn:

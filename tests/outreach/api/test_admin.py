@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from outreach import dispatch
 from outreach.api.app import create_app
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
-from outreach.runtime import Runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
 from outreach.store.models import ScheduledStep, StepState
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -38,19 +38,19 @@ def client(rt: Runtime) -> TestClient:
 
 
 def _book(rt: Runtime) -> str:
-    assert rt.fhir is not None
-    pat, _ = rt.fhir.create(patient(email="pat@example.org"))
-    appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
+    assert rt.ehr is not None
+    pat, _ = rt.ehr.create(patient(email="pat@example.org"))
+    appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
     ingest(rt, appt, source="test")
     return str(pat["id"])
 
 
-def _drain(rt: Runtime) -> list[dispatch.SendOutcome]:
+def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
     queue = rt.enqueue
     assert isinstance(queue, CollectingEnqueuer)
     outcomes = []
     while queue.steps:
-        outcomes.append(dispatch.send_step(rt, queue.steps.pop(0)))
+        outcomes.append(jobs.send_step(rt, queue.steps.pop(0)))
     queue.writebacks.clear()
     return outcomes
 
@@ -115,7 +115,7 @@ def test_a_paused_journey_sends_nothing_until_resumed(
         due = session.scalars(select(ScheduledStep.due_at).where(
             ScheduledStep.step_id == "booked")).one()
     rt.clock.set(due)  # type: ignore[attr-defined]
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     assert [o.state for o in _drain(rt)] == [StepState.SENT]
     assert client.post("/admin/journeys/nope/pause", headers=AUTH).status_code == 404
 

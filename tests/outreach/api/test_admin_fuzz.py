@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from outreach.api.app import create_app
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
 from tests.conftest import RuntimeFactory
 
 TOKEN = "fuzz-token-0123456789"

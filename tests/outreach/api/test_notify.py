@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.app import create_app
-from outreach.runtime import Runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.ports import Runtime
 from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, StepState
-from outreach.worker.enqueue import CollectingEnqueuer
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
 from tests.support.fhir_data import appointment
 from tests.support.fhir_server import FhirTestServer
@@ -159,8 +159,8 @@ def test_a_resource_the_ehr_does_not_have_is_ignored(
 def test_a_forged_version_of_a_real_resource_is_ignored(
     ehr_client: TestClient, ehr_rt: Runtime
 ) -> None:
-    assert ehr_rt.fhir is not None
-    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE, status="proposed"))
+    assert ehr_rt.ehr is not None
+    real, _ = ehr_rt.ehr.create(appointment("Patient/p1", FUTURE, status="proposed"))
     forged = {**real, "status": "booked",
               "meta": {"versionId": "forged", "lastUpdated": "2099-01-01T00:00:00Z"}}
 
@@ -173,9 +173,9 @@ def test_a_forged_version_of_a_real_resource_is_ignored(
 def test_a_stale_payload_is_replaced_by_the_ehrs_current_version(
     ehr_client: TestClient, ehr_rt: Runtime
 ) -> None:
-    assert ehr_rt.fhir is not None
-    v1, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
-    v2 = ehr_rt.fhir.update({**v1, "status": "cancelled"})
+    assert ehr_rt.ehr is not None
+    v1, _ = ehr_rt.ehr.create(appointment("Patient/p1", FUTURE))
+    v2 = ehr_rt.ehr.update({**v1, "status": "cancelled"})
 
     response = _put(ehr_client, v1)  # a delayed retry of the first delivery
 
@@ -187,8 +187,8 @@ def test_a_stale_payload_is_replaced_by_the_ehrs_current_version(
 def test_a_genuine_notification_is_processed_once_however_often_delivered(
     ehr_client: TestClient, ehr_rt: Runtime, fhir: FhirTestServer
 ) -> None:
-    assert ehr_rt.fhir is not None
-    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    assert ehr_rt.ehr is not None
+    real, _ = ehr_rt.ehr.create(appointment("Patient/p1", FUTURE))
 
     outcomes = [_diagnostics(_put(ehr_client, real)) for _ in range(5)]
 
@@ -202,8 +202,8 @@ def test_a_genuine_notification_is_processed_once_however_often_delivered(
 def test_a_delete_of_a_resource_the_ehr_still_has_is_not_acted_on(
     ehr_client: TestClient, ehr_rt: Runtime
 ) -> None:
-    assert ehr_rt.fhir is not None
-    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    assert ehr_rt.ehr is not None
+    real, _ = ehr_rt.ehr.create(appointment("Patient/p1", FUTURE))
     _put(ehr_client, real)
 
     response = ehr_client.delete(f"/fhir/notify/Appointment/{real['id']}", headers=AUTH)
@@ -216,8 +216,8 @@ def test_a_delete_of_a_resource_the_ehr_still_has_is_not_acted_on(
 def test_ehr_down_while_verifying_is_503_with_retry_after(
     ehr_client: TestClient, ehr_rt: Runtime, fhir: FhirTestServer
 ) -> None:
-    assert ehr_rt.fhir is not None
-    real, _ = ehr_rt.fhir.create(appointment("Patient/p1", FUTURE))
+    assert ehr_rt.ehr is not None
+    real, _ = ehr_rt.ehr.create(appointment("Patient/p1", FUTURE))
     fhir.outage(503, retry_after=60)  # longer than the client waits in-line
 
     response = _put(ehr_client, real)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from outreach.runtime import Runtime
+from outreach.core.ports import Runtime
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
 from tests.support.smart_auth_server import CLIENT_ID, SmartAuthServer

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from outreach import dispatch
-from outreach.clock import SimulatedClock
-from outreach.ingest import ingest
-from outreach.runtime import Runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.ports import Runtime
+from outreach.intake.ingest import ingest
 from outreach.store.models import ScheduledStep
-from outreach.worker.enqueue import CollectingEnqueuer
+from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
 from tests.support.fhir_data import appointment, patient
@@ -76,9 +76,9 @@ def _drain(rt: Runtime) -> None:
     assert isinstance(queue, CollectingEnqueuer)
     while queue.steps or queue.writebacks:
         while queue.steps:
-            dispatch.send_step(rt, queue.steps.pop(0))
+            jobs.send_step(rt, queue.steps.pop(0))
         while queue.writebacks:
-            dispatch.write_back(rt, queue.writebacks.pop(0))
+            jobs.write_back(rt, queue.writebacks.pop(0))
 
 
 def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
@@ -91,16 +91,16 @@ def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
 def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
     """Book, confirm by SMS, send the 72 h reminder (delivered), then a free-text reply (a Task
     for staff) and STOP. Returns the patient's id."""
-    assert rt.fhir is not None
-    pat, _ = rt.fhir.create(patient(email=None, mobile=MOBILE))
-    appt, _ = rt.fhir.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
+    assert rt.ehr is not None
+    pat, _ = rt.ehr.create(patient(email=None, mobile=MOBILE))
+    appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
     ingest(rt, appt, source="test")
     _drain(rt)
     with rt.sessions() as session:
         due = session.scalars(select(ScheduledStep.due_at).where(
             ScheduledStep.step_id == "reminder-72h")).one()
     rt.clock.set(due)  # type: ignore[attr-defined]
-    dispatch.sweep(rt)
+    jobs.sweep(rt)
     _drain(rt)
     assert len(twilio.messages) == 2
     assert twilio.status_callback(twilio.messages[1], "delivered").status_code == 204

@@ -10,13 +10,13 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from outreach.runtime import Runtime
-from outreach.settings import load_settings
-from outreach.smart import LaunchError, PendingLaunch, exchange_code
-from outreach.smart.launch import challenge_of
-from outreach.smart.session import LAUNCH_COOKIE, SESSION_COOKIE
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.staff.smart import LaunchError, PendingLaunch, exchange_code
+from outreach.staff.smart.launch import challenge_of
+from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE
 from tests.conftest import RuntimeFactory
-from tests.outreach.smart.conftest import PATIENT_ID
+from tests.outreach.staff.smart.conftest import PATIENT_ID
 from tests.support.api_server import ApiServer
 from tests.support.smart_auth_server import (
     CLIENT_ID,
@@ -281,7 +281,7 @@ def test_not_configured_is_a_503_page(make_runtime: RuntimeFactory, client: http
 
 
 def test_settings_refuse_a_missing_or_short_session_secret_and_bad_issuers() -> None:
-    from outreach.settings import SettingsError
+    from outreach.core.settings import SettingsError
 
     with pytest.raises(SettingsError, match="OUTREACH_SMART_SESSION_SECRET: required"):
         load_settings(smart_client_id="app")

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from outreach.runtime import Runtime
-from outreach.smart import load_timeline
+from outreach.core.ports import Runtime
+from outreach.staff.smart import load_timeline
 from outreach.store.db import transaction
 from outreach.store.models import (
     ContactConsent,
@@ -23,7 +23,7 @@ from outreach.store.models import (
     Writeback,
 )
 from tests.conftest import RuntimeFactory
-from tests.outreach.smart.conftest import PATIENT_ID
+from tests.outreach.staff.smart.conftest import PATIENT_ID
 from tests.support.smart_auth_server import SmartAuthServer, ehr_sign_in
 
 T0 = datetime(2030, 3, 4, 12, 0, tzinfo=UTC)

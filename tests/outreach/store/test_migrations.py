@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from outreach.cli import app
-from outreach.settings import get_settings
+from outreach.core.settings import get_settings
 from outreach.store.db import make_engine
 from outreach.store.migrate import (
     SchemaOutOfDate,

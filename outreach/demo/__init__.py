@@ -1,0 +1,168 @@
+"""`outreach demo`: replay fhir_fixtures/demo/ through the real pipeline on a simulated clock."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import func, select
+
+from channels import ConsoleChannel
+from connector.changes import version_of
+from connector.resources import validate_resource
+from outreach import FIXTURES
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.clock import SimulatedClock
+from outreach.core.settings import Settings
+from outreach.demo.ehr import DemoEhr
+from outreach.intake.ingest import ingest
+from outreach.runtime import build_runtime
+from outreach.store.db import make_engine, make_session_factory
+from outreach.store.migrate import upgrade
+from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.worker import jobs
+
+DEMO_FIXTURES = FIXTURES / "demo"
+
+
+def load_changes(folder: Path) -> list[dict[str, Any]]:
+    """Every resource version in the folder, validated, in the order the EHR made them."""
+    resources = []
+    for file in sorted(folder.glob("*.json")):
+        resources.append(validate_resource(json.loads(file.read_text(encoding="utf-8"))))
+    return sorted(resources, key=lambda r: version_of(r)[1] or datetime.min)
+
+
+def _stamp(moment: datetime, settings: Settings) -> str:
+    return moment.astimezone(settings.zone).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+class Demo:
+    def __init__(self, out_dir: Path, stream: TextIO, settings: Settings) -> None:
+        self.out, self.stream, self.settings = out_dir, stream, settings
+        # Console channels write here; the timeline prints each message under its SENT line.
+        self.outbox = io.StringIO()
+        engine = make_engine(f"sqlite:///{out_dir / 'outreach.db'}")
+        upgrade(engine)
+        sessions = make_session_factory(engine)
+        self.enqueuer = CollectingEnqueuer()
+        self.clock = SimulatedClock(datetime.fromisoformat("2000-01-01T00:00:00+00:00"))
+        self.sink = DemoEhr(sessions, out_dir / "writeback")
+        self.rt = build_runtime(
+            settings, sessions=sessions, clock=self.clock, ehr=self.sink, enqueue=self.enqueuer,
+            channels={
+                "email": ConsoleChannel(self.outbox, name="email", medium="EMAILWRIT"),
+                "sms": ConsoleChannel(self.outbox, name="sms", medium="WRITTEN"),
+            },
+        )
+
+    def say(self, moment: datetime, text: str) -> None:
+        self.stream.write(f"{_stamp(moment, self.settings)}  {text}\n")
+
+    def _step_label(self, step_id: int) -> str:
+        with self.rt.sessions() as session:
+            step = session.get_one(ScheduledStep, step_id)
+            enrollment = step.enrollment
+            return f"{enrollment.journey}/{step.step_id} for {enrollment.patient} " \
+                   f"({enrollment.anchor_reference})"
+
+    def drain(self) -> None:
+        """Run queued tasks in-process: the same jobs the Celery tasks run."""
+        while self.enqueuer.steps or self.enqueuer.writebacks:
+            while self.enqueuer.steps:
+                step_id = self.enqueuer.steps.pop(0)
+                label = self._step_label(step_id)
+                outcome = jobs.send_step(self.rt, step_id)
+                if outcome.state == StepState.SENT:
+                    self.say(self.clock.now(), f"SENT {outcome.channel}: {label}")
+                    self.stream.write(self.outbox.getvalue())
+                elif outcome.state != "not-queued":
+                    self.say(self.clock.now(),
+                             f"{outcome.state.upper()} {label}: {outcome.reason}")
+                self.outbox.seek(0)
+                self.outbox.truncate()
+            while self.enqueuer.writebacks:
+                jobs.write_back(self.rt, self.enqueuer.writebacks.pop(0))
+
+    def _next_due(self) -> datetime | None:
+        with self.rt.sessions() as session:
+            return session.scalar(select(func.min(ScheduledStep.due_at)).where(
+                ScheduledStep.state == StepState.SCHEDULED))
+
+    def run_until(self, moment: datetime) -> None:
+        while (due := self._next_due()) is not None and due <= moment:
+            self.clock.set(due)
+            jobs.sweep(self.rt)
+            self.drain()
+        self.clock.set(moment)
+
+    def replay(self, resource: dict[str, Any]) -> None:
+        _, updated = version_of(resource)
+        assert updated is not None, "demo fixtures carry meta.lastUpdated"
+        self.run_until(updated)
+        result = ingest(self.rt, resource, source="demo")
+        change = result.change
+        what = f"{change.reference} v{change.version_id}"
+        if result.outcome != "processed":
+            self.say(updated, f"{what} delivered again: {result.outcome}, ignored")
+            return
+        what += f" {change.kind.value}"
+        if resource["resourceType"] == "Appointment":
+            what += f" (status {resource['status']}, start {_stamp_plain(resource['start'])})"
+        self.say(updated, what)
+        for journey in result.journeys:
+            self._describe(journey.journey, journey.action, journey.reason, journey.steps)
+        self.drain()
+
+    def _describe(self, journey: str, action: str, reason: str,
+                  steps: list[ScheduledStep]) -> None:
+        pad = " " * 24
+        self.stream.write(f"{pad}↳ {journey}: {action} ({reason})\n")
+        for step in steps:
+            when = "now" if step.state == StepState.QUEUED else _stamp(step.due_at, self.settings)
+            note = f"  — {step.reason}" if step.reason else ""
+            self.stream.write(f"{pad}    {step.step_id:<14} {step.state:<10} {when}{note}\n")
+
+    def summary(self) -> dict[str, int]:
+        with self.rt.sessions() as session:
+            counts = dict(session.execute(
+                select(ScheduledStep.state, func.count()).group_by(ScheduledStep.state)).all())
+            counts["enrollments"] = session.scalar(select(func.count(Enrollment.id))) or 0
+        for rtype, written in self.sink.written().items():
+            counts[f"{rtype} written back"] = written
+        return {str(k): int(v) for k, v in counts.items()}
+
+
+def _stamp_plain(value: str) -> str:
+    return value.replace("T", " ").replace(":00Z", " UTC")
+
+
+def run_demo(out_dir: Path, stream: TextIO, settings: Settings,
+             fixtures: Path = DEMO_FIXTURES) -> dict[str, int]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    demo = Demo(out_dir, stream, settings)
+    try:
+        changes = load_changes(fixtures)
+        stream.write(f"Replaying {len(changes)} resource versions from {fixtures} "
+                     f"(simulated clock, console channels, SQLite store)\n\n")
+        for resource in changes:
+            demo.replay(resource)
+        last = max(_horizon(changes))
+        demo.run_until(last)
+        return demo.summary()
+    finally:
+        demo.rt.engine.dispose()
+
+
+def _horizon(changes: list[dict[str, Any]]) -> Iterator[datetime]:
+    for resource in changes:
+        _, updated = version_of(resource)
+        if updated:
+            yield updated
+        if resource["resourceType"] == "Appointment" and resource.get("start"):
+            yield datetime.fromisoformat(resource["start"].replace("Z", "+00:00")) + timedelta(
+                hours=1)

@@ -1,0 +1,1 @@
+"""Replies: a patient's inbound message understood, acted on and written back."""

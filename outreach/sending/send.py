@@ -1,0 +1,245 @@
+"""send_step: re-check a due step, reserve it, call the provider once, record the result and
+queue its write-back. A newer version of the resource found on the way is returned, not
+ingested: the task layer hands it to intake."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import joinedload
+
+from channels import PermanentSendError, SendError, TransientSendError
+from channels.twilio import UNSUBSCRIBED
+from connector.writeback import SentMessage, build_communication, request_identifier
+from outreach.core.metrics import SENDS
+from outreach.core.ports import Runtime
+from outreach.core.retry import backoff
+from outreach.sending.checks import Ready, Skip, check
+from outreach.store.consent import set_opt_out
+from outreach.store.db import transaction
+from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState
+from outreach.writeback import outbox
+from outreach.writeback.communication_requests import queue_requests
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = ("reserved", "unknown")  # attempts the provider may or may not have
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    step_id: int
+    state: str
+    reason: str | None = None
+    channel: str | None = None
+    to: str | None = None
+    writeback_ids: tuple[int, ...] = ()  # the outbox rows this send queued
+    # A newer version of the anchor resource than the step was planned from, for intake.
+    fresh: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step_id": self.step_id, "state": self.state, "reason": self.reason,
+                "channel": self.channel}
+
+
+def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
+    """The step and its enrollment as they are now, read without locking: the re-checks run
+    against this, and only a step still queued is worth checking."""
+    with rt.sessions() as session:
+        step = session.get(ScheduledStep, step_id, options=[joinedload(ScheduledStep.enrollment)])
+        if step is None or step.state != StepState.QUEUED:
+            return None
+        session.expunge_all()
+        return step
+
+
+def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
+            due_at: datetime | None = None, *, from_state: StepState = StepState.SENDING,
+            excluded: str | None = None, counts: bool = True) -> SendOutcome:
+    """Move the step out of `from_state`; a step that has moved on meanwhile is left alone."""
+    now = rt.clock.now()
+    values: dict[str, Any] = {"state": state, "reason": reason, "updated_at": now}
+    if from_state == StepState.QUEUED and counts:  # checked, never reserved: still an attempt
+        values["attempts"] = ScheduledStep.attempts + 1
+    if due_at is not None:
+        values["due_at"] = due_at
+    if excluded is not None:
+        values["excluded_channels"] = excluded
+    if state == StepState.QUEUED:
+        values["queued_at"] = now
+    with transaction(rt.sessions) as session:
+        result = session.execute(update(ScheduledStep).where(
+            ScheduledStep.id == step_id, ScheduledStep.state == from_state).values(**values))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return SendOutcome(step_id, "not-queued", "taken, cancelled or re-planned meanwhile")
+    if state in (StepState.SKIPPED, StepState.FAILED, StepState.CANCELLED):
+        _revoke_request(rt, step_id, now)
+    SENDS.labels(state).inc()
+    if state == StepState.QUEUED:
+        rt.enqueue.send_steps([step_id])
+    if state == StepState.SKIPPED:
+        log.info("step %s skipped: %s", step_id, reason)
+    return SendOutcome(step_id, state, reason)
+
+
+def _revoke_request(rt: Runtime, step_id: int, now: datetime) -> None:
+    """The step will not be sent: its CommunicationRequest in the EHR says so, with the reason."""
+    with transaction(rt.sessions) as session:
+        step = session.get_one(ScheduledStep, step_id,
+                               options=[joinedload(ScheduledStep.enrollment)])
+        ids = queue_requests(session, rt.settings.identifier_system, rt.journeys,
+                             step.enrollment, [step], now)
+    rt.enqueue.write_back(ids)
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    attempt_id: int | None  # the attempt row written before the provider call
+    unfinished: DeliveryAttempt | None  # an earlier attempt whose result was lost
+
+
+def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | None:
+    """One transaction, committed before the provider is called: queued → sending (a duplicate
+    task gets nothing) and the attempt row naming the channel and address."""
+    now = rt.clock.now()
+    with transaction(rt.sessions) as session:
+        result = session.execute(update(ScheduledStep).where(
+            ScheduledStep.id == step.id, ScheduledStep.state == StepState.QUEUED
+        ).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1, updated_at=now))
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return None
+        unfinished = session.scalars(select(DeliveryAttempt).where(
+            DeliveryAttempt.step_id == step.id, DeliveryAttempt.state.in_(UNFINISHED)
+        ).order_by(DeliveryAttempt.id.desc())).first()
+        if unfinished is not None:
+            session.expunge(unfinished)
+            return _Reservation(None, unfinished)
+        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
+                                  channel=ready.channel, address=ready.to, state="reserved",
+                                  started_at=now)
+        session.add(attempt)
+        session.flush()
+        return _Reservation(attempt.id, None)
+
+
+def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
+               previous: DeliveryAttempt) -> tuple[int, str | None]:
+    """After a worker died (or the provider timed out) between calling the provider and
+    recording the result, ask the provider whether it has the message before sending again.
+    Returns (attempt id, provider id if it was already sent)."""
+    channel = rt.channels.get(previous.channel)
+    finder = getattr(channel, "find_sent", None)
+    sid = None
+    if finder is not None and previous.address is not None:
+        sid = finder(previous.address, ready.message.text, previous.started_at)
+    if sid is not None:
+        return previous.id, sid
+    # Not at the provider (or it cannot tell us: at-least-once for this one attempt).
+    with transaction(rt.sessions) as session:
+        row = session.get_one(DeliveryAttempt, previous.id)
+        row.state, row.error = "failed", "result lost; not found at the provider"
+        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
+                                  channel=ready.channel, address=ready.to, state="reserved",
+                                  started_at=rt.clock.now())
+        session.add(attempt)
+        session.flush()
+        return attempt.id, None
+
+
+def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
+            exc: SendError) -> SendOutcome:
+    now = rt.clock.now()
+    attempts = step.attempts + 1
+    ambiguous = isinstance(exc, TransientSendError) and exc.code == "timeout"
+    with transaction(rt.sessions) as session:
+        attempt = session.get_one(DeliveryAttempt, attempt_id)
+        attempt.state, attempt.finished_at = ("unknown" if ambiguous else "failed"), now
+        attempt.error, attempt.error_code = str(exc)[:500], exc.code
+        if exc.code == UNSUBSCRIBED and ready.channel == "sms":
+            set_opt_out(session, "sms", ready.to, True, source="provider", now=now,
+                        patient=ready.patient)
+    reason = f"{ready.channel}: {exc}" + (f" (code {exc.code})" if exc.code else "")
+    if isinstance(exc, TransientSendError) and attempts < rt.settings.max_send_attempts:
+        log.warning("step %s attempt %s failed, will retry: %s", step.id, attempts, exc)
+        return _finish(rt, step.id, StepState.SCHEDULED, f"retrying: {reason}",
+                       due_at=now + backoff(attempts))
+    if isinstance(exc, PermanentSendError):
+        excluded = ",".join(filter(None, [step.excluded_channels, ready.channel]))
+        log.warning("step %s failed permanently on %s (code %s); trying a fallback", step.id,
+                    ready.channel, exc.code)
+        return _finish(rt, step.id, StepState.QUEUED, f"fallback after {reason}",
+                       excluded=excluded)
+    log.error("step %s failed: gave up after %s attempts", step.id, attempts)
+    return _finish(rt, step.id, StepState.FAILED, f"gave up: {reason}")
+
+
+def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
+          provider_id: str | None) -> list[int]:
+    """Record the send; returns the outbox rows to write: the Communication first, then its
+    CommunicationRequest marked completed."""
+    now = rt.clock.now()
+    system = rt.settings.identifier_system
+    communication = build_communication(SentMessage(
+        identifier_system=system, identifier_value=step.uid, patient=ready.patient,
+        about=ready.about, channel=ready.channel, category=ready.category, sent=now,
+        text=ready.message.text, subject=ready.message.subject,
+        based_on=request_identifier(step.uid),
+    ))
+    with transaction(rt.sessions) as session:
+        session.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == attempt_id).values(
+            state="sent", finished_at=now, provider_message_id=provider_id,
+            provider_status="accepted"))
+        session.execute(update(ScheduledStep).where(ScheduledStep.id == step.id).values(
+            state=StepState.SENT, sent_at=now, channel=ready.channel, reason=None,
+            updated_at=now))
+        row = session.get_one(ScheduledStep, step.id)
+        request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
+        return [outbox.queue(session, communication, system, step.uid, now,
+                                step_id=step.id, known_new=True).id, *request_ids]
+
+
+def send_step(rt: Runtime, step_id: int) -> SendOutcome:
+    """Send one step at most once. Read it, re-check its preconditions against the EHR, then in
+    one committed transaction reserve it (queued → sending) and record the attempt; only then
+    call the provider; then record the result and queue the Communication write-back. A step
+    whose earlier attempt lost its result is reconciled with the provider before any resend."""
+    step = _snapshot(rt, step_id)
+    if step is None:
+        return SendOutcome(step_id, "not-queued", "already taken, cancelled or re-planned")
+    ready = check(rt, step, step.enrollment)
+    if isinstance(ready, Skip):
+        outcome = _finish(rt, step_id, ready.state, ready.reason, ready.retry_at,
+                          from_state=StepState.QUEUED, counts=ready.counts)
+        return replace(outcome, fresh=ready.fresh)
+    reservation = _reserve(rt, step, ready)
+    if reservation is None:
+        return SendOutcome(step_id, "not-queued", "taken by another worker")
+    provider_id: str | None = None
+    try:
+        if reservation.unfinished is not None:
+            attempt_id, provider_id = _reconcile(rt, step, ready, reservation.unfinished)
+        else:
+            assert reservation.attempt_id is not None
+            attempt_id = reservation.attempt_id
+    except TransientSendError as exc:
+        return _finish(rt, step_id, StepState.SCHEDULED, f"retrying: {exc}",
+                       due_at=rt.clock.now() + backoff(step.attempts + 1))
+    if provider_id is not None:
+        log.info("step %s was already at the provider (%s): recorded, not resent", step_id,
+                 provider_id)
+    else:
+        try:
+            provider_id = rt.channels[ready.channel].send(ready.message).provider_message_id
+        except SendError as exc:
+            return _failed(rt, step, attempt_id, ready, exc)
+    writeback_ids = _sent(rt, step, attempt_id, ready, provider_id)
+    rt.enqueue.write_back(writeback_ids)
+    SENDS.labels(StepState.SENT).inc()
+    log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
+    return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to,
+                       tuple(writeback_ids))
+

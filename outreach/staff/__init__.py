@@ -1,0 +1,1 @@
+"""Staff: what people do and see — the admin actions (audited) and the SMART clinician view."""

@@ -1,0 +1,82 @@
+"""The browser's SMART session: encrypted, timestamped cookies (Fernet), no server-side state.
+
+Encrypted rather than only signed: the cookie carries the EHR's access token and the patient id,
+which a signed cookie would leave readable to anything that sees the request (a proxy's log).
+Each purpose derives its own key, so a launch cookie can never be replayed as a session.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from outreach.staff.smart.launch import MAX_SESSION, PendingLaunch, TokenGrant
+
+LAUNCH_COOKIE = "outreach_smart_launch"
+SESSION_COOKIE = "outreach_smart"
+COOKIE_PATH = "/smart"
+LAUNCH_TTL_SECONDS = 600  # from /launch to /callback: a login page, not a coffee break
+
+
+@dataclass(frozen=True)
+class SmartSession:
+    patient: str  # "Patient/{id}"
+    iss: str
+    access_token: str
+    expires_at: datetime
+
+
+def _fernet(secret: str, purpose: str) -> Fernet:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=f"fhir-outreach smart {purpose}".encode()).derive(secret.encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+class CookieBox:
+    """Seals and opens the launch and session cookies with keys derived from the secret."""
+
+    def __init__(self, secret: str) -> None:
+        self._launch = _fernet(secret, "launch")
+        self._session = _fernet(secret, "session")
+
+    @staticmethod
+    def _open(fernet: Fernet, token: str | None, ttl: int) -> dict[str, Any] | None:
+        if not token:
+            return None
+        try:
+            data = json.loads(fernet.decrypt(token.encode(), ttl=ttl))
+        except (InvalidToken, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def seal_launch(self, pending: PendingLaunch) -> str:
+        return self._launch.encrypt(json.dumps(pending.to_dict()).encode()).decode()
+
+    def open_launch(self, token: str | None) -> PendingLaunch | None:
+        data = self._open(self._launch, token, LAUNCH_TTL_SECONDS)
+        return PendingLaunch.from_dict(data) if data is not None else None
+
+    def seal_session(self, grant: TokenGrant, iss: str) -> str:
+        data = {"patient": grant.patient, "iss": iss, "access_token": grant.access_token,
+                "expires_at": grant.expires_at.timestamp()}
+        return self._session.encrypt(json.dumps(data).encode()).decode()
+
+    def open_session(self, token: str | None, now: datetime) -> SmartSession | None:
+        # The Fernet TTL only bounds the cookie's age; the token's own expiry decides.
+        data = self._open(self._session, token, int(MAX_SESSION.total_seconds()))
+        if data is None:
+            return None
+        try:
+            session = SmartSession(str(data["patient"]), str(data["iss"]),
+                                   str(data["access_token"]),
+                                   datetime.fromtimestamp(float(data["expires_at"]), UTC))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return session if session.expires_at > now else None

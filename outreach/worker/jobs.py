@@ -1,0 +1,55 @@
+"""What each worker task does, as plain functions of a Runtime: the orchestration between stages.
+A stage returns what it found (a newer version of a resource) and the job hands it upstream to
+intake; no stage calls back. The Celery tasks, the demo and the tests all run these."""
+
+from __future__ import annotations
+
+import logging
+
+from connector.errors import FhirUnavailable
+from outreach.core.ports import Runtime
+from outreach.intake import campaigns, polling, topics
+from outreach.intake.campaigns import CampaignResult
+from outreach.intake.ingest import ingest
+from outreach.sending import sweep as sweeper
+from outreach.sending.send import SendOutcome
+from outreach.sending.send import send_step as send
+from outreach.sending.sweep import SweepResult
+from outreach.writeback import outbox
+
+log = logging.getLogger(__name__)
+
+
+def send_step(rt: Runtime, step_id: int) -> SendOutcome:
+    """Send one step; a newer version of its resource found at the send-time check is ingested,
+    so the whole enrollment follows it (cancelled, re-planned)."""
+    outcome = send(rt, step_id)
+    if outcome.fresh is not None:
+        ingest(rt, outcome.fresh, source="send-check")
+    return outcome
+
+
+def write_back(rt: Runtime, writeback_id: int) -> str:
+    return outbox.write_back(rt, writeback_id)
+
+
+def sweep(rt: Runtime) -> SweepResult:
+    return sweeper.sweep(rt)
+
+
+def poll(rt: Runtime) -> dict[str, int]:
+    """One reconcile pass; a topic subscription gone quiet is recovered first."""
+    if rt.ehr is None:
+        return {}
+    try:
+        topics.check_silence(rt)
+        return polling.poll_once(rt)
+    except FhirUnavailable as exc:
+        # The client already backed off and retried; the cursor holds what was ingested, so the
+        # next scheduled pass resumes from there.
+        log.warning("poll stopped, the EHR is unavailable (%s); resuming next pass", exc)
+        return {}
+
+
+def run_campaigns(rt: Runtime) -> list[CampaignResult]:
+    return campaigns.run_due_campaigns(rt)

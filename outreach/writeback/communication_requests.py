@@ -1,0 +1,47 @@
+"""Planned steps as FHIR CommunicationRequests: upcoming outreach is visible in the EHR, and
+each request follows its step (active → completed when sent, revoked when it will not be)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from connector.writeback import PlannedMessage, build_communication_request, request_identifier
+from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.writeback import outbox
+from rules.loader import JourneySet
+
+_STATUS = {
+    StepState.SCHEDULED: "active", StepState.QUEUED: "active", StepState.SENDING: "active",
+    StepState.SENT: "completed", StepState.SKIPPED: "revoked", StepState.CANCELLED: "revoked",
+    StepState.FAILED: "revoked",
+}
+
+
+def queue_requests(
+    session: Session, system: str, journeys: JourneySet, enrollment: Enrollment,
+    steps: Iterable[ScheduledStep], now: datetime, *, first: bool = False,
+) -> list[int]:
+    """Queue the CommunicationRequest of each step in the outbox; returns the row ids for the
+    caller to enqueue after commit. `first` (a new enrollment) creates with If-None-Exist; later
+    changes update the request carrying the step's identifier."""
+    journey = journeys.by_name(enrollment.journey)
+    ids = []
+    for step in steps:
+        spec = journey.step(step.step_id) if journey else None
+        status = _STATUS.get(StepState(step.state), "active")
+        planned = PlannedMessage(
+            identifier_system=system, step_uid=step.uid, status=status,
+            patient=enrollment.patient, about=enrollment.anchor_reference,
+            channels=tuple(spec.channel) if spec else ("sms",),
+            category=spec.category if spec else "reminder", due=step.due_at, authored=now,
+            description=f"{enrollment.journey}: {step.step_id}",
+            status_reason=step.reason if status == "revoked" else None,
+        )
+        row = outbox.queue(session, build_communication_request(planned), system,
+                              request_identifier(step.uid), now,
+                              operation="create" if first else "upsert", known_new=first)
+        ids.append(row.id)
+    return ids

@@ -1,0 +1,70 @@
+"""Provider delivery-status callbacks: the delivery and its Communication only move forward."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from connector.polling import fhir_instant
+from outreach.core.ports import Runtime
+from outreach.store.db import transaction
+from outreach.store.models import DeliveryAttempt, ScheduledStep, Writeback
+from outreach.writeback import outbox
+
+log = logging.getLogger(__name__)
+
+# Twilio's message statuses in the order a message passes through them; the last four are
+# final. A duplicate or late callback (Twilio does not promise order) never moves back.
+_RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
+         "delivered": 4, "undelivered": 4, "failed": 4, "read": 5, "canceled": 4}
+NOT_DELIVERED = ("undelivered", "failed")
+
+
+def _communication_update(resource: dict[str, Any], status: str, error_code: str | None,
+                          now: datetime) -> dict[str, Any] | None:
+    updated = copy.deepcopy(resource)
+    if status == "delivered":
+        updated["received"] = fhir_instant(now)
+    elif status in NOT_DELIVERED:
+        updated["status"] = "not-done"
+        code = f" (provider error {error_code})" if error_code else ""
+        updated["statusReason"] = {"text": f"{status}{code}"}
+    else:
+        return None
+    return updated
+
+
+def apply_status(rt: Runtime, provider_message_id: str, status: str,
+                 error_code: str | None = None) -> str:
+    """Returns "updated", "ignored" (older or equal to what we have) or "unknown"."""
+    status = status.lower()
+    if status not in _RANK:
+        return "ignored"
+    now = rt.clock.now()
+    writeback_id = None
+    with transaction(rt.sessions) as session:
+        attempt = session.scalars(select(DeliveryAttempt).where(
+            DeliveryAttempt.provider_message_id == provider_message_id).with_for_update()
+        ).first()
+        if attempt is None:
+            return "unknown"
+        if _RANK[status] <= _RANK.get(attempt.provider_status or "accepted", 0):
+            return "ignored"
+        attempt.provider_status, attempt.provider_status_at = status, now
+        attempt.error_code = error_code or attempt.error_code
+        step = session.get_one(ScheduledStep, attempt.step_id)
+        row = session.scalars(select(Writeback).where(
+            Writeback.step_id == step.id, Writeback.resource_type == "Communication")).first()
+        changed = _communication_update(row.resource, status, error_code, now) if row else None
+        if row is not None and changed is not None:
+            system, _, value = row.identifier.partition("|")
+            writeback_id = outbox.queue(session, changed, system, value, now,
+                                           operation="upsert").id
+    if writeback_id is not None:
+        rt.enqueue.write_back([writeback_id])
+    log.info("delivery %s: %s", provider_message_id, status)
+    return "updated"
