@@ -14,7 +14,7 @@ from outreach.intake.campaigns import expand_search, run_due_campaigns
 from outreach.store.models import CampaignRun, Enrollment, ScheduledStep
 from tests.conftest import RuntimeFactory
 
-BIRTHDAY = Path(__file__).resolve().parents[2] / "rules" / "journeys" / "library" / \
+BIRTHDAY = Path(__file__).resolve().parents[3] / "rules" / "journeys" / "library" / \
     "birthday-greeting.yaml"
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from connector.subscriptions import desired_topic
 from outreach.broker.app import celery_app, configure
+from outreach.broker.enqueue import CeleryEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.intake.topics import check_silence
@@ -27,8 +28,10 @@ START = datetime.now(UTC) + timedelta(days=5)
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, api_server: ApiServer
        ) -> Iterator[Runtime]:
-    rt = make_runtime(fhir_base_url=fhir.base_url, public_url=api_server.url)
-    configure(celery_app, rt.settings)  # in-process: a reconcile poll runs right away
+    # In-process Celery (no broker): a reconcile poll, enqueued by name, runs right away.
+    rt = make_runtime(fhir_base_url=fhir.base_url, public_url=api_server.url,
+                      enqueue=CeleryEnqueuer(celery_app))
+    configure(celery_app, rt.settings)
     yield rt
 
 

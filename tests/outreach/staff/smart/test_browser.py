@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[4] / "test-artifacts"
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
