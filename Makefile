@@ -20,6 +20,7 @@ test: sync
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run mypy
+	$(UV) run lint-imports --no-cache
 
 bench: sync
 	$(UV) run python -m bench
