@@ -1,6 +1,6 @@
 """FhirClient against a mocked FHIR server (respx): reads, errors, retries, paging, conditional
 create. The mock stands in for what the test server cannot do on demand (exact status sequences,
-Retry-After dates, network errors); tests/support/test_fhir_server.py runs it against the real one."""
+Retry-After dates, network errors); tests/support/test_fhir_server.py checks the real one."""
 
 from __future__ import annotations
 
