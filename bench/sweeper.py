@@ -1,5 +1,5 @@
 """Due-step sweeping cost with 1,000,000 steps scheduled for later, against the same sweep with
-1,000 scheduled (same run, same Postgres): DESIGN.md wants it flat, i.e. proportional to the
+1,000 scheduled (same run, same Postgres): the target is flat, i.e. proportional to the
 steps that are due, not to everything scheduled (the partial index on due_at does this)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import yaml
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-# What an outreach message may say about a visit (DESIGN.md, "minimum necessary"): never a
+# What an outreach message may say about a visit ("minimum necessary"): never a
 # reason, diagnosis, service or visit type, in any channel.
 ALLOWED_FIELDS = frozenset({"first_name", "when", "place", "organization", "callback_phone"})
 MAX_SMS_SEGMENTS = 3

@@ -1,4 +1,5 @@
-"""The service layer: settings, store, ingest, dispatch, worker, API and CLI around the core."""
+"""The service layer, one package per stage of the data flow (docs/architecture.md): intake →
+planning → sending → writeback, with replies and staff, over store, broker and core."""
 
 from pathlib import Path
 

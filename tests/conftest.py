@@ -38,7 +38,6 @@ def _claim_redis_database() -> str:
     raise RuntimeError("no free Redis database (1-15) for this test session")
 
 
-REDIS_URL = os.environ.get("OUTREACH_TEST_REDIS_URL") or _claim_redis_database()
 WEBHOOK_SECRET = "test-secret-" + "x" * 8
 
 
@@ -60,14 +59,22 @@ def pg_url(pg_database: str) -> str:
     return pg_database
 
 
+@pytest.fixture(scope="session")
+def redis_database() -> str:
+    """This session's Redis database, claimed when the first test that needs Redis runs: the
+    tests that need none run without a Redis server."""
+    return os.environ.get("OUTREACH_TEST_REDIS_URL") or _claim_redis_database()
+
+
 @pytest.fixture
-def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL)
+def redis_url(redis_database: str) -> str:
+    """The session's Redis database, emptied before each test."""
+    client = redis.Redis.from_url(redis_database)
     owner = client.get("outreach-test:owner")
     client.flushdb()
     if owner is not None:
         client.set("outreach-test:owner", owner, ex=6 * 3600)  # still ours
-    return REDIS_URL
+    return redis_database
 
 
 @pytest.fixture(scope="session")

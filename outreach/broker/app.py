@@ -17,7 +17,7 @@ celery_app = Celery("outreach", include=[TASKS_MODULE])
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
-    """Delivery semantics the dispatch design relies on (DESIGN.md): acknowledge after the task
+    """Delivery semantics sending relies on (README, "exactly-once"): acknowledge after the task
     ran, one message per worker process at a time, one visibility timeout longer than any task;
     nothing long-delayed goes through the broker (due steps wait in the database)."""
     # Drop connections and producer pools bound to a previous broker: a process (the tests, the

@@ -1,5 +1,5 @@
-"""Notifications are hints (DESIGN.md): a notified version is checked against the EHR before it
-is ingested, so a forged or stale payload never reaches the journeys."""
+"""Notifications are hints (docs/ehr-connection.md): a notified version is checked against the
+EHR before it is ingested, so a forged or stale payload never reaches the journeys."""
 
 from __future__ import annotations
 

@@ -219,8 +219,6 @@ def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str,
     return outbox.queue(session, communication, system, f"inbound-{message_id}", now).id
 
 
-
-
 def _record_score(rt: Runtime, session: Session, now: datetime, message_id: str, score: int,
                   ctx: _Context) -> int:
     system = rt.settings.identifier_system

@@ -199,7 +199,7 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         row = session.get_one(ScheduledStep, step.id)
         request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
         return [outbox.queue(session, communication, system, step.uid, now,
-                                step_id=step.id, known_new=True).id, *request_ids]
+                             step_id=step.id, known_new=True).id, *request_ids]
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:

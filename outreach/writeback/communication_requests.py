@@ -41,7 +41,7 @@ def queue_requests(
             status_reason=step.reason if status == "revoked" else None,
         )
         row = outbox.queue(session, build_communication_request(planned), system,
-                              request_identifier(step.uid), now,
-                              operation="create" if first else "upsert", known_new=first)
+                           request_identifier(step.uid), now,
+                           operation="create" if first else "upsert", known_new=first)
         ids.append(row.id)
     return ids

@@ -63,7 +63,7 @@ def apply_status(rt: Runtime, provider_message_id: str, status: str,
         if row is not None and changed is not None:
             system, _, value = row.identifier.partition("|")
             writeback_id = outbox.queue(session, changed, system, value, now,
-                                           operation="upsert").id
+                                        operation="upsert").id
     if writeback_id is not None:
         rt.enqueue.write_back([writeback_id])
     log.info("delivery %s: %s", provider_message_id, status)

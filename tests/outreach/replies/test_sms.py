@@ -47,8 +47,6 @@ def clock() -> SimulatedClock:
     return SimulatedClock(NOW)
 
 
-
-
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, twilio: TwilioServer,
        smtp: SmtpServer, clock: SimulatedClock, api_server: ApiServer, tmp_path: Path) -> Runtime:

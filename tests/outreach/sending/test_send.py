@@ -1,4 +1,4 @@
-"""Dispatch on real Postgres, SMTP and FHIR server, driven by a simulated clock."""
+"""Sending on real Postgres, SMTP and FHIR server, driven by a simulated clock."""
 
 from __future__ import annotations
 

@@ -49,7 +49,6 @@ CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
 
 
-
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirTestServer,
        twilio: TwilioServer, tmp_path: Path) -> Runtime:
