@@ -106,7 +106,10 @@ def _build_zone_and_sends(exclude: bool) -> CompoundSelect[*tuple[Any, ...]]:
                ScheduledStep.due_at <= bindparam("until"))
     )
     if exclude:
-        sends = sends.where(Enrollment.id != bindparam("exclude"))
+        # Re-planning an enrollment: its pending steps are being placed again and do not count,
+        # but what it already sent does.
+        sends = sends.where(or_(Enrollment.id != bindparam("exclude"),
+                                ScheduledStep.state == StepState.SENT))
     return union_all(record, sends)
 
 

@@ -22,13 +22,14 @@ def opted_out(
     """Which of these (channel, address) pairs the patient has opted out of, in one query."""
     if not contacts:
         return set()
-    keys = {(channel, normalize(channel, address)): (channel, address)
-            for channel, address in contacts}
+    asked: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for channel, address in contacts:  # two spellings of one address are both answered
+        asked.setdefault((channel, normalize(channel, address)), []).append((channel, address))
     rows = session.execute(select(ContactConsent.channel, ContactConsent.address).where(
         ContactConsent.opted_out.is_(True),
-        tuple_(ContactConsent.channel, ContactConsent.address).in_(list(keys)),
+        tuple_(ContactConsent.channel, ContactConsent.address).in_(list(asked)),
     ))
-    return {keys[(channel, address)] for channel, address in rows}
+    return {pair for channel, address in rows for pair in asked[(channel, address)]}
 
 
 def set_opt_out(

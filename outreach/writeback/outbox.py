@@ -140,8 +140,15 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
             Writeback.id == writeback_id, Writeback.resource == resource
         ).values(state="done", server_id=written.get("id"), done_at=now, attempts=attempts + 1))
         if done.rowcount == 0:  # type: ignore[attr-defined]
+            # Newer content was queued while we wrote, and may even have been written before
+            # this write landed: write the row's current content again, so the EHR ends with it.
             session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
-                server_id=written.get("id")))
-            return "superseded"
+                server_id=written.get("id"), state="pending", next_attempt_at=now))
+            superseded = True
+        else:
+            superseded = False
+    if superseded:
+        rt.enqueue.write_back([writeback_id])
+        return "superseded"
     WRITEBACKS.labels("done").inc()
     return "done"

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 from connector.client import FhirClient
-from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
@@ -25,6 +24,7 @@ from outreach.store.models import (
 from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
+from tests.support.drain import drain
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
 from tests.support.journeys import SMS_REMINDERS
@@ -73,18 +73,6 @@ def _book(rt: Runtime, days: float = 5, **patient_fields: Any) -> dict[str, Any]
     return appt
 
 
-def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
-    queue = rt.enqueue
-    assert isinstance(queue, CollectingEnqueuer)
-    outcomes = []
-    while queue.steps or queue.writebacks:
-        while queue.steps:
-            outcomes.append(jobs.send_step(rt, queue.steps.pop(0)))
-        while queue.writebacks:
-            jobs.write_back(rt, queue.writebacks.pop(0))
-    return outcomes
-
-
 def _due_at(rt: Runtime, step_id: str) -> datetime:
     with rt.sessions() as session:
         return session.scalars(select(ScheduledStep.due_at).where(
@@ -96,7 +84,7 @@ def _reply(rt: Runtime, api: ApiServer, body: str, from_: str = MOBILE,
     form = params or inbound_params(from_, CLINIC, body)
     response = signed_post(f"{api.url}/channels/twilio/inbound", form)
     assert response.status_code == 200, response.text
-    _drain(rt)
+    drain(rt)
     return response.text
 
 
@@ -108,7 +96,7 @@ def test_booking_confirmation_goes_out_by_sms_and_is_written_back(
     rt: Runtime, twilio: TwilioServer, api_server: ApiServer
 ) -> None:
     appt = _book(rt)
-    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert [o.state for o in drain(rt)] == [StepState.SENT]
     (request,) = twilio.state.requests
     assert request["To"] == MOBILE and request["From"] == CLINIC
     assert "Reply STOP to opt out" in request["Body"]
@@ -126,11 +114,11 @@ def test_429_and_500_then_201_is_one_message(rt: Runtime, twilio: TwilioServer,
     twilio.fail_next((429, 20429), (500, 20500))
     _book(rt)
     for _ in range(3):
-        _drain(rt)
+        drain(rt)
         due = _due_at(rt, "booked")
         clock.set(due)
         jobs.sweep(rt)
-    _drain(rt)
+    drain(rt)
     assert len(twilio.state.requests) == 3 and len(twilio.messages) == 1
     with rt.sessions() as session:
         states = list(session.scalars(select(DeliveryAttempt.state).order_by(DeliveryAttempt.id)))
@@ -141,7 +129,7 @@ def test_invalid_number_is_not_retried_and_falls_back_to_email(
     rt: Runtime, twilio: TwilioServer, smtp: SmtpServer
 ) -> None:
     _book(rt, email="pat@example.org")
-    outcomes = _drain(rt)  # the booking confirmation lists email first
+    outcomes = drain(rt)  # the booking confirmation lists email first
     assert [(o.state, o.channel) for o in outcomes] == [(StepState.SENT, "email")]
     twilio.fail_next((400, 21211))  # the reminder lists SMS first: Twilio refuses the number
     with rt.sessions() as session:
@@ -150,7 +138,7 @@ def test_invalid_number_is_not_retried_and_falls_back_to_email(
         due = reminder.due_at
     rt.clock.set(due)  # type: ignore[attr-defined]
     jobs.sweep(rt)
-    states = [(o.state, o.channel) for o in _drain(rt)]
+    states = [(o.state, o.channel) for o in drain(rt)]
     assert states == [(StepState.QUEUED, None), (StepState.SENT, "email")]
     assert len(twilio.state.requests) == 1 and twilio.messages == []
     with rt.sessions() as session:
@@ -185,7 +173,7 @@ def test_stop_is_honoured_before_a_step_due_in_the_same_second(
     rt: Runtime, api_server: ApiServer, twilio: TwilioServer
 ) -> None:
     _book(rt, days=2.5)  # booked now; the 24 h reminder is due later
-    _drain(rt)
+    drain(rt)
     assert len(twilio.messages) == 1
     due = _due_at(rt, "reminder-24h")
     rt.clock.set(due)  # type: ignore[attr-defined]
@@ -217,11 +205,11 @@ def test_confirm_reply_accepts_the_appointment_in_the_ehr(
     rt: Runtime, api_server: ApiServer, clock: SimulatedClock
 ) -> None:
     appt = _book(rt, days=5)
-    _drain(rt)
+    drain(rt)
     due = _due_at(rt, "reminder-72h")
     clock.set(due)
     jobs.sweep(rt)
-    _drain(rt)
+    drain(rt)
     answer = _reply(rt, api_server, " c ")
     assert "confirmed" in answer
     stored = _fhir(rt).read("Appointment", appt["id"])
@@ -239,11 +227,11 @@ def test_free_text_and_cancel_replies_become_tasks_for_staff(
     rt: Runtime, api_server: ApiServer, clock: SimulatedClock
 ) -> None:
     _book(rt, days=5)
-    _drain(rt)
+    drain(rt)
     due = _due_at(rt, "reminder-72h")
     clock.set(due)
     jobs.sweep(rt)
-    _drain(rt)
+    drain(rt)
     assert "<Response/>" in _reply(rt, api_server, "Can I bring my daughter?")
     assert "asked the clinic to cancel" in _reply(rt, api_server, "X")
     tasks = _search(rt, "Task")
@@ -269,13 +257,13 @@ def test_status_callbacks_move_forward_only_and_update_the_communication(
     rt: Runtime, twilio: TwilioServer
 ) -> None:
     _book(rt)
-    _drain(rt)
+    drain(rt)
     (message,) = twilio.messages
     assert twilio.status_callback(message, "sent").status_code == 204
     assert twilio.status_callback(message, "undelivered", "30003").status_code == 204
     assert twilio.status_callback(message, "sent").status_code == 204  # late, out of order
     assert twilio.status_callback(message, "queued").status_code == 204  # duplicate, older
-    _drain(rt)
+    drain(rt)
     with rt.sessions() as session:
         attempt = session.scalars(select(DeliveryAttempt)).one()
     assert (attempt.provider_status, attempt.error_code) == ("undelivered", "30003")
@@ -308,7 +296,7 @@ def test_a_low_survey_score_is_recorded_and_starts_service_recovery(
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
         twilio_base_url=twilio.base_url, sms_rate_per_second=100)
     _book(rt, given="Rosa")
-    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert [o.state for o in drain(rt)] == [StepState.SENT]
     answer = _reply(rt, api_server, "2")
     assert "Rosa" in answer  # the journey's service-recovery message, straight back
     (response,) = _search(rt, "QuestionnaireResponse")

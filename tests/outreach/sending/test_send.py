@@ -15,6 +15,7 @@ from outreach.intake.ingest import ingest
 from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState, Writeback
 from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
+from tests.support.drain import drain
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
 from tests.support.smtp import SmtpServer
@@ -53,16 +54,6 @@ def _queue(rt: Runtime) -> CollectingEnqueuer:
     return rt.enqueue
 
 
-def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
-    queue, outcomes = _queue(rt), []
-    while queue.steps or queue.writebacks:
-        while queue.steps:
-            outcomes.append(jobs.send_step(rt, queue.steps.pop(0)))
-        while queue.writebacks:
-            jobs.write_back(rt, queue.writebacks.pop(0))
-    return outcomes
-
-
 def _communications(fhir: FhirClient, appt_id: object) -> list[dict[str, object]]:
     found = fhir.search("Communication", {"_count": 100})
     return [c for c in found if {"reference": f"Appointment/{appt_id}"} in c["about"]]
@@ -71,7 +62,7 @@ def _communications(fhir: FhirClient, appt_id: object) -> list[dict[str, object]
 def test_confirmation_now_and_reminders_when_due(rt: Runtime, smtp: SmtpServer,
                                                  clock: SimulatedClock) -> None:
     _book(rt, NOW + timedelta(days=5))
-    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert [o.state for o in drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
 
     clock.advance(timedelta(days=1, hours=23))  # 3 days + 1 h before the visit
@@ -79,7 +70,7 @@ def test_confirmation_now_and_reminders_when_due(rt: Runtime, smtp: SmtpServer,
     clock.advance(timedelta(hours=1))
     claimed = jobs.sweep(rt).step_ids
     assert len(claimed) == 1
-    assert _drain(rt)[0].state == StepState.SENT
+    assert drain(rt)[0].state == StepState.SENT
     assert len(smtp.messages) == 2
     assert "Reminder" in smtp.messages[1]["Subject"]
 
@@ -96,7 +87,7 @@ def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
                                                  clock: SimulatedClock) -> None:
     smtp.stop()
     _book(rt, NOW + timedelta(days=5))
-    (outcome,) = _drain(rt)
+    (outcome,) = drain(rt)
     assert outcome.state == StepState.SCHEDULED
     booked = _steps(rt)["booked"]
     assert booked.attempts == 1 and booked.due_at > NOW
@@ -106,7 +97,7 @@ def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
     assert jobs.sweep(rt).step_ids == []  # not before its backoff
     clock.set(booked.due_at)
     jobs.sweep(rt)
-    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert [o.state for o in drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
     with rt.sessions() as session:
         attempts = [a.state for a in session.scalars(
@@ -117,7 +108,7 @@ def test_smtp_down_then_back_sends_after_backoff(rt: Runtime, smtp: SmtpServer,
 def test_refused_address_is_not_retried_and_falls_back(rt: Runtime, smtp: SmtpServer) -> None:
     smtp.refuse("550 5.1.1 mailbox unavailable")
     _book(rt, NOW + timedelta(days=5))  # email only: no SMS to fall back to
-    assert [o.state for o in _drain(rt)] == [StepState.QUEUED, StepState.SKIPPED]
+    assert [o.state for o in drain(rt)] == [StepState.QUEUED, StepState.SKIPPED]
     booked = _steps(rt)["booked"]
     assert booked.excluded_channels == "email"
     assert "failed before: email" in (booked.reason or "")
@@ -131,11 +122,11 @@ def test_cancelled_in_the_ehr_without_a_notification_is_not_sent(
 ) -> None:
     assert rt.ehr is not None
     appt = _book(rt, NOW + timedelta(days=5))
-    _drain(rt)
+    drain(rt)
     rt.ehr.update({**appt, "status": "cancelled"})  # the notification never reaches us
     clock.advance(timedelta(days=2))
     jobs.sweep(rt)
-    outcomes = _drain(rt)
+    outcomes = drain(rt)
     assert outcomes[0].state == StepState.CANCELLED
     assert len(smtp.messages) == 1  # only the confirmation sent before the cancellation
     pending = [s for s in _steps(rt).values() if s.state in ("scheduled", "queued")]
@@ -150,7 +141,7 @@ def test_ehr_down_delays_the_write_back_and_never_loses_it(
     queue = _queue(rt)
     assert jobs.send_step(rt, queue.steps.pop()).state == StepState.SENT
     fhir.outage(503)  # down between the send and its write-back
-    _drain(rt)
+    drain(rt)
     assert len(smtp.messages) == 1
     communication_row = select(Writeback).where(Writeback.resource_type == "Communication")
     with rt.sessions() as session:
@@ -159,14 +150,14 @@ def test_ehr_down_delays_the_write_back_and_never_loses_it(
 
     clock.set(row.next_attempt_at)
     jobs.sweep(rt)
-    _drain(rt)  # still down: stays pending, tried again later
+    drain(rt)  # still down: stays pending, tried again later
     fhir.outage(None)
     with rt.sessions() as session:
         row = session.scalars(communication_row).one()
     assert row.state == "pending" and row.attempts == 2
     clock.set(row.next_attempt_at)
     assert row.id in jobs.sweep(rt).writeback_ids
-    _drain(rt)
+    drain(rt)
     (communication,) = _communications(rt.ehr, appt["id"])
     assert communication["status"] == "completed"
 
@@ -182,12 +173,12 @@ def test_ehr_down_at_send_time_postpones_the_step(
 ) -> None:
     _book(rt, NOW + timedelta(days=5))
     fhir.outage(503)  # preconditions cannot be re-checked: do not send blind
-    (outcome,) = _drain(rt)
+    (outcome,) = drain(rt)
     assert outcome.state == StepState.SCHEDULED and smtp.messages == []
     fhir.outage(None)
     clock.set(_steps(rt)["booked"].due_at)
     jobs.sweep(rt)
-    assert [o.state for o in _drain(rt)] == [StepState.SENT]
+    assert [o.state for o in drain(rt)] == [StepState.SENT]
     assert len(smtp.messages) == 1
 
 
@@ -209,7 +200,7 @@ def test_write_back_the_ehr_cannot_take_is_kept_locally(
         "the EHR does not support QuestionnaireResponse create, update, search-type",
     ]
     _book(rt, NOW + timedelta(days=5))
-    _drain(rt)
+    drain(rt)
     with rt.sessions() as session:
         states = dict(session.execute(select(Writeback.resource_type, Writeback.state)).all())
     assert states == {"Communication": "done", "CommunicationRequest": "local"}
@@ -220,7 +211,7 @@ def test_each_planned_step_is_a_communication_request_in_the_ehr(
 ) -> None:
     assert rt.ehr is not None
     appt = _book(rt, NOW + timedelta(days=5))
-    _drain(rt)
+    drain(rt)
     requests = {r["identifier"][0]["value"]: r
                 for r in rt.ehr.search("CommunicationRequest", {"_count": 50})}
     steps = _steps(rt)
@@ -236,7 +227,7 @@ def test_each_planned_step_is_a_communication_request_in_the_ehr(
 
     rt.ehr.update({**appt, "status": "cancelled"})
     ingest(rt, rt.ehr.read("Appointment", str(appt["id"])), source="test")
-    _drain(rt)
+    drain(rt)
     statuses = {r["identifier"][0]["value"]: r["status"]
                 for r in rt.ehr.search("CommunicationRequest", {"_count": 50})}
     assert statuses[f"request-{steps['reminder-24h'].uid}"] == "revoked"

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
@@ -21,6 +20,7 @@ from outreach.store.models import ScheduledStep
 from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
+from tests.support.drain import drain
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
 from tests.support.journeys import SMS_REMINDERS
@@ -70,21 +70,11 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _drain(rt: Runtime) -> None:
-    queue = rt.enqueue
-    assert isinstance(queue, CollectingEnqueuer)
-    while queue.steps or queue.writebacks:
-        while queue.steps:
-            jobs.send_step(rt, queue.steps.pop(0))
-        while queue.writebacks:
-            jobs.write_back(rt, queue.writebacks.pop(0))
-
-
 def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
     response = signed_post(f"{api.url}/channels/twilio/inbound",
                            inbound_params(MOBILE, CLINIC, body))
     assert response.status_code == 200, response.text
-    _drain(rt)
+    drain(rt)
 
 
 def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
@@ -94,13 +84,13 @@ def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
     pat, _ = rt.ehr.create(patient(email=None, mobile=MOBILE))
     appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
     ingest(rt, appt, source="test")
-    _drain(rt)
+    drain(rt)
     with rt.sessions() as session:
         due = session.scalars(select(ScheduledStep.due_at).where(
             ScheduledStep.step_id == "reminder-72h")).one()
     rt.clock.set(due)  # type: ignore[attr-defined]
     jobs.sweep(rt)
-    _drain(rt)
+    drain(rt)
     assert len(twilio.messages) == 2
     assert twilio.status_callback(twilio.messages[1], "delivered").status_code == 204
     rt.clock.set(due + timedelta(minutes=10))  # type: ignore[attr-defined]
