@@ -22,7 +22,7 @@ from rules.durations import AT_PATTERN, parse_at
 
 ChannelName = Literal["sms", "email", "console"]
 Category = Literal["notification", "reminder", "instruction", "alert"]
-ReplyAction = Literal["confirm", "cancel"]
+ReplyAction = Literal["confirm", "cancel", "cancel-appointment", "score", "reschedule"]
 Recipient = Literal["patient", "caregiver", "caregiver-or-patient"]
 Cycle = Literal["once", "year", "month", "week", "day"]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
@@ -170,7 +170,9 @@ class Step(_Strict):
     template: Slug
     category: Category = "reminder"
     replies: dict[str, ReplyAction] | None = Field(
-        default=None, description="reply keyword → action, e.g. {C: confirm, X: cancel}")
+        default=None,
+        description="reply keyword → action: confirm, cancel (staff are asked), cancel-appointment "
+                    "(cancelled in the EHR), score, reschedule; e.g. {C: confirm, X: cancel}")
     survey: Survey | None = None
     cap_exempt: bool = Field(
         default=False, description="not limited by, nor counted in, the per-patient caps")

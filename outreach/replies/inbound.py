@@ -4,6 +4,7 @@ given a Task when a human is needed, and the reply written back as a Communicati
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from channels.inbound import Reply, classify
+from channels.inbound import Reply, classify, phrasebooks
 from channels.templates import TemplateError
 from connector.errors import FhirError
 from connector.replies import (
@@ -26,10 +27,11 @@ from connector.replies import (
     confirmed_by_patient,
 )
 from outreach.core.ports import Runtime
-from outreach.store.consent import set_opt_out
+from outreach.store.consent import opted_out
 from outreach.store.db import transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, InboundMessage, ScheduledStep
 from outreach.writeback import outbox
+from outreach.writeback.consent import record_choice
 from rules.recipients import first_name, preferred_language
 from rules.schema import Survey
 
@@ -79,18 +81,28 @@ def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
                     spec.survey if spec else None, journey.spec.task_owner if journey else None)
 
 
-def _texts(rt: Runtime) -> dict[str, str]:
-    org = rt.settings.organization_name or "our clinic"
-    call = f" For help call {rt.settings.callback_phone}." if rt.settings.callback_phone else ""
-    return {
-        "stop": f"You will receive no more text messages from {org}. Reply START to resubscribe.",
-        "start": f"You will receive text messages from {org} again. Reply STOP to opt out.",
-        "help": f"{org}: appointment messages.{call} Reply STOP to opt out.",
-        "confirm": "Thank you, your appointment is confirmed.",
-        "cancel": "Thank you. We have asked the clinic to cancel your appointment.",
-        "cancel-appointment": "Your appointment is cancelled. Thank you for letting us know.",
-        "score": "Thank you for your feedback.",
-    }
+def _answers(rt: Runtime, language: str | None) -> Callable[[str], str]:
+    """Our answers in the patient's language (English when we have none of theirs)."""
+    books = {book.language: book for book in phrasebooks()}
+    book = books.get(language or "en", books["en"])
+    values = {"organization": rt.settings.organization_name or "our clinic",
+              "callback_phone": rt.settings.callback_phone or ""}
+    values["callback"] = book.answers["callback"].format(**values) if values[
+        "callback_phone"] else ""
+
+    def answer(key: str) -> str:
+        return (book.answers.get(key) or books["en"].answers[key]).format(**values)
+    return answer
+
+
+def _patient(rt: Runtime, ctx: _Context | None) -> dict[str, Any]:
+    """The patient's record in the EHR (for their language and name), or {} when unknown."""
+    if ctx is None or rt.ehr is None:
+        return {}
+    try:
+        return rt.ehr.read("Patient", ctx.patient.split("/")[-1])
+    except FhirError:
+        return {}
 
 
 def _change_appointment(rt: Runtime, ctx: _Context, action: str) -> dict[str, Any]:
@@ -117,96 +129,138 @@ def _task(rt: Runtime, session: Session, now: datetime, key: str, description: s
     return outbox.queue(session, task, system, f"task-{key}", now).id
 
 
-@dataclass(frozen=True)
-class _Action:
-    """What an EHR-facing reply did: the outcome recorded, a staff Task if one is needed, and
-    the appointment as changed in the EHR."""
+@dataclass
+class _Handling:
+    """What a reply leads to: the outcome recorded, our answer (a key into the answers), a staff
+    Task, an opt-out or opt-in, and the appointment as a reply action changed it in the EHR."""
 
     outcome: str = ""
+    answer: str | None = None
     task: str | None = None
+    priority: str = "routine"
+    opt_out: bool | None = None
     changed: dict[str, Any] | None = None
 
 
-def _act(rt: Runtime, reply: Reply, ctx: _Context | None) -> _Action:
-    if reply.intent not in ("confirm", "cancel") or ctx is None:
-        return _Action()
+def _appointment_action(rt: Runtime, reply: Reply, ctx: _Context) -> _Handling:
+    """Confirm or cancel in the EHR, or ask staff to cancel or find another time."""
     action = reply.action or reply.intent
     if action == "cancel":
-        return _Action("cancel requested", "Patient asked by SMS to cancel this appointment.")
+        return _Handling("cancel requested", "cancel",
+                         "Patient asked by SMS to cancel this appointment.")
+    if action == "reschedule":
+        return _Handling("new time requested", "reschedule",
+                         "Patient asked by SMS for another time for this appointment.")
     try:
         updated = _change_appointment(rt, ctx, action)
     except FhirError as exc:
         log.warning("reply action %s on %s failed: %s", action, ctx.about, exc.status)
-        return _Action(f"EHR update failed ({exc.status}); staff asked", (
+        return _Handling(f"EHR update failed ({exc.status}); staff asked", None, (
             f"Patient replied by SMS to {action.replace('-', ' ')} this appointment; "
             "the automatic update failed, please apply it."))
     done = "confirmed" if action == "confirm" else "cancelled"
-    return _Action(f"{ctx.about} {done} in the EHR", None,
-                   updated if action == "cancel-appointment" else None)
+    return _Handling(f"{ctx.about} {done} in the EHR", action,
+                     changed=updated if action == "cancel-appointment" else None)
+
+
+def _score(rt: Runtime, reply: Reply, survey: Survey | None) -> _Handling:
+    assert reply.score is not None
+    handling = _Handling(f"score {reply.score}", "score")
+    if reply.score <= (survey.low_at_most if survey else rt.settings.low_score_threshold):
+        description = (survey.recovery_task if survey and survey.recovery_task
+                       else "Service recovery: please contact the patient.")
+        handling.task = f"{description} (satisfaction {reply.score}/" \
+                        f"{survey.max if survey else 10} by SMS)"
+        handling.priority = "urgent"
+    return handling
+
+
+def _handle(rt: Runtime, reply: Reply, ctx: _Context | None) -> _Handling:
+    if reply.intent in ("stop", "start"):
+        stop = reply.intent == "stop"
+        return _Handling("opted out" if stop else "opted in", reply.intent, opt_out=stop)
+    if reply.intent == "help":
+        return _Handling("help sent", "help")
+    if reply.intent == "empty":
+        return _Handling("ignored: nothing to read")
+    if reply.intent == "score" and ctx is not None:
+        return _score(rt, reply, ctx.survey)
+    if reply.intent in ("confirm", "cancel", "reschedule") and ctx is not None:
+        return _appointment_action(rt, reply, ctx)
+    if reply.rule.startswith("ambiguous"):
+        return _Handling("staff task", task="Patient's SMS reply could mean more than one thing "
+                         f"({reply.rule}); please read and respond.")
+    return _Handling("staff task",
+                     task="Patient sent a free-text reply by SMS; please read and respond.")
 
 
 def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                provider: str = "twilio") -> InboundResult:
+    """Record a patient's SMS once, read it in context (the message it answers, whether the
+    number is opted out), act on it, answer in the patient's language, and write it back."""
     now = rt.clock.now()
     with rt.sessions() as session:
         if session.scalar(select(InboundMessage.id).where(
                 InboundMessage.provider_message_id == message_id)) is not None:
             return InboundResult("duplicate", duplicate=True)
         ctx = _context(rt, session, from_)
+        stopped = bool(opted_out(session, [("sms", from_)]))
     survey = ctx.survey if ctx else None
     reply = classify(body, ctx.replies if ctx else None,
-                     (survey.min, survey.max) if survey else None)
-    acted = _act(rt, reply, ctx)
-    outcome, task_description = acted.outcome, acted.task
-    texts = _texts(rt)
-    answer: str | None = None
-    priority = "routine"
+                     (survey.min, survey.max) if survey else None, opted_out=stopped)
+    handling = _handle(rt, reply, ctx)
+    patient = ctx.patient if ctx else None
+    system = rt.settings.identifier_system
     with transaction(rt.sessions) as session:
-        if reply.intent in ("stop", "start"):
-            changed = set_opt_out(session, "sms", from_, reply.intent == "stop",
-                                  source="keyword", now=now, patient=ctx.patient if ctx else None)
-            answer = texts[reply.intent] if changed else None  # one confirmation, not one per STOP
-            outcome = "opted out" if reply.intent == "stop" else "opted in"
-        elif reply.intent == "help":
-            answer = texts["help"]
-        elif reply.intent == "score":
-            assert reply.score is not None and ctx is not None
-            outcome = f"score {reply.score}"
-            answer = texts["score"]
-            low_at_most = survey.low_at_most if survey else rt.settings.low_score_threshold
-            if reply.score <= low_at_most:
-                high = survey.max if survey else 10
-                task_description = (survey.recovery_task if survey and survey.recovery_task
-                                    else "Service recovery: please contact the patient.")
-                task_description += f" (satisfaction {reply.score}/{high} by SMS)"
-                priority = "urgent"
-                answer = _recovery_text(rt, ctx, survey) or answer
-        elif reply.intent in ("confirm", "cancel") and ctx is not None:
-            answer = texts[reply.action or reply.intent] if not task_description or \
-                reply.action == "cancel" else None
-        else:
-            task_description = "Patient sent a free-text reply by SMS; please read and respond."
-            outcome = "staff task"
+        ids: list[int] = []
+        if handling.opt_out is not None:
+            changed, ids = record_choice(session, system, "sms", from_, handling.opt_out,
+                                         source="keyword", now=now, patient=patient)
+            if not changed:
+                handling.answer = None  # one confirmation, not one per STOP
         try:
             with session.begin_nested():
                 session.add(InboundMessage(
                     provider=provider, provider_message_id=message_id, from_address=from_,
-                    to_address=to, body=body, received_at=now,
-                    patient=ctx.patient if ctx else None,
+                    to_address=to, body=body, received_at=now, patient=patient,
                     in_reply_to_step=ctx.step_id if ctx else None, intent=reply.intent,
-                    outcome=outcome or None))
+                    rule=reply.rule[:200], language=reply.language,
+                    outcome=handling.outcome or None))
         except IntegrityError:
             return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
-        ids = [_record_reply(rt, session, now, message_id, body, ctx)]
-        if reply.intent == "score" and ctx is not None and reply.score is not None:
-            ids.append(_record_score(rt, session, now, message_id, reply.score, ctx))
-        if task_description:
-            ids.append(_task(rt, session, now, message_id, task_description, ctx,
-                             f"inbound-{message_id}", priority))
+        ids += _record(rt, session, now, message_id, body, ctx, reply, handling)
     rt.enqueue.write_back(ids)
-    log.info("inbound %s: intent %s, patient %s", message_id, reply.intent,
-             ctx.patient if ctx else "unknown")
-    return InboundResult(reply.intent, answer, writeback_ids=ids, changed=acted.changed)
+    log.info("inbound %s: intent %s (%s), patient %s", message_id, reply.intent, reply.rule,
+             patient or "unknown")
+    return InboundResult(reply.intent, _answer_text(rt, ctx, reply, handling),
+                         writeback_ids=ids, changed=handling.changed)
+
+
+def _record(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,
+            ctx: _Context | None, reply: Reply, handling: _Handling) -> list[int]:
+    """The reply as a Communication (an empty one has nothing to write), its score, its Task."""
+    ids = [] if reply.intent == "empty" else [
+        _record_reply(rt, session, now, message_id, body, ctx)]
+    if reply.intent == "score" and ctx is not None and reply.score is not None:
+        ids.append(_record_score(rt, session, now, message_id, reply.score, ctx))
+    if handling.task:
+        ids.append(_task(rt, session, now, message_id, handling.task, ctx,
+                         f"inbound-{message_id}", handling.priority))
+    return ids
+
+
+def _answer_text(rt: Runtime, ctx: _Context | None, reply: Reply,
+                 handling: _Handling) -> str | None:
+    """In the patient's preferred language, else the language they wrote in."""
+    if handling.answer is None:
+        return None
+    patient = _patient(rt, ctx)
+    language = preferred_language(patient) or reply.language
+    if handling.priority == "urgent" and ctx is not None:
+        recovery = _recovery_text(rt, ctx.survey, patient, language)
+        if recovery is not None:
+            return recovery
+    return _answers(rt, language)(handling.answer)
 
 
 def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,
@@ -229,15 +283,11 @@ def _record_score(rt: Runtime, session: Session, now: datetime, message_id: str,
     return outbox.queue(session, response, system, f"survey-{message_id}", now).id
 
 
-def _recovery_text(rt: Runtime, ctx: _Context, survey: Survey | None) -> str | None:
+def _recovery_text(rt: Runtime, survey: Survey | None, patient: dict[str, Any],
+                   language: str | None) -> str | None:
     """The journey's service-recovery message, sent back at once as the reply."""
-    if survey is None or survey.recovery_template is None or rt.ehr is None:
+    if survey is None or survey.recovery_template is None:
         return None
-    try:
-        patient = rt.ehr.read("Patient", ctx.patient.removeprefix("Patient/"))
-    except FhirError:
-        patient = {}
-    language = preferred_language(patient)
     context = {"first_name": first_name(patient), "when": "", "place": None,
                "organization": rt.settings.organization_name,
                "callback_phone": rt.settings.callback_phone}

@@ -19,11 +19,11 @@ from outreach.core.metrics import SENDS
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.checks import Ready, Skip, check
-from outreach.store.consent import set_opt_out
 from outreach.store.db import transaction
 from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState
 from outreach.writeback import outbox
 from outreach.writeback.communication_requests import queue_requests
+from outreach.writeback.consent import record_choice
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,15 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
     now = rt.clock.now()
     attempts = step.attempts + 1
     ambiguous = isinstance(exc, TransientSendError) and exc.code == "timeout"
+    consents: list[int] = []
     with transaction(rt.sessions) as session:
         attempt = session.get_one(DeliveryAttempt, attempt_id)
         attempt.state, attempt.finished_at = ("unknown" if ambiguous else "failed"), now
         attempt.error, attempt.error_code = str(exc)[:500], exc.code
         if exc.code == UNSUBSCRIBED and ready.channel == "sms":
-            set_opt_out(session, "sms", ready.to, True, source="provider", now=now,
-                        patient=ready.patient)
+            _, consents = record_choice(session, rt.settings.identifier_system, "sms", ready.to,
+                                        True, source="provider", now=now, patient=ready.patient)
+    rt.enqueue.write_back(consents)
     reason = f"{ready.channel}: {exc}" + (f" (code {exc.code})" if exc.code else "")
     if isinstance(exc, TransientSendError) and attempts < rt.settings.max_send_attempts:
         log.warning("step %s attempt %s failed, will retry: %s", step.id, attempts, exc)

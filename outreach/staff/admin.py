@@ -8,7 +8,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.core.ports import Runtime
-from outreach.store.consent import set_opt_out
 from outreach.store.db import transaction
 from outreach.store.models import (
     PENDING_STATES,
@@ -19,6 +18,7 @@ from outreach.store.models import (
     StepState,
 )
 from outreach.writeback.communication_requests import queue_requests
+from outreach.writeback.consent import record_choice
 
 RESENDABLE = (StepState.FAILED, StepState.SKIPPED)
 
@@ -109,8 +109,10 @@ def resend_step(rt: Runtime, step_id: int, actor: str) -> ScheduledStep:
 def set_consent(rt: Runtime, patient_id: str, channel: str, address: str, opted_out: bool,
                 actor: str) -> bool:
     with transaction(rt.sessions) as session:
-        changed = set_opt_out(session, channel, address, opted_out, source="staff",
-                              now=rt.clock.now(), patient=f"Patient/{patient_id}")
+        changed, ids = record_choice(session, rt.settings.identifier_system, channel, address,
+                                     opted_out, source="staff", now=rt.clock.now(),
+                                     patient=f"Patient/{patient_id}")
         audit(session, rt, actor, "opt-out" if opted_out else "opt-in",
               f"Patient/{patient_id}", {"channel": channel, "changed": changed})
+    rt.enqueue.write_back(ids)
     return changed

@@ -226,7 +226,10 @@ class InboundMessage(Base):
     received_at: Mapped[datetime]
     patient: Mapped[str | None] = mapped_column(String(128), index=True)
     in_reply_to_step: Mapped[int | None] = mapped_column(ForeignKey("scheduled_steps.id"))
-    intent: Mapped[str] = mapped_column(String(16))  # confirm cancel stop start score text
+    # stop start help confirm cancel reschedule score text empty (channels.inbound.Intent)
+    intent: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str | None] = mapped_column(String(200))  # which rule read it that way
+    language: Mapped[str | None] = mapped_column(String(16))  # of the phrase that matched
     outcome: Mapped[str | None] = mapped_column(Text)
 
 

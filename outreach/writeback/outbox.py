@@ -69,7 +69,9 @@ def _upsert(
                          if_match=f'W/"{version}"' if version else None)
 
 
-WRITTEN_TYPES = ("Communication", "CommunicationRequest", "Task", "QuestionnaireResponse")
+# What we write back, and how (a Consent is only ever created: each choice is a new one).
+WRITTEN_TYPES = {"Communication": "upsert", "CommunicationRequest": "upsert", "Task": "upsert",
+                 "QuestionnaireResponse": "upsert", "Consent": "create"}
 
 
 def _interactions(operation: str) -> tuple[str, ...]:
@@ -93,7 +95,8 @@ def unsupported(rt: Runtime, resource_type: str, operation: str = "upsert") -> s
 
 def support_report(rt: Runtime) -> list[str]:
     """For the start-up log: what write-back the EHR cannot take (kept locally instead)."""
-    return [reason for rtype in WRITTEN_TYPES if (reason := unsupported(rt, rtype))]
+    return [reason for rtype, operation in WRITTEN_TYPES.items()
+            if (reason := unsupported(rt, rtype, operation))]
 
 
 def write_back(rt: Runtime, writeback_id: int) -> str:

@@ -198,6 +198,7 @@ def test_write_back_the_ehr_cannot_take_is_kept_locally(
         "the EHR does not support CommunicationRequest create, update, search-type",
         "the EHR does not support Task create, update, search-type",
         "the EHR does not support QuestionnaireResponse create, update, search-type",
+        "the EHR does not support Consent create",
     ]
     _book(rt, NOW + timedelta(days=5))
     drain(rt)
