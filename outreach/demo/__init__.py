@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +20,7 @@ from outreach.core.clock import SimulatedClock
 from outreach.core.settings import Settings
 from outreach.demo.ehr import DemoEhr
 from outreach.intake.ingest import ingest
+from outreach.replies.inbound import handle_sms
 from outreach.runtime import build_runtime
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
@@ -35,6 +36,21 @@ def load_changes(folder: Path) -> list[dict[str, Any]]:
     for file in sorted(folder.glob("*.json")):
         resources.append(validate_resource(json.loads(file.read_text(encoding="utf-8"))))
     return sorted(resources, key=lambda r: version_of(r)[1] or datetime.min)
+
+
+def load_replies(folder: Path) -> list[dict[str, str]]:
+    """The patients' SMS replies (Twilio's webhook fields and when each arrived), if any."""
+    file = folder / "replies" / "sms.json"
+    if not file.exists():
+        return []
+    return [{k: str(v) for k, v in r.items()} for r in json.loads(file.read_text("utf-8"))]
+
+
+def _at(item: dict[str, Any]) -> datetime:
+    if "received" in item:
+        return datetime.fromisoformat(str(item["received"]).replace("Z", "+00:00"))
+    _, updated = version_of(item)
+    return updated or datetime.min.replace(tzinfo=UTC)
 
 
 def _stamp(moment: datetime, settings: Settings) -> str:
@@ -118,6 +134,21 @@ class Demo:
             self._describe(journey.journey, journey.action, journey.reason, journey.steps)
         self.drain()
 
+    def reply(self, sms: dict[str, str]) -> None:
+        """A patient's SMS reply, handled as the Twilio webhook route handles it."""
+        received = datetime.fromisoformat(sms["received"].replace("Z", "+00:00"))
+        self.run_until(received)
+        result = handle_sms(self.rt, message_id=sms["MessageSid"], from_=sms["From"],
+                            to=sms["To"], body=sms["Body"], provider="demo")
+        if result.changed is not None:
+            ingest(self.rt, result.changed, source="reply")
+        pad = " " * 24
+        self.say(received, f"REPLY by sms from {sms['From']}: “{sms['Body']}”")
+        self.stream.write(f"{pad}↳ {result.intent} ({result.rule}): {result.outcome}\n")
+        if result.reply:
+            self.stream.write(f"{pad}↳ answered: “{result.reply}”\n")
+        self.drain()
+
     def _describe(self, journey: str, action: str, reason: str,
                   steps: list[ScheduledStep]) -> None:
         pad = " " * 24
@@ -146,11 +177,13 @@ def run_demo(out_dir: Path, stream: TextIO, settings: Settings,
     out_dir.mkdir(parents=True, exist_ok=True)
     demo = Demo(out_dir, stream, settings)
     try:
-        changes = load_changes(fixtures)
-        stream.write(f"Replaying {len(changes)} resource versions from {fixtures} "
-                     f"(simulated clock, console channels, SQLite store)\n\n")
-        for resource in changes:
-            demo.replay(resource)
+        changes, replies = load_changes(fixtures), load_replies(fixtures)
+        stream.write(f"Replaying {len(changes)} resource versions and {len(replies)} SMS replies "
+                     f"from {fixtures} (simulated clock, console channels, SQLite store)\n\n")
+        for _, kind, item in sorted([(_at(r), 0, r) for r in changes]
+                                    + [(_at(r), 1, r) for r in replies],
+                                    key=lambda e: (e[0], e[1])):
+            demo.replay(item) if kind == 0 else demo.reply(item)
         last = max(_horizon(changes))
         demo.run_until(last)
         return demo.summary()

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 class InboundResult:
     intent: str
     reply: str | None = None  # the text we answer with (TwiML), if any
+    rule: str = ""  # why the reply was read as `intent`
+    outcome: str = ""  # what it led to
     duplicate: bool = False
     writeback_ids: list[int] = field(default_factory=list)
     # The appointment as the reply left it in the EHR (cancelled by the patient): the caller hands
@@ -85,8 +87,8 @@ def _answers(rt: Runtime, language: str | None) -> Callable[[str], str]:
     """Our answers in the patient's language (English when we have none of theirs)."""
     books = {book.language: book for book in phrasebooks()}
     book = books.get(language or "en", books["en"])
-    values = {"organization": rt.settings.organization_name or "our clinic",
-              "callback_phone": rt.settings.callback_phone or ""}
+    values = {"organization": rt.settings.organization_name or book.answers.get(
+                  "clinic", "our clinic"), "callback_phone": rt.settings.callback_phone or ""}
     values["callback"] = book.answers["callback"].format(**values) if values[
         "callback_phone"] else ""
 
@@ -232,8 +234,8 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
     rt.enqueue.write_back(ids)
     log.info("inbound %s: intent %s (%s), patient %s", message_id, reply.intent, reply.rule,
              patient or "unknown")
-    return InboundResult(reply.intent, _answer_text(rt, ctx, reply, handling),
-                         writeback_ids=ids, changed=handling.changed)
+    return InboundResult(reply.intent, _answer_text(rt, ctx, reply, handling), reply.rule,
+                         handling.outcome, writeback_ids=ids, changed=handling.changed)
 
 
 def _record(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,

@@ -26,9 +26,24 @@ def test_demo_timeline_shows_what_each_patient_gets(tmp_path: Path) -> None:
     assert "Tue 2026-03-03 08:00 UTC  SENT sms: appointment-reminders/booked for Patient/chloe" \
         in timeline  # booked at 22:40: quiet hours delay it to 08:00
     assert "SKIPPED appointment-reminders/booked for Patient/dan" in timeline  # landline only
-    assert summary["sent"] == 11 and summary["Communication written back"] == 11
+    assert summary["sent"] == 11 and summary["Communication written back"] == 11 + 3  # replies
     assert summary["CommunicationRequest written back"] >= 11
     assert summary["cancelled"] == 1
+
+
+def test_demo_shows_replies_read_in_the_patients_words(tmp_path: Path) -> None:
+    out = io.StringIO()
+    summary = run_demo(tmp_path, out, load_settings(database_url="sqlite:///unused.db"))
+    timeline = out.getvalue()
+    assert "↳ text (no rule matched: free text for staff): staff task" in timeline
+    assert "↳ confirm (confirm phrase 'ahi estare'): Appointment/appt-ana confirmed in the EHR" \
+        in timeline
+    assert "↳ answered: “Gracias, su cita está confirmada.”" in timeline
+    assert "↳ stop (opt-out phrase 'no me envien mas'): opted out" in timeline
+    # Opted out of SMS: her last reminder goes by email.
+    assert "Mon 2026-03-09 12:00 UTC  SENT email: appointment-reminders/reminder-2h for " \
+        "Patient/ana" in timeline
+    assert (summary["Consent written back"], summary["Task written back"]) == (1, 1)
 
 
 def test_demo_write_back_is_accepted_by_a_fhir_server(
@@ -38,18 +53,22 @@ def test_demo_write_back_is_accepted_by_a_fhir_server(
     folder = tmp_path / "writeback"
     communications = (folder / "Communication.ndjson").read_text().splitlines()
     requests = (folder / "CommunicationRequest.ndjson").read_text().splitlines()
-    assert len(communications) == 11
+    assert len(communications) == 11 + 3
+    others = [line for rtype in ("Task", "Consent")
+              for line in (folder / f"{rtype}.ndjson").read_text().splitlines()]
     with FhirClient(fhir.base_url) as client:
         for file in sorted(DEMO_FIXTURES.glob("*.json")):  # the resources they point at
             resource = json.loads(file.read_text())
             client.update({k: v for k, v in resource.items() if k != "meta"})
-        for line in requests + communications:
+        for line in requests + communications + others:
             resource = json.loads(line)
             stored = client.update(resource)  # raises on a validation error
             assert stored["id"] == resource["id"]
-        sent = list(client.search("Communication", {"_count": 50}))
+        sent = [c for c in client.search("Communication", {"_count": 50}) if "basedOn" in c]
         assert len(sent) == 11 and {c["status"] for c in sent} == {"completed"}
         assert all(c["basedOn"][0]["identifier"]["value"].startswith("request-") for c in sent)
+        (consent,) = client.search("Consent", {"patient": "Patient/ana"})
+        assert consent["provision"]["type"] == "deny"
         statuses = {r["status"] for r in client.search("CommunicationRequest", {"_count": 50})}
         assert statuses == {"completed", "revoked"}
 
