@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from outreach import SHIPPED_JOURNEYS
+from rules.caps import CapPolicy
 
 ENV_PREFIX = "OUTREACH_"
 
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     send_lease_seconds: int = Field(default=300, ge=1)
     requeue_after_seconds: int = Field(default=600, ge=1)
     low_score_threshold: int = Field(default=6, ge=0, le=10)
+    # The TCPA healthcare exemption's limits, per patient: texts a day and a week (booking
+    # confirmations and other cap-exempt steps aside), on these channels.
+    cap_per_day: int = Field(default=1, ge=1, le=10)
+    cap_per_week: int = Field(default=3, ge=1, le=50)
+    cap_channels: str = "sms"
     # Admin API callers: "name=token,name2=token2"; the name is what the audit log records.
     admin_tokens: SecretStr | None = None
     timezone: str = "UTC"
@@ -171,6 +177,10 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def cap_policy(self) -> CapPolicy:
+        return CapPolicy(self.cap_per_day, self.cap_per_week, frozenset(_split(self.cap_channels)))
 
     @property
     def notify_endpoint(self) -> str | None:

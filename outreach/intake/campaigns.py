@@ -120,7 +120,7 @@ def run_campaign(
     """Run one tick of one scheduled journey, at most once (the campaign_runs unique key)."""
     run_key = tick.isoformat(timespec="minutes")
     now = rt.clock.now()
-    planning = Planning(lambda _patient: rt.settings.zone, rt.journeys)
+    planning = Planning(lambda _patient: rt.settings.zone, rt.journeys, rt.settings.cap_policy)
     outcomes: list[JourneyOutcome] = []
     with transaction(rt.sessions) as session:
         run = _claim(session, journey.name, run_key, now)

@@ -197,7 +197,8 @@ def _process(rt: Runtime, build: _VersionSource) -> IngestResult:
             # Enrollments for change-triggered journeys are only ever made here, in the same
             # transaction that first stores the resource's row: a first sight has none to find.
             outcomes = apply_journeys(session, rt.journeys, change, now,
-                                      lambda _p: rt.settings.zone, may_be_enrolled=not fresh)
+                                      lambda _p: rt.settings.zone, may_be_enrolled=not fresh,
+                                      policy=rt.settings.cap_policy)
             session.flush()
             ready = due_now(outcomes)
             requests = queue_for_outcomes(session, rt.settings.identifier_system, rt.journeys,

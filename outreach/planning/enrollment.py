@@ -296,6 +296,7 @@ def enroll_resource(
 def apply_journeys(
     session: Session, journeys: JourneySet, change: ResourceChange, now: datetime,
     zone_for: ZoneLookup, *, may_be_enrolled: bool = True,
+    policy: CapPolicy = DEFAULT_POLICY,
 ) -> list[JourneyOutcome]:
     """Run every journey for the change's resource type; one journey failing on this resource
     (e.g. FHIRPath on a missing element) is logged and skipped, the others still run.
@@ -306,7 +307,7 @@ def apply_journeys(
     candidates = journeys.for_resource(change.resource_type)
     if not candidates:
         return []
-    planning = Planning(zone_for, journeys)
+    planning = Planning(zone_for, journeys, policy)
     found = _enrollments(session, candidates, change) if may_be_enrolled else {}
     outcomes = []
     # Journeys sharing a condition (same source) evaluate it once for this change.

@@ -19,7 +19,7 @@ from outreach.sending.messages import message_context
 from outreach.store.consent import opted_out
 from outreach.store.controls import PAUSE_RECHECK, paused_journeys
 from outreach.store.models import Enrollment, ScheduledStep, StepState
-from rules.caps import CAP_WINDOW, DEFAULT_POLICY, Send, allowed_time, counts_toward_caps
+from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
 from rules.loader import JourneySet, LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
 from rules.recipients import Recipient, choose_recipient, patient_timezone
@@ -155,8 +155,9 @@ def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str,
         return shift_out_of_quiet_hours(moment, quiet, zone) if quiet else moment
 
     later = adjust(now)
-    if counts_toward_caps([channel], spec.cap_exempt, DEFAULT_POLICY):
-        later = allowed_time(now, sent, zone, DEFAULT_POLICY, adjust)
+    policy = rt.settings.cap_policy
+    if counts_toward_caps([channel], spec.cap_exempt, policy):
+        later = allowed_time(now, sent, zone, policy, adjust)
     if later > now + timedelta(minutes=1):
         why = "quiet hours" if later == adjust(now) else "frequency cap"
         raise _NotNow(f"{why}: deferred", StepState.SCHEDULED, later, counts=False)

@@ -75,6 +75,36 @@ def test_an_encounter_finishing_plans_the_follow_up_and_survey(tmp_path: Path) -
     assert len(days) == len(set(days)), "at most one capped text per local day"
 
 
+def _two_visits_one_afternoon() -> list[dict[str, Any]]:
+    patient = {"resourceType": "Patient", "id": "eve", "active": True, "telecom": [
+        {"system": "phone", "value": "+15555550199", "use": "mobile"}]}
+    visits = [{"resourceType": "Appointment", "id": f"a{hour}", "status": "booked",
+               "start": f"2026-03-09T{hour}:00:00Z", "end": f"2026-03-09T{hour}:30:00Z",
+               "meta": {"versionId": "1", "lastUpdated": "2026-03-02T08:00:00Z"},
+               "participant": [{"actor": {"reference": "Patient/eve"}, "status": "accepted"}]}
+              for hour in (14, 16)]
+    return [patient, *visits]
+
+
+def test_the_text_caps_are_settings_and_simulate_shows_them(tmp_path: Path) -> None:
+    def reminders(**caps: int) -> list[tuple[str, str, str]]:
+        rows, _ = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
+                           load_settings(**caps))
+        return sorted((r.about, r.state, r.due_utc[:10]) for r in rows if r.step == "reminder-72h")
+
+    # The TCPA defaults (1 a day, 3 a week): the first visit's three texts use the week, so the
+    # second visit's 72 h reminder cannot go before the visit and is skipped, saying why.
+    (first, second) = reminders()
+    assert first == ("Appointment/a14", "scheduled", "2026-03-06")
+    assert second[1] == "skipped"
+    rows, _ = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
+                       load_settings())
+    assert any("frequency cap" in (r.why or "") for r in rows if r.about == "Appointment/a16")
+    assert reminders(cap_per_day=2, cap_per_week=6) == [
+        ("Appointment/a14", "scheduled", "2026-03-06"),
+        ("Appointment/a16", "scheduled", "2026-03-06")]
+
+
 def test_cli_prints_a_table_or_json(tmp_path: Path) -> None:
     path = bundle(tmp_path, demo_resources())
     runner = CliRunner()

@@ -20,6 +20,8 @@ def test_defaults_are_the_embedded_setup() -> None:
     ("smtp_port", 70000, "OUTREACH_SMTP_PORT"),
     ("fhir_base_url", "not a url", "OUTREACH_FHIR_BASE_URL"),
     ("sweep_interval_seconds", 0, "OUTREACH_SWEEP_INTERVAL_SECONDS"),
+    ("cap_per_day", 0, "OUTREACH_CAP_PER_DAY"),
+    ("cap_per_week", 100, "OUTREACH_CAP_PER_WEEK"),
 ])
 def test_bad_values_name_the_variable(field: str, value: object, variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
