@@ -4,7 +4,6 @@ given a Task when a human is needed, and the reply written back as a Communicati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -83,18 +82,14 @@ def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
                     spec.survey if spec else None, journey.spec.task_owner if journey else None)
 
 
-def _answers(rt: Runtime, language: str | None) -> Callable[[str], str]:
-    """Our answers in the patient's language (English when we have none of theirs)."""
+def _answer(rt: Runtime, language: str | None, key: str) -> str:
+    """Our answer in the patient's language (English when we have none of theirs)."""
     books = {book.language: book for book in phrasebooks()}
     book = books.get(language or "en", books["en"])
-    values = {"organization": rt.settings.organization_name or book.answers.get(
-                  "clinic", "our clinic"), "callback_phone": rt.settings.callback_phone or ""}
-    values["callback"] = book.answers["callback"].format(**values) if values[
-        "callback_phone"] else ""
-
-    def answer(key: str) -> str:
-        return (book.answers.get(key) or books["en"].answers[key]).format(**values)
-    return answer
+    phone = rt.settings.callback_phone
+    return (book.answers.get(key) or books["en"].answers[key]).format(
+        organization=rt.settings.organization_name or book.answers.get("clinic", "our clinic"),
+        callback=book.answers["callback"].format(callback_phone=phone) if phone else "")
 
 
 def _patient(rt: Runtime, ctx: _Context | None) -> dict[str, Any]:
@@ -262,7 +257,7 @@ def _answer_text(rt: Runtime, ctx: _Context | None, reply: Reply,
         recovery = _recovery_text(rt, ctx.survey, patient, language)
         if recovery is not None:
             return recovery
-    return _answers(rt, language)(handling.answer)
+    return _answer(rt, language, handling.answer)
 
 
 def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,
