@@ -56,6 +56,9 @@ class Phrasebook:
     confirm_phrases: tuple[str, ...]
     cancel_phrases: tuple[str, ...]
     reschedule_phrases: tuple[str, ...]
+    filler: tuple[str, ...] = ()
+    cancel_words: tuple[str, ...] = ()
+    appointment_words: tuple[str, ...] = ()
     answers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -113,16 +116,40 @@ def _first(books: Iterable[Phrasebook], text: str, whole: bool,
     return None
 
 
+def _without(books: tuple[Phrasebook, ...], text: str, *lists: str) -> str:
+    """The text with every phrase of these lists taken out (whole words)."""
+    for book in books:
+        for name in lists:
+            for phrase in getattr(book, name):
+                text = " ".join(f" {text} ".replace(f" {phrase} ", " ").split())
+    return text
+
+
+def _core(books: tuple[Phrasebook, ...], text: str) -> str:
+    """The reply without politeness ("STOP please" → "stop"), unless that leaves nothing."""
+    return _without(books, text, "filler") or text
+
+
+def _cancelling(books: tuple[Phrasebook, ...], text: str) -> tuple[str, str] | None:
+    """A cancellation of the visit: a cancel phrase, or a cancel word with an appointment word
+    ("cancel tomorrow's appointment", "cancelen mi cita")."""
+    found = _first(books, text, False, "cancel_phrases")
+    if found is not None:
+        return found
+    word = _first(books, text, False, "cancel_words")
+    if word is not None and _first(books, text, False, "appointment_words") is not None:
+        return word[0], f"{word[1]} … appointment"
+    return None
+
+
 def _opt_out(books: tuple[Phrasebook, ...], text: str) -> Reply | None:
     """The FCC's words anywhere (unless inside a phrase that means something else, such as
     "cancel my appointment"), or a reasonable opt-out phrasing."""
     found = _first(books, text, False, "opt_out_phrases")
     if found is not None:
         return Reply("stop", rule=f"opt-out phrase {found[1]!r}", language=found[0])
-    stripped = text
-    for book in books:
-        for phrase in book.not_opt_out:
-            stripped = f" {stripped} ".replace(f" {phrase} ", " ").strip()
+    lists = ("not_opt_out", "cancel_words") if _cancelling(books, text) else ("not_opt_out",)
+    stripped = _without(books, text, *lists)
     found = _first(books, stripped, False, "opt_out_anywhere")
     if found is not None:
         return Reply("stop", rule=f"opt-out word {found[1]!r} in the reply", language=found[0])
@@ -132,6 +159,7 @@ def _opt_out(books: tuple[Phrasebook, ...], text: str) -> Reply | None:
 def _keyword(books: tuple[Phrasebook, ...], text: str, replies: Mapping[str, str],
              opted_out: bool) -> Reply | None:
     """Replies that are one keyword: an opt-out word, the step's own reply keys, opt-in, help."""
+    text = _core(books, text)
     compact = text.replace(" ", "")
     found = _first(books, text, True, "opt_out_anywhere", "opt_out_whole") or _first(
         books, compact, True, "opt_out_anywhere", "opt_out_whole")
@@ -164,13 +192,17 @@ def _meaning(books: tuple[Phrasebook, ...], text: str,
              replies: Mapping[str, str]) -> Reply | None:
     """Confirm, cancel or reschedule in the patient's words; two of them at once is ambiguous."""
     found = {
-        "confirm": _first(books, text, True, "confirm_whole")
+        "confirm": _first(books, _core(books, text), True, "confirm_whole")
         or _first(books, text, False, "confirm_phrases"),
-        "cancel": _first(books, text, False, "cancel_phrases"),
+        "cancel": _cancelling(books, text),
         "reschedule": _first(books, text, False, "reschedule_phrases"),
     }
     if found["cancel"] and found["reschedule"]:
         found["cancel"] = None  # "cancel and find me another day" asks for a new time
+    leading_yes = _first(books, text.split(" ", 1)[0], True, "confirm_whole")
+    if found["confirm"] is None and leading_yes is not None and (
+            found["cancel"] or found["reschedule"]):
+        found["confirm"] = leading_yes  # "yes, or can we reschedule?" means two things
     matched = {intent: hit for intent, hit in found.items() if hit is not None}
     if len(matched) > 1:
         return Reply("text", rule="ambiguous: " + " and ".join(

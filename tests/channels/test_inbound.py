@@ -165,3 +165,22 @@ def test_a_phrasebook_rejects_a_bare_yaml_boolean(tmp_path: Path) -> None:
         load_phrasebook(book)
     book.write_text("confirm_whole: ['yes']\n", encoding="utf-8")
     assert isinstance(load_phrasebook(book), Phrasebook)
+
+
+@pytest.mark.parametrize(("body", "intent"), [
+    ("ALTO por favor", "stop"), ("STOP please", "stop"), ("Basta ya", "stop"),
+    ("Yes, thank you!", "confirm"), ("Sí, gracias", "confirm"),
+])
+def test_politeness_around_a_one_word_reply_is_dropped(body: str, intent: str) -> None:
+    assert classify(body, REMINDER).intent == intent
+
+
+@pytest.mark.parametrize("body", ["Cancel tomorrow's appointment", "cancel appt",
+                                  "Cancelen mi cita por favor", "Can't make it, please cancel"])
+def test_cancel_with_the_appointment_is_a_cancellation_not_an_opt_out(body: str) -> None:
+    assert classify(body, REMINDER).intent == "cancel"
+
+
+def test_a_leading_yes_with_another_request_is_ambiguous() -> None:
+    assert classify("yes, or can we reschedule?", REMINDER).rule.startswith("ambiguous")
+    assert classify("yes I have a question about parking", REMINDER).intent == "text"
