@@ -11,11 +11,16 @@ from jinja2.sandbox import SandboxedEnvironment
 
 # What an outreach message may say about a visit ("minimum necessary"): never a
 # reason, diagnosis, service or visit type, in any channel.
-ALLOWED_FIELDS = frozenset({"first_name", "when", "place", "organization", "callback_phone"})
+# `preferences_url` is the patient's own signed link to their message preferences.
+ALLOWED_FIELDS = frozenset({"first_name", "when", "place", "organization", "callback_phone",
+                            "preferences_url"})
 MAX_SMS_SEGMENTS = 3
 _SAMPLE = {"first_name": "Maximiliana", "when": "Wednesday 30 September at 10:30",
            "place": "Main Street Clinic, 2nd floor", "organization": "St Example Hospital",
-           "callback_phone": "+1 555 555 0100"}
+           "callback_phone": "+1 555 555 0100",
+           "preferences_url": "https://outreach.example-hospital.org/p/"
+                              "YWJjZGVmMDEtMjM0NS02Nzg5LWFiY2QtZWYwMTIzNDU2Nzg5fGVzfDZiMzdmYzIx"
+                              ".kcLZMF2NjBtRUKOLXNr6vw"}
 _GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQ"
             "RSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€")
 _GSM7_EXTENDED = set("^{}\\[~]|€")
@@ -70,6 +75,8 @@ def lint_template_file(path: Path, max_segments: int = MAX_SMS_SEGMENTS) -> list
             problem(field, f"{field} uses {name!r}: messages carry only "
                            f"{', '.join(sorted(ALLOWED_FIELDS))} (minimum necessary)")
     sms = data.get("sms")
+    if path.stem.startswith("_"):
+        return problems  # a partial (the email footer) has no text message of its own
     if sms is None:
         problem("sms", "no sms text")
         return problems

@@ -14,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 SHIPPED = Path(__file__).parent / "templates"
 DEFAULT_LANGUAGE = "en"
+FOOTER = "_footer"  # appended to every email in its language (the preference link)
 _FIELDS = {"sms", "email_subject", "email_text", "email_html"}
 
 
@@ -52,7 +53,7 @@ class TemplateCatalog:
 
     @property
     def names(self) -> set[str]:
-        return {name for name, _ in self._texts}
+        return {name for name, _ in self._texts if not name.startswith("_")}
 
     def _source(self, name: str, language: str | None) -> dict[str, str]:
         for lang in (language, DEFAULT_LANGUAGE):
@@ -72,12 +73,27 @@ class TemplateCatalog:
             if channel != "email":
                 return RenderedMessage(text=plain("sms"))
             html = source.get("email_html")
-            return RenderedMessage(
-                text=plain("email_text"),
-                subject=plain("email_subject"),
-                html=self._compiled(self._html, html).render(context) if html else None,
-            )
+            text = plain("email_text")
+            rendered_html = self._compiled(self._html, html).render(context) if html else None
+            footer = self._footer(language, context)
+            if footer is not None:
+                text = f"{text}\n\n{footer.text}" if footer.text else text
+                if rendered_html is not None and footer.html:
+                    rendered_html = f"{rendered_html}\n{footer.html}"
+            return RenderedMessage(text=text, subject=plain("email_subject"), html=rendered_html)
         except KeyError as exc:
             raise TemplateError(f"template {name!r} has no {exc.args[0]} text") from exc
         except JinjaTemplateError as exc:
             raise TemplateError(f"template {name!r} ({channel}): {exc}") from exc
+
+    def _footer(self, language: str | None, context: Mapping[str, Any]) -> RenderedMessage | None:
+        try:
+            source = self._source(FOOTER, language)
+        except TemplateError:
+            return None  # a catalog without a footer sends emails without one
+        try:
+            text = self._compiled(self._plain, source.get("email_text", "")).render(context)
+            html = self._compiled(self._html, source.get("email_html", "")).render(context)
+        except JinjaTemplateError as exc:
+            raise TemplateError(f"template {FOOTER!r}: {exc}") from exc
+        return RenderedMessage(text=text.strip(), html=html.strip() or None)

@@ -169,7 +169,8 @@ def rules_check(path: Path) -> None:
         raise typer.Exit(1)
     assert journeys is not None
     for journey in journeys.journeys:
-        typer.echo(f"ok  {journey.path}: {journey.name} ({len(journey.spec.steps)} steps)")
+        typer.echo(f"ok  {journey.path}: {journey.name} ({len(journey.spec.steps)} steps, "
+                   f"consent category {journey.spec.consent})")
 
 
 @rules_app.command("schema")

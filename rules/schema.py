@@ -22,6 +22,9 @@ from rules.durations import AT_PATTERN, parse_at
 
 ChannelName = Literal["sms", "email", "console"]
 Category = Literal["notification", "reminder", "instruction", "alert"]
+# What a patient can opt out of, one at a time (STOP on SMS still stops every text to the number).
+ConsentCategory = Literal["appointments", "surveys", "campaigns"]
+CONSENT_CATEGORIES: tuple[str, ...] = ("appointments", "surveys", "campaigns")
 ReplyAction = Literal["confirm", "cancel", "cancel-appointment", "score", "reschedule"]
 Recipient = Literal["patient", "caregiver", "caregiver-or-patient"]
 Cycle = Literal["once", "year", "month", "week", "day"]
@@ -223,6 +226,12 @@ class Journey(_Strict):
     recipient: Recipient = "patient"
     steps: list[Step] = Field(min_length=1)
     quiet_hours: QuietHours | None = None
+    consent_category: ConsentCategory | None = Field(
+        default=None,
+        description="what a patient opts out of to stop this journey: appointments (confirmations, "
+                    "reminders, instructions), surveys, campaigns (recalls, greetings); left out: "
+                    "campaigns for a scheduled trigger, surveys when a step asks for a score, "
+                    "else appointments")
     task_owner: str | None = Field(
         default=None, pattern=r"^(Organization|PractitionerRole|Practitioner|CareTeam|"
         r"HealthcareService)/[A-Za-z0-9\-.]{1,64}$",
@@ -243,6 +252,21 @@ class Journey(_Strict):
             if isinstance(resource, str) and resource in DEFAULT_ANCHOR:
                 data = {**data, "anchor": DEFAULT_ANCHOR[resource]}
         return data
+
+    @model_validator(mode="after")
+    def _default_consent_category(self) -> Journey:
+        if self.consent_category is None:
+            category = ("campaigns" if self.trigger.schedule is not None
+                        else "surveys" if any(step.survey for step in self.steps)
+                        else "appointments")
+            object.__setattr__(self, "consent_category", category)
+        return self
+
+    @property
+    def consent(self) -> str:
+        """The consent category, always set after validation."""
+        assert self.consent_category is not None, "set by the validator"
+        return self.consent_category
 
     @field_validator("anchor")
     @classmethod

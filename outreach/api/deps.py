@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from connector.client import FHIR_JSON
@@ -30,3 +31,33 @@ def outcome_response(
 ) -> FhirJSONResponse:
     body = outcome or operation_outcome(diagnostics, code=code, severity=severity)
     return FhirJSONResponse(body, status_code=status)
+
+
+MAX_FORM_BYTES = 16_384  # a form a person fills in; anything larger is not one of ours
+MAX_FORM_FIELDS = 50
+
+
+class BadForm(Exception):
+    """A form body too large, not url-encoded, or not UTF-8; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def bounded_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """An url-encoded form read with a size and field-count limit (Starlette reads any size)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadForm(415, "send the form as application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadForm(413, f"form larger than {limit} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                          max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadForm(400, "the form is not valid UTF-8 url-encoding") from exc
+    return dict(pairs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from outreach import SHIPPED_JOURNEYS
+from outreach.core.links import sign
 from rules.caps import CapPolicy
 
 ENV_PREFIX = "OUTREACH_"
@@ -74,6 +76,15 @@ class Settings(BaseSettings):
     cap_per_day: int = Field(default=1, ge=1, le=10)
     cap_per_week: int = Field(default=3, ge=1, le=50)
     cap_channels: str = "sms"
+    # Numbers written without a country code in the EHR ("555-555-0123") are dialled with this
+    # one ("1"); unset, only numbers written with + or 00 can be texted.
+    default_country_code: str | None = Field(default=None, pattern=r"^[1-9]\d{0,2}$")
+    # The patient preference page: links in messages are signed with this secret and expire.
+    # Unset, messages carry no link and the page is off.
+    preferences_secret: SecretStr | None = None
+    preferences_link_days: int = Field(default=30, ge=1, le=365)
+    # Read the patient's Consents from the EHR with the Patient (one request, _revinclude).
+    read_ehr_consent: bool = True
     # Admin API callers: "name=token,name2=token2"; the name is what the audit log records.
     admin_tokens: SecretStr | None = None
     timezone: str = "UTC"
@@ -154,6 +165,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{issuer!r} is not an http(s) FHIR base URL")
         return value
 
+    @field_validator("preferences_secret")
+    @classmethod
+    def _preferences_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("use at least 32 random characters, e.g. `openssl rand -hex 32`")
+        return value
+
     @field_validator("smart_session_secret")
     @classmethod
     def _session_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -181,6 +199,14 @@ class Settings(BaseSettings):
     @property
     def cap_policy(self) -> CapPolicy:
         return CapPolicy(self.cap_per_day, self.cap_per_week, frozenset(_split(self.cap_channels)))
+
+    def preferences_link(self, patient: str, language: str | None, now: datetime) -> str | None:
+        """The signed, expiring link to the patient's preference page, when the page is on."""
+        if self.preferences_secret is None or self.public_url is None:
+            return None
+        token = sign(self.preferences_secret.get_secret_value().encode(), patient,
+                     language or "en", now, timedelta(days=self.preferences_link_days))
+        return self.public(f"/p/{token}")
 
     @property
     def notify_endpoint(self) -> str | None:

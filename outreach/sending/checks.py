@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,19 +11,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from channels import OutboundMessage
+from channels.phones import e164
 from channels.templates import TemplateError
-from connector.errors import FhirError, FhirNotFound
+from connector.consent import EhrChoice, denied_by, ehr_choices, patient_with_consents
+from connector.errors import FhirError, FhirNotFound, FhirUnsupported
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.messages import message_context
-from outreach.store.consent import opted_out
+from outreach.store import preferences
+from outreach.store.consent import normalize, opted_out
 from outreach.store.controls import PAUSE_RECHECK, paused_journeys
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
 from rules.loader import JourneySet, LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
 from rules.recipients import Recipient, choose_recipient, patient_timezone
-from rules.schema import TRIGGER_TIME, Step
+from rules.schema import TRIGGER_TIME, QuietHours, Step
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,25 @@ def read(rt: Runtime, reference: str, attempts: int) -> dict[str, Any]:
                    rt.clock.now() + backoff(attempts)) from exc
 
 
+def _patient(rt: Runtime, reference: str, attempts: int) -> tuple[dict[str, Any], list[EhrChoice]]:
+    """The Patient, and the outreach choices among its Consents in the EHR, in one request
+    (`_revinclude`) where the EHR serves searches; a plain read otherwise."""
+    if not rt.settings.read_ehr_consent or rt.ehr is None:
+        return read(rt, reference, attempts), []
+    patient_id = reference.removeprefix("Patient/")
+    try:
+        bundle = rt.ehr.get("Patient", {"_id": patient_id, "_revinclude": "Consent:patient"})
+    except FhirUnsupported:
+        return read(rt, reference, attempts), []
+    except FhirError as exc:
+        raise _NotNow(f"EHR unavailable: {exc}", StepState.SCHEDULED,
+                      rt.clock.now() + backoff(attempts)) from exc
+    patient, consents = patient_with_consents(bundle)
+    if patient is None:
+        raise _NotNow(f"{reference} no longer exists", StepState.CANCELLED)
+    return patient, ehr_choices(consents, rt.clock.now(), normalize)
+
+
 def _still_wanted(rt: Runtime, journey: LoadedJourney, enrollment: Enrollment,
                   resource: dict[str, Any]) -> None:
     now = rt.clock.now()
@@ -118,9 +140,28 @@ def _recipients(rt: Runtime, journey: LoadedJourney, spec: Step, step: Scheduled
     for channel in spec.channel:
         if channel in rt.channels and channel not in excluded:
             recipient = choose_recipient(mode, patient, [channel], rt.clock.now(), related)
+            if recipient is not None and channel == "sms":
+                # One spelling for Twilio and for the opt-out records: E.164.
+                number = e164(recipient.address, rt.settings.default_country_code)
+                recipient = replace(recipient, address=number) if number else None
             if recipient is not None:
                 found.append(recipient)
     return found
+
+
+def _personal(prefs: preferences.Preferences,
+              recipients: list[Recipient]) -> tuple[list[Recipient], QuietHours | None]:
+    """The patient's own choices over the journey's: their channel first, their language (for
+    messages to them, not to a caregiver), their quiet hours."""
+    if prefs.channel is not None:
+        recipients = sorted(recipients, key=lambda r: r.channel != prefs.channel)
+    if prefs.language is not None:
+        recipients = [r if r.to_caregiver else replace(r, language=prefs.language)
+                      for r in recipients]
+    quiet = None
+    if prefs.quiet_from is not None:
+        quiet = QuietHours.model_validate({"from": prefs.quiet_from, "to": prefs.quiet_to})
+    return recipients, quiet
 
 
 def sent_recently(session: Session, patient: str, now: datetime, journeys: JourneySet,
@@ -145,14 +186,22 @@ def sent_recently(session: Session, patient: str, now: datetime, journeys: Journ
 
 
 def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str,
-             sent: list[Send], zone: ZoneInfo) -> None:
-    """Quiet hours and frequency caps, re-checked at send time: a retried or late step must not
-    go out at night or past the cap. Deferrals do not count as attempts."""
+             sent: list[Send], zone: ZoneInfo, personal: QuietHours | None) -> None:
+    """Quiet hours (the journey's and the patient's own) and frequency caps, re-checked at send
+    time: a retried or late step must not go out at night or past the cap. Deferrals do not
+    count as attempts."""
     now = rt.clock.now()
-    quiet = journey.spec.quiet_hours
+    windows = [quiet for quiet in (journey.spec.quiet_hours, personal) if quiet is not None]
 
     def adjust(moment: datetime) -> datetime:
-        return shift_out_of_quiet_hours(moment, quiet, zone) if quiet else moment
+        for _ in range(len(windows) + 1):  # leaving one window can land in the other
+            shifted = moment
+            for quiet in windows:
+                shifted = shift_out_of_quiet_hours(shifted, quiet, zone)
+            if shifted == moment:
+                break
+            moment = shifted
+        return moment
 
     later = adjust(now)
     policy = rt.settings.cap_policy
@@ -177,25 +226,38 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     journey, spec = _journey(rt, enrollment, step.step_id)
     resource = read(rt, enrollment.anchor_reference, step.attempts)
     _still_wanted(rt, journey, enrollment, resource)
-    patient = read(rt, enrollment.patient, step.attempts)
+    patient, choices = _patient(rt, enrollment.patient, step.attempts)
     zone = patient_timezone(patient) or rt.settings.zone
     recipients = _recipients(rt, journey, spec, step, enrollment.patient, patient)
-    # What our own records say, in one session: paused, opted out, already sent lately.
+    category = journey.spec.consent
+    # What our own records say, in one session: paused, the patient's choices, sent lately.
     with rt.sessions() as session:
         if enrollment.journey in paused_journeys(session):
             raise _NotNow("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
                        counts=False)
+        prefs = preferences.load(session, enrollment.patient)
         blocked = opted_out(session, [(r.channel, r.address) for r in recipients])
         sent = sent_recently(session, enrollment.patient, rt.clock.now(), rt.journeys,
                              exclude_step=step.id)
+    if category in prefs.categories_off:
+        raise _NotNow(f"patient opted out of {category}")
+    recipients, personal_quiet = _personal(prefs, recipients)
     notes = [f"opted out of {channel}" for channel, _ in sorted(blocked)]
     for recipient in recipients:
         if (recipient.channel, recipient.address) in blocked:
             continue
-        _not_now(rt, journey, spec, recipient.channel, sent, zone)
+        denied = denied_by(choices, category, recipient.channel, recipient.address)
+        if denied is not None:
+            notes.append(f"opted out of {recipient.channel} in the EHR (Consent of "
+                         f"{denied.at.date().isoformat()})")
+            continue
+        _not_now(rt, journey, spec, recipient.channel, sent, zone, personal_quiet)
         context = message_context(rt.settings, patient, resource, enrollment.anchor_at, zone,
                                   recipient.language)
         context["first_name"] = recipient.first_name or context["first_name"]
+        # The preference page is the patient's own: no link in a caregiver's message.
+        context["preferences_url"] = None if recipient.to_caregiver else \
+            rt.settings.preferences_link(enrollment.patient, recipient.language, rt.clock.now())
         try:
             rendered = rt.templates.render(spec.template, recipient.channel, context,
                                            recipient.language)

@@ -8,12 +8,16 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from channels.phones import e164
 from outreach.store.models import ContactConsent
 
 
 def normalize(channel: str, address: str) -> str:
+    """The one spelling an address is kept and compared in: lower-case email, E.164 phone."""
     address = address.strip()
-    return address.lower() if channel == "email" else address.replace(" ", "")
+    if channel == "email":
+        return address.lower()
+    return e164(address) or address.replace(" ", "")
 
 
 def opted_out(

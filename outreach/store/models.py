@@ -212,6 +212,21 @@ class ContactConsent(Base):
     changed_at: Mapped[datetime]
 
 
+class PatientPreference(Base):
+    """What a patient chose on the preference page: applied at send time over what the EHR says
+    (language, channel order, quiet hours) and on top of it (categories opted out of)."""
+
+    __tablename__ = "patient_preferences"
+
+    patient: Mapped[str] = mapped_column(String(128), primary_key=True)
+    language: Mapped[str | None] = mapped_column(String(8))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    quiet_from: Mapped[str | None] = mapped_column(String(5))  # "HH:MM", patient's local time
+    quiet_to: Mapped[str | None] = mapped_column(String(5))
+    categories_off: Mapped[str] = mapped_column(String(64), default="")  # comma-separated
+    changed_at: Mapped[datetime]
+
+
 class InboundMessage(Base):
     """A patient's reply, recorded once per provider message id."""
 

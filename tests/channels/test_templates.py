@@ -11,8 +11,8 @@ from jinja2 import Environment, meta
 
 from channels.templates import SHIPPED, TemplateCatalog, TemplateError
 
-ALLOWED_KEYS = {"first_name", "when", "place", "organization", "callback_phone"}
-SHIPPED_FILES = sorted(SHIPPED.glob("*/*.yaml"))
+ALLOWED_KEYS = {"first_name", "when", "place", "organization", "callback_phone", "preferences_url"}
+SHIPPED_FILES = sorted(f for f in SHIPPED.glob("*/*.yaml") if not f.stem.startswith("_"))
 CONTEXT: dict[str, Any] = {
     "first_name": "Ana",
     "when": "Friday 27 November at 10:30",

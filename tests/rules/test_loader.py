@@ -80,7 +80,7 @@ def test_unknown_step_key_points_at_the_key(tmp_path: Path) -> None:
     (error,) = errors_for(tmp_path, text)
 
     line, col = position(text, "colour")
-    assert (line, col) == (19, 5)
+    assert (line, col) == (20, 5)
     assert error == f"{line}:{col}: unknown key 'steps.0.colour'"
 
 

@@ -1,0 +1,1 @@
+"""Patient self-service: the preference page behind a signed link in a message."""

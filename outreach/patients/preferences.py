@@ -1,0 +1,66 @@
+"""The patient preference page's service: open a signed link, read what is set, save what the
+patient chose (audited, written back to the EHR, in force for the next send)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from outreach.core.links import BadLink, LinkClaims, verify
+from outreach.core.ports import Runtime
+from outreach.store.preferences import Preferences, load
+from outreach.writeback.consent import record_preferences
+from rules.schema import CONSENT_CATEGORIES
+
+log = logging.getLogger(__name__)
+
+ACTOR = "patient (preference link)"
+
+
+class FormError(ValueError):
+    """The posted form cannot be saved; `field` names what to fix."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+def open_link(rt: Runtime, token: str) -> LinkClaims:
+    """The claims of a genuine, unexpired link (BadLink: `off`, `invalid`, `expired`)."""
+    secret = rt.settings.preferences_secret
+    if secret is None:
+        raise BadLink("off")
+    return verify(secret.get_secret_value().encode(), token, rt.clock.now())
+
+
+def current(rt: Runtime, patient: str) -> Preferences:
+    with rt.sessions() as session:
+        return load(session, patient)
+
+
+def from_form(form: Mapping[str, str]) -> Preferences:
+    """What the patient chose: checked categories are the ones they want."""
+    receive = {c for c in CONSENT_CATEGORIES if form.get(f"receive-{c}") == "yes"}
+    channel = form.get("channel") or None
+    try:
+        return Preferences(
+            language=form.get("language") or None,
+            channel=None if channel == "any" else channel,
+            quiet_from=form.get("quiet_from") or None,
+            quiet_to=form.get("quiet_to") or None,
+            categories_off=frozenset(CONSENT_CATEGORIES) - receive,
+        )
+    except ValueError as exc:
+        raise FormError("quiet" if "quiet" in str(exc) else "form") from exc
+
+
+def update(rt: Runtime, claims: LinkClaims, new: Preferences) -> list[str]:
+    """Save; returns the names of what changed."""
+    with rt.sessions() as session:
+        changes, rows = record_preferences(session, rt.settings.identifier_system,
+                                           claims.patient, new, actor=ACTOR, now=rt.clock.now())
+        session.commit()
+    rt.enqueue.write_back(rows)
+    if changes:
+        log.info("preferences of %s changed: %s", claims.patient, ", ".join(sorted(changes)))
+    return sorted(changes)
