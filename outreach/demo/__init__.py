@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import func, select
 
 from channels import ConsoleChannel
@@ -20,11 +22,13 @@ from outreach.core.clock import SimulatedClock
 from outreach.core.settings import Settings
 from outreach.demo.ehr import DemoEhr
 from outreach.intake.ingest import ingest
+from outreach.patients import preferences
 from outreach.replies.inbound import handle_sms
 from outreach.runtime import build_runtime
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
 from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.store.preferences import load
 from outreach.worker import jobs
 
 DEMO_FIXTURES = FIXTURES / "demo"
@@ -46,6 +50,24 @@ def load_replies(folder: Path) -> list[dict[str, str]]:
     return [{k: str(v) for k, v in r.items()} for r in json.loads(file.read_text("utf-8"))]
 
 
+def load_preferences(folder: Path) -> list[dict[str, Any]]:
+    """Patients who open the preference link from a message and save a choice, if any."""
+    file = folder / "preferences" / "page.json"
+    if not file.exists():
+        return []
+    return list(json.loads(file.read_text("utf-8")))
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo shows the preference links, so it signs them with a throwaway secret when the
+    environment sets none."""
+    if settings.preferences_secret is not None and settings.public_url is not None:
+        return settings
+    return settings.model_copy(update={
+        "preferences_secret": settings.preferences_secret or SecretStr(secrets.token_hex(32)),
+        "public_url": settings.public_url or AnyHttpUrl("http://localhost:8000")})
+
+
 def _at(item: dict[str, Any]) -> datetime:
     if "received" in item:
         return datetime.fromisoformat(str(item["received"]).replace("Z", "+00:00"))
@@ -59,6 +81,7 @@ def _stamp(moment: datetime, settings: Settings) -> str:
 
 class Demo:
     def __init__(self, out_dir: Path, stream: TextIO, settings: Settings) -> None:
+        settings = demo_settings(settings)
         self.out, self.stream, self.settings = out_dir, stream, settings
         # Console channels write here; the timeline prints each message under its SENT line.
         self.outbox = io.StringIO()
@@ -149,6 +172,24 @@ class Demo:
             self.stream.write(f"{pad}↳ answered: “{result.reply}”\n")
         self.drain()
 
+    def preferences(self, visit: dict[str, Any]) -> None:
+        """A patient opens the link from a message and saves the form, as the page does."""
+        received = _at(visit)
+        self.run_until(received)
+        link = self.settings.preferences_link(visit["patient"], visit["link_language"], received)
+        assert link is not None, "demo_settings turns the page on"
+        claims = preferences.open_link(self.rt, link.rsplit("/", 1)[1])
+        changed = preferences.update(self.rt, claims, preferences.from_form(visit["form"]))
+        self.say(received, f"PREFERENCES saved by {claims.patient} from the link in a message")
+        with self.rt.sessions() as session:
+            saved = load(session, claims.patient)
+        pad = " " * 24
+        quiet = f"{saved.quiet_from}–{saved.quiet_to}" if saved.quiet_from else "none"
+        off = ", ".join(sorted(saved.categories_off)) or "none"
+        self.stream.write(f"{pad}↳ changed: {', '.join(changed)}; quiet hours {quiet}; "
+                          f"opted out of: {off} (audited, written back)\n")
+        self.drain()
+
     def _describe(self, journey: str, action: str, reason: str,
                   steps: list[ScheduledStep]) -> None:
         pad = " " * 24
@@ -178,12 +219,15 @@ def run_demo(out_dir: Path, stream: TextIO, settings: Settings,
     demo = Demo(out_dir, stream, settings)
     try:
         changes, replies = load_changes(fixtures), load_replies(fixtures)
-        stream.write(f"Replaying {len(changes)} resource versions and {len(replies)} SMS replies "
-                     f"from {fixtures} (simulated clock, console channels, SQLite store)\n\n")
-        for _, kind, item in sorted([(_at(r), 0, r) for r in changes]
-                                    + [(_at(r), 1, r) for r in replies],
-                                    key=lambda e: (e[0], e[1])):
-            demo.replay(item) if kind == 0 else demo.reply(item)
+        visits = load_preferences(fixtures)
+        stream.write(f"Replaying {len(changes)} resource versions, {len(replies)} SMS replies and "
+                     f"{len(visits)} preference page visits from {fixtures} (simulated clock, "
+                     "console channels, SQLite store)\n\n")
+        handlers = (demo.replay, demo.reply, demo.preferences)
+        events = [(_at(item), kind, item) for kind, items in enumerate((changes, replies, visits))
+                  for item in items]
+        for _, kind, item in sorted(events, key=lambda e: (e[0], e[1])):
+            handlers[kind](item)
         last = max(_horizon(changes))
         demo.run_until(last)
         return demo.summary()

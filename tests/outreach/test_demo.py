@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from connector.client import FhirClient
+from connector.consent import OUTREACH_CATEGORY
 from outreach.cli import app
 from outreach.core.settings import load_settings
 from outreach.demo import DEMO_FIXTURES, run_demo
@@ -26,7 +27,8 @@ def test_demo_timeline_shows_what_each_patient_gets(tmp_path: Path) -> None:
     assert "Tue 2026-03-03 08:00 UTC  SENT sms: appointment-reminders/booked for Patient/chloe" \
         in timeline  # booked at 22:40: quiet hours delay it to 08:00
     assert "SKIPPED appointment-reminders/booked for Patient/dan" in timeline  # landline only
-    assert summary["sent"] == 11 and summary["Communication written back"] == 11 + 3  # replies
+    # 3 replies and 1 preference change are Communications too.
+    assert summary["sent"] == 11 and summary["Communication written back"] == 11 + 3 + 1
     assert summary["CommunicationRequest written back"] >= 11
     assert summary["cancelled"] == 1
 
@@ -43,7 +45,23 @@ def test_demo_shows_replies_read_in_the_patients_words(tmp_path: Path) -> None:
     # Opted out of SMS: her last reminder goes by email.
     assert "Mon 2026-03-09 12:00 UTC  SENT email: appointment-reminders/reminder-2h for " \
         "Patient/ana" in timeline
-    assert (summary["Consent written back"], summary["Task written back"]) == (1, 1)
+    # Ana's STOP and Chloe's campaigns opt-out on the preference page.
+    assert (summary["Consent written back"], summary["Task written back"]) == (2, 1)
+
+
+def test_demo_shows_a_preference_change_taking_effect(tmp_path: Path) -> None:
+    out = io.StringIO()
+    run_demo(tmp_path, out, load_settings(database_url="sqlite:///unused.db"))
+    timeline = out.getvalue()
+    # The booking message carries the signed link; the patient's own quiet hours then hold back
+    # the 09:00 reminder to 09:30.
+    assert "Message preferences: http://localhost:8000/p/" in timeline
+    assert "PREFERENCES saved by Patient/chloe from the link in a message" in timeline
+    assert "quiet hours 20:00–09:30; opted out of: campaigns" in timeline
+    assert "Tue 2026-03-03 09:00 UTC  SCHEDULED appointment-reminders/reminder-72h for " \
+        "Patient/chloe (Appointment/appt-chloe): quiet hours: deferred" in timeline
+    assert "Tue 2026-03-03 09:30 UTC  SENT sms: appointment-reminders/reminder-72h for " \
+        "Patient/chloe" in timeline
 
 
 def test_demo_write_back_is_accepted_by_a_fhir_server(
@@ -53,7 +71,7 @@ def test_demo_write_back_is_accepted_by_a_fhir_server(
     folder = tmp_path / "writeback"
     communications = (folder / "Communication.ndjson").read_text().splitlines()
     requests = (folder / "CommunicationRequest.ndjson").read_text().splitlines()
-    assert len(communications) == 11 + 3
+    assert len(communications) == 11 + 3 + 1
     others = [line for rtype in ("Task", "Consent")
               for line in (folder / f"{rtype}.ndjson").read_text().splitlines()]
     with FhirClient(fhir.base_url) as client:
@@ -69,6 +87,10 @@ def test_demo_write_back_is_accepted_by_a_fhir_server(
         assert all(c["basedOn"][0]["identifier"]["value"].startswith("request-") for c in sent)
         (consent,) = client.search("Consent", {"patient": "Patient/ana"})
         assert consent["provision"]["type"] == "deny"
+        (campaigns,) = client.search("Consent", {"patient": "Patient/chloe"})
+        assert campaigns["provision"]["type"] == "deny"
+        coding = campaigns["category"][1]["coding"]
+        assert {"system": OUTREACH_CATEGORY, "code": "campaigns"} in coding
         statuses = {r["status"] for r in client.search("CommunicationRequest", {"_count": 50})}
         assert statuses == {"completed", "revoked"}
 
