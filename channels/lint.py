@@ -9,6 +9,8 @@ import yaml
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from channels.segments import sms_segments
+
 # What an outreach message may say about a visit ("minimum necessary"): never a
 # reason, diagnosis, service or visit type, in any channel.
 # `preferences_url` is the patient's own signed link to their message preferences.
@@ -21,9 +23,7 @@ _SAMPLE = {"first_name": "Maximiliana", "when": "Wednesday 30 September at 10:30
            "preferences_url": "https://outreach.example-hospital.org/p/"
                               "YWJjZGVmMDEtMjM0NS02Nzg5LWFiY2QtZWYwMTIzNDU2Nzg5fGVzfDZiMzdmYzIx"
                               ".kcLZMF2NjBtRUKOLXNr6vw"}
-_GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQ"
-            "RSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€")
-_GSM7_EXTENDED = set("^{}\\[~]|€")
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,6 @@ class TemplateProblem:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
-
-
-def sms_segments(text: str) -> int:
-    """Segments a carrier bills: GSM-7 160 (153 when split), else UCS-2 70 (67 when split)."""
-    if set(text) <= _GSM7:
-        length = len(text) + sum(1 for ch in text if ch in _GSM7_EXTENDED)
-        single, multi = 160, 153
-    else:
-        length, single, multi = len(text.encode("utf-16-le")) // 2, 70, 67
-    return 1 if length <= single else -(-length // multi)
 
 
 def _positions(text: str) -> dict[str, tuple[int, int]]:

@@ -55,11 +55,19 @@ class TemplateCatalog:
     def names(self) -> set[str]:
         return {name for name, _ in self._texts if not name.startswith("_")}
 
-    def _source(self, name: str, language: str | None) -> dict[str, str]:
+    def language_of(self, name: str, language: str | None) -> str | None:
+        """The language a message in `language` is actually written in (English when the
+        template has no such translation); None when there is no such template."""
         for lang in (language, DEFAULT_LANGUAGE):
             if lang and (name, lang) in self._texts:
-                return self._texts[(name, lang)]
-        raise TemplateError(f"no template {name!r}")
+                return lang
+        return None
+
+    def _source(self, name: str, language: str | None) -> dict[str, str]:
+        lang = self.language_of(name, language)
+        if lang is None:
+            raise TemplateError(f"no template {name!r}")
+        return self._texts[(name, lang)]
 
     def render(
         self, name: str, channel: str, context: Mapping[str, Any], language: str | None = None

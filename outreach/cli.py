@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -219,6 +219,82 @@ def simulate(
     typer.echo(as_json(rows) if output == "json" else as_table(rows))
     for note in notes:
         typer.echo(note, err=True)
+
+
+def _date(option: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        typer.echo(f"{option}: not a date (YYYY-MM-DD): {value!r}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _filters(pairs: list[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value:
+            typer.echo(f"--filter {pair!r}: use NAME=VALUE, e.g. journey=appointment-reminders",
+                       err=True)
+            raise typer.Exit(2)
+        found[name.strip()] = value.strip()
+    return found
+
+
+@app.command()
+def report(
+    first: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), local time")],
+    last: Annotated[str, typer.Option("--to", help="Last day, included")],
+    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", help="NAME=VALUE: journey, step, channel, language, location, "
+                         "practitioner, service_type (repeatable)")] = None,
+    publish: Annotated[bool, typer.Option(
+        help="Also write the figures to the EHR as a FHIR MeasureReport")] = False,
+) -> None:
+    """Outcomes of the appointments whose start falls in the period (docs/metrics.md): reached,
+    confirmed, cancelled, fulfilled, no-show and their rates, by journey and more."""
+    import json
+
+    from outreach import runtime
+    from outreach.reports.outcomes import UnknownFilter
+    from outreach.reports.publish import publish as publish_report
+    from outreach.reports.render import as_csv, as_table
+    from outreach.reports.service import BadPeriod, outcome_report, period
+
+    if output not in ("table", "json", "csv"):
+        typer.echo("--format must be table, json or csv", err=True)
+        raise typer.Exit(2)
+    try:
+        chosen = period(_date("--from", first), _date("--to", last))
+    except BadPeriod as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    settings = _settings()
+    if publish and settings.fhir_base_url is None:
+        typer.echo("--publish needs OUTREACH_FHIR_BASE_URL", err=True)
+        raise typer.Exit(2)
+    _require_schema(settings)
+    logging.basicConfig(level=logging.WARNING)
+    rt = runtime.current()
+    try:
+        result = outcome_report(rt, chosen, _filters(filters or []))
+    except UnknownFilter as exc:
+        typer.echo(f"--filter: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    rendered = {"json": lambda r: json.dumps(r, indent=2, ensure_ascii=False) + "\n",
+                "csv": as_csv, "table": as_table}[output](result)
+    typer.echo(rendered, nl=False)
+    if publish:
+        failed = False
+        for done in publish_report(rt, chosen, result):
+            where = f"{done.resource_type}/{done.server_id}" if done.server_id else \
+                done.resource_type
+            typer.echo(f"published {where}: {done.state}"
+                       + (f" ({done.error})" if done.error else ""), err=True)
+            failed |= done.state != "done"
+        if failed:
+            raise typer.Exit(1)
 
 
 def _fhir_runtime() -> Runtime:

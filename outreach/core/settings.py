@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     send_lease_seconds: int = Field(default=300, ge=1)
     requeue_after_seconds: int = Field(default=600, ge=1)
     low_score_threshold: int = Field(default=6, ge=0, le=10)
+    # The outcome report's cost estimate: what one SMS segment costs (set your contract's).
+    sms_price_per_segment: float = Field(default=0.0083, ge=0, le=10)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     # The TCPA healthcare exemption's limits, per patient: texts a day and a week (booking
     # confirmations and other cap-exempt steps aside), on these channels.
     cap_per_day: int = Field(default=1, ge=1, le=10)

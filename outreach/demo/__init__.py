@@ -24,6 +24,8 @@ from outreach.demo.ehr import DemoEhr
 from outreach.intake.ingest import ingest
 from outreach.patients import preferences
 from outreach.replies.inbound import handle_sms
+from outreach.reports.render import as_table
+from outreach.reports.service import outcome_report, period
 from outreach.runtime import build_runtime
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
@@ -199,6 +201,13 @@ class Demo:
             note = f"  — {step.reason}" if step.reason else ""
             self.stream.write(f"{pad}    {step.step_id:<14} {step.state:<10} {when}{note}\n")
 
+    def outcomes(self, changes: list[dict[str, Any]]) -> None:
+        """The manager's view of the same weeks: `outreach report` over the replayed period."""
+        days = [_at(r).astimezone(self.settings.zone).date() for r in changes]
+        days += [s.astimezone(self.settings.zone).date() for s in _starts(changes)]
+        result = outcome_report(self.rt, period(min(days), max(days)))
+        self.stream.write("\n" + as_table(result))
+
     def summary(self) -> dict[str, int]:
         with self.rt.sessions() as session:
             counts = dict(session.execute(
@@ -230,9 +239,16 @@ def run_demo(out_dir: Path, stream: TextIO, settings: Settings,
             handlers[kind](item)
         last = max(_horizon(changes))
         demo.run_until(last)
+        demo.outcomes(changes)
         return demo.summary()
     finally:
         demo.rt.engine.dispose()
+
+
+def _starts(changes: list[dict[str, Any]]) -> Iterator[datetime]:
+    for resource in changes:
+        if resource["resourceType"] == "Appointment" and resource.get("start"):
+            yield datetime.fromisoformat(resource["start"].replace("Z", "+00:00"))
 
 
 def _horizon(changes: list[dict[str, Any]]) -> Iterator[datetime]:
@@ -240,6 +256,5 @@ def _horizon(changes: list[dict[str, Any]]) -> Iterator[datetime]:
         _, updated = version_of(resource)
         if updated:
             yield updated
-        if resource["resourceType"] == "Appointment" and resource.get("start"):
-            yield datetime.fromisoformat(resource["start"].replace("Z", "+00:00")) + timedelta(
-                hours=1)
+    for start in _starts(changes):
+        yield start + timedelta(hours=1)

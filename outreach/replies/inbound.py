@@ -222,7 +222,8 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                     to_address=to, body=body, received_at=now, patient=patient,
                     in_reply_to_step=ctx.step_id if ctx else None, intent=reply.intent,
                     rule=reply.rule[:200], language=reply.language,
-                    outcome=handling.outcome or None))
+                    outcome=handling.outcome or None,
+                    score=reply.score if reply.intent == "score" else None))
         except IntegrityError:
             return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
         ids += _record(rt, session, now, message_id, body, ctx, reply, handling)

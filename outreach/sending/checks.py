@@ -39,6 +39,7 @@ class Ready:
     patient: str
     about: str
     category: str
+    language: str | None = None  # the message's (None: the default, English)
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
         message = OutboundMessage(key=step.uid, to=recipient.address, text=rendered.text,
                                   subject=rendered.subject, html=rendered.html)
         return Ready(recipient.channel, recipient.address, message, enrollment.patient,
-                     enrollment.anchor_reference, spec.category)
+                     enrollment.anchor_reference, spec.category,
+                     rt.templates.language_of(spec.template, recipient.language))
     listed = ", ".join(spec.channel)
     detail = "; ".join(notes) or f"configured: {', '.join(sorted(rt.channels))}"
     if step.excluded_channels:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
+from channels.segments import sms_segments
 from channels.twilio import UNSUBSCRIBED
 from connector.writeback import SentMessage, build_communication, request_identifier
 from outreach.core.metrics import SENDS
@@ -118,12 +119,19 @@ def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | N
         if unfinished is not None:
             session.expunge(unfinished)
             return _Reservation(None, unfinished)
-        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
-                                  channel=ready.channel, address=ready.to, state="reserved",
-                                  started_at=now)
+        attempt = _new_attempt(step, ready, now)
         session.add(attempt)
         session.flush()
         return _Reservation(attempt.id, None)
+
+
+def _new_attempt(step: ScheduledStep, ready: Ready, now: datetime) -> DeliveryAttempt:
+    """The attempt row, written before the provider is called; with the message's language and
+    its SMS segments (what the carrier bills), for the outcome reports."""
+    segments = sms_segments(ready.message.text) if ready.channel == "sms" else None
+    return DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1, channel=ready.channel,
+                           address=ready.to, state="reserved", started_at=now,
+                           language=ready.language, segments=segments)
 
 
 def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
@@ -142,9 +150,7 @@ def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
     with transaction(rt.sessions) as session:
         row = session.get_one(DeliveryAttempt, previous.id)
         row.state, row.error = "failed", "result lost; not found at the provider"
-        attempt = DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1,
-                                  channel=ready.channel, address=ready.to, state="reserved",
-                                  started_at=rt.clock.now())
+        attempt = _new_attempt(step, ready, rt.clock.now())
         session.add(attempt)
         session.flush()
         return attempt.id, None

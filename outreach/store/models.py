@@ -160,6 +160,8 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    language: Mapped[str | None] = mapped_column(String(16))  # the template language used
+    segments: Mapped[int | None]  # SMS segments the carrier bills (None: not SMS)
 
 
 class Writeback(Base):
@@ -246,6 +248,7 @@ class InboundMessage(Base):
     rule: Mapped[str | None] = mapped_column(String(200))  # which rule read it that way
     language: Mapped[str | None] = mapped_column(String(16))  # of the phrase that matched
     outcome: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[int | None]  # a survey answer, as the patient gave it
 
 
 class SubscriptionStatus(Base):

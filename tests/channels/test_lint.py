@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from channels.lint import lint_template_file, lint_templates, sms_segments
+from channels.lint import lint_template_file, lint_templates
+from channels.segments import sms_segments
 from channels.templates import SHIPPED
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
 from outreach.core.ports import Runtime
+from outreach.reports.outcomes import UnknownFilter
+from outreach.reports.service import BadPeriod, outcome_report, period
 from outreach.staff import admin
 from outreach.store.controls import paused_journeys
 from outreach.store.models import AuditEntry, Enrollment, ScheduledStep, Writeback
@@ -206,3 +208,28 @@ def audit_log(rt: RuntimeDep, _caller: Caller,
         rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
         return [AuditOut(at=r.at, actor=r.actor, action=r.action, target=r.target,
                          detail=r.detail) for r in rows]
+
+
+@router.get("/reports/outcomes")
+async def outcomes_report(
+    rt: RuntimeDep, _caller: Caller,
+    first: Annotated[date, Query(alias="from", description="first day, YYYY-MM-DD")],
+    last: Annotated[date, Query(alias="to", description="last day, included")],
+    journey: Annotated[str | None, Query(max_length=64)] = None,
+    step: Annotated[str | None, Query(max_length=130)] = None,
+    channel: Annotated[str | None, Query(max_length=16)] = None,
+    language: Annotated[str | None, Query(max_length=16)] = None,
+    location: Annotated[str | None, Query(max_length=200)] = None,
+    practitioner: Annotated[str | None, Query(max_length=200)] = None,
+    service_type: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """The outcome report (the JSON of `outreach report --format json`; docs/metrics.md)."""
+    filters = {name: value for name, value in (
+        ("journey", journey), ("step", step), ("channel", channel), ("language", language),
+        ("location", location), ("practitioner", practitioner), ("service_type", service_type),
+    ) if value is not None}
+    try:
+        chosen = period(first, last)
+        return await run_in_threadpool(outcome_report, rt, chosen, filters)
+    except (BadPeriod, UnknownFilter) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
