@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import outcome_response
-from outreach.api.routes import admin, health, notify, patients, smart, twilio
+from outreach.api.routes import admin, dashboard, health, notify, patients, smart, twilio
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)
     app.include_router(smart.router)
     app.include_router(patients.router)
+    app.include_router(dashboard.router)
     app.include_router(health.router)
 
     @app.exception_handler(twilio.ForgedWebhook)

@@ -4,6 +4,7 @@ sent about it and the patient's replies. Nothing is asked of the EHR."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -192,9 +193,13 @@ def _add_steps(session: Session, journey_of: dict[int, tuple[str, AppointmentFac
         facts.replies.extend(ReplyFact(journey, step_id, r.intent, r.score) for r in found)
 
 
+_INSTANT = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+(Z|[+-]\d\d:\d\d)?")
+
+
 def _reason_kind(reason: str | None) -> str:
-    """A skip or failure reason without its particulars, to group by (no addresses, no ids)."""
-    text = (reason or "unknown").strip()
+    """A skip or failure reason without its particulars, to group by (no addresses, no ids, no
+    times)."""
+    text = _INSTANT.sub("…", (reason or "unknown").strip())
     for cut in (" (", ": ", " — ", " among "):
         text = text.split(cut, 1)[0]
     return text[:80]

@@ -5,9 +5,9 @@ type (pure: the facts come from outreach.reports.facts)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from outreach.reports.facts import FULFILLED, AppointmentFacts, ScoreFact, SentFact
@@ -31,32 +31,42 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def _confirmed(f: AppointmentFacts) -> bool:
+    return f.reached and "confirm" in f.intents()
+
+
+def _by_patient(f: AppointmentFacts) -> bool:
+    return f.status == "cancelled" and (f.cancelled_by == "patient" or "cancel" in f.intents())
+
+
+# Each counted figure as a test of one appointment (docs/metrics.md): the report counts them, the
+# dashboard's drill-down lists them.
+FIGURES: dict[str, Callable[[AppointmentFacts], bool]] = {
+    "appointments": lambda f: True,
+    "reached": lambda f: f.reached,
+    "unreached": lambda f: not f.reached,
+    "confirmed": _confirmed,
+    "cancelled": lambda f: f.status == "cancelled",
+    "cancelled_by_patient": _by_patient,
+    "cancel_requests_by_reply": lambda f: "cancel" in f.intents(),
+    "fulfilled": lambda f: f.status in FULFILLED,
+    "no_show": lambda f: f.status == "noshow",
+    "responded": lambda f: f.reached and bool(f.intents() - {"empty"}),
+    "opt_outs": lambda f: f.reached and "stop" in f.intents(),
+}
+
+
 def counts(facts: Iterable[AppointmentFacts]) -> dict[str, Any]:
     """The headline figures of a set of appointments (definitions: docs/metrics.md)."""
     rows = list(facts)
-    reached = [f for f in rows if f.reached]
-    fulfilled = sum(f.status in FULFILLED for f in rows)
-    no_show = sum(f.status == "noshow" for f in rows)
-    confirmed = sum("confirm" in f.intents() for f in reached)
-    responded = sum(bool(f.intents() - {"empty"}) for f in reached)
-    opt_outs = sum("stop" in f.intents() for f in reached)
-    cancelled = [f for f in rows if f.status == "cancelled"]
+    found = {name: sum(test(f) for f in rows) for name, test in FIGURES.items()}
+    responded = found.pop("responded")
     return {
-        "appointments": len(rows),
-        "reached": len(reached),
-        "unreached": len(rows) - len(reached),
-        "confirmed": confirmed,
-        "cancelled": len(cancelled),
-        "cancelled_by_patient": sum(f.cancelled_by == "patient" or "cancel" in f.intents()
-                                    for f in cancelled),
-        "cancel_requests_by_reply": sum("cancel" in f.intents() for f in rows),
-        "fulfilled": fulfilled,
-        "no_show": no_show,
-        "no_show_rate": _rate(no_show, no_show + fulfilled),
-        "confirmation_rate": _rate(confirmed, len(reached)),
-        "response_rate": _rate(responded, len(reached)),
-        "opt_outs": opt_outs,
-        "opt_out_rate": _rate(opt_outs, len(reached)),
+        **found,
+        "no_show_rate": _rate(found["no_show"], found["no_show"] + found["fulfilled"]),
+        "confirmation_rate": _rate(found["confirmed"], found["reached"]),
+        "response_rate": _rate(responded, found["reached"]),
+        "opt_out_rate": _rate(found["opt_outs"], found["reached"]),
     }
 
 
@@ -218,3 +228,21 @@ def breakdown_rows(result: Mapping[str, Any]) -> Iterable[list[str]]:
             yield [dimension, value, *(str(figures[c]) if figures[c] is not None else ""
                                        for c in BREAKDOWN_COLUMNS)]
 
+
+
+def weekly(facts: list[AppointmentFacts], zone: Any) -> list[tuple[date, dict[str, Any]]]:
+    """The headline figures per week (Monday first, local time) of appointment start."""
+    weeks: dict[date, list[AppointmentFacts]] = defaultdict(list)
+    for item in facts:
+        day = item.start.astimezone(zone).date()
+        weeks[day - timedelta(days=day.weekday())].append(item)
+    return [(week, counts(weeks[week])) for week in sorted(weeks)]
+
+
+def drill_down(facts: list[AppointmentFacts], filters: Mapping[str, str],
+               figure: str) -> list[AppointmentFacts]:
+    """The appointments behind one figure of the report (with its filters)."""
+    test = FIGURES.get(figure)
+    if test is None:
+        raise UnknownFilter("figure", figure, sorted(FIGURES))
+    return [f for f in apply_filters(facts, filters) if test(f)]

@@ -1,14 +1,37 @@
-"""Build the outcome report for a period from the store, in the hospital's time zone."""
+"""Build the outcome report and the dashboard for a period from the store, in the hospital's
+time zone."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from outreach.core.ports import Runtime
-from outreach.reports.facts import load_appointments, load_messages, load_scores
-from outreach.reports.outcomes import Period, Pricing, report
+from outreach.reports import charts
+from outreach.reports.facts import (
+    AppointmentFacts,
+    ScoreFact,
+    SentFact,
+    load_appointments,
+    load_messages,
+    load_scores,
+)
+from outreach.reports.outcomes import (
+    DIMENSIONS,
+    Period,
+    Pricing,
+    UnknownFilter,
+    apply_filters,
+    drill_down,
+    filter_values,
+    report,
+    weekly,
+)
+from outreach.store.models import Writeback
 
 
 class BadPeriod(ValueError):
@@ -16,9 +39,13 @@ class BadPeriod(ValueError):
 
 
 MAX_DAYS = 366
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
 def period(first: date, last: date) -> Period:
+    for day in (first, last):
+        if not EARLIEST <= day <= LATEST:
+            raise BadPeriod(f"{day} is outside {EARLIEST} to {LATEST}")
     if last < first:
         raise BadPeriod(f"--to {last} is before --from {first}")
     if (last - first).days >= MAX_DAYS:
@@ -26,15 +53,90 @@ def period(first: date, last: date) -> Period:
     return Period(first, last)
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    facts: list[AppointmentFacts]
+    sent: list[SentFact]
+    scores: list[ScoreFact]
+
+
+def _bounds(rt: Runtime, chosen: Period) -> tuple[datetime, datetime]:
+    zone = rt.settings.zone
+    return (datetime.combine(chosen.first, time(0), zone),
+            datetime.combine(chosen.last + timedelta(days=1), time(0), zone))
+
+
+def _load(rt: Runtime, chosen: Period) -> _Loaded:
+    start, end = _bounds(rt, chosen)
+    with rt.sessions() as session:
+        return _Loaded(load_appointments(session, start, end),
+                       load_messages(session, start, end, rt.settings.zone),
+                       load_scores(session, start, end))
+
+
+def _report(rt: Runtime, chosen: Period, loaded: _Loaded,
+            filters: Mapping[str, str]) -> dict[str, Any]:
+    pricing = Pricing(rt.settings.sms_price_per_segment, rt.settings.currency)
+    return report(chosen, rt.settings.timezone, loaded.facts, loaded.sent, loaded.scores,
+                  rt.journeys, pricing, dict(filters), rt.settings.low_score_threshold)
+
+
 def outcome_report(rt: Runtime, chosen: Period,
                    filters: Mapping[str, str] | None = None) -> dict[str, Any]:
-    zone = rt.settings.zone
-    start = datetime.combine(chosen.first, time(0), zone)
-    end = datetime.combine(chosen.last + timedelta(days=1), time(0), zone)
+    return _report(rt, chosen, _load(rt, chosen), filters or {})
+
+
+@dataclass(frozen=True, slots=True)
+class StaffTask:
+    id: int  # the outbox row
+    authored: datetime
+    priority: str
+    patient: str
+    description: str
+    written: str  # done | pending | local
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    result: dict[str, Any]
+    weeks: list[tuple[date, dict[str, Any]]]
+    rates_chart: str
+    messages_chart: str
+    options: dict[str, list[str]]
+    dimension: str
+    tasks: list[StaffTask]
+
+
+def _tasks(rt: Runtime, chosen: Period, limit: int = 25) -> list[StaffTask]:
+    """Urgent Tasks raised in the period (service recovery, first): as far as we know open,
+    since Tasks completed in the EHR are not read back yet."""
+    start, end = _bounds(rt, chosen)
     with rt.sessions() as session:
-        facts = load_appointments(session, start, end)
-        sent = load_messages(session, start, end, zone)
-        scores = load_scores(session, start, end)
-    pricing = Pricing(rt.settings.sms_price_per_segment, rt.settings.currency)
-    return report(chosen, rt.settings.timezone, facts, sent, scores, rt.journeys, pricing,
-                  dict(filters or {}), rt.settings.low_score_threshold)
+        rows = session.scalars(select(Writeback).where(
+            Writeback.resource_type == "Task", Writeback.created_at >= start,
+            Writeback.created_at < end).order_by(Writeback.created_at.desc()).limit(500))
+        found = []
+        for row in rows:
+            task = row.resource
+            found.append(StaffTask(row.id, row.created_at, str(task.get("priority", "routine")),
+                                   str((task.get("for") or {}).get("reference", "—")),
+                                   str(task.get("description", "")), row.state))
+    found.sort(key=lambda t: (t.priority == "routine", -t.authored.timestamp()))
+    return found[:limit]
+
+
+def dashboard(rt: Runtime, chosen: Period, filters: Mapping[str, str],
+              dimension: str) -> Dashboard:
+    if dimension not in DIMENSIONS:
+        raise UnknownFilter("breakdown", dimension, list(DIMENSIONS))
+    loaded = _load(rt, chosen)
+    result = _report(rt, chosen, loaded, filters)
+    weeks = weekly(apply_filters(loaded.facts, filters), rt.settings.zone)
+    return Dashboard(result, weeks, charts.rates_by_week(weeks),
+                     charts.messages_by_day(result["messages_per_day"]),
+                     filter_values(loaded.facts), dimension, _tasks(rt, chosen))
+
+
+def appointments_behind(rt: Runtime, chosen: Period, filters: Mapping[str, str],
+                        figure: str) -> list[AppointmentFacts]:
+    return drill_down(_load(rt, chosen).facts, filters, figure)

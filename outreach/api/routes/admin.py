@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from outreach.core.ports import Runtime
 from outreach.reports.outcomes import UnknownFilter
 from outreach.reports.service import BadPeriod, outcome_report, period
 from outreach.staff import admin
+from outreach.staff.signin import caller_for
 from outreach.store.controls import paused_journeys
 from outreach.store.models import AuditEntry, Enrollment, ScheduledStep, Writeback
 
@@ -30,11 +30,9 @@ def require_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The caller's name from OUTREACH_ADMIN_TOKENS (compared in constant time)."""
-    if credentials is not None:
-        given = credentials.credentials.encode()
-        for token, name in rt.settings.admin_callers().items():
-            if hmac.compare_digest(given, token.encode()):
-                return name
+    name = caller_for(rt.settings, credentials.credentials if credentials else None)
+    if name is not None:
+        return name
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid admin bearer token is required",
                         headers={"WWW-Authenticate": "Bearer"})
 

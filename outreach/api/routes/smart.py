@@ -5,18 +5,16 @@ from __future__ import annotations
 import hmac
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import APIRouter, Cookie, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
+from outreach.api.pages import environment, page_headers, templates
 from outreach.core.ports import Runtime
 from outreach.core.settings import Settings
 from outreach.staff.smart import (
@@ -43,12 +41,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/smart", tags=["smart"], include_in_schema=False)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-# Every value is escaped: reply texts and Task descriptions come from patients and staff.
-_env = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
-                   autoescape=select_autoescape(default=True))
-
-
 def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
     """A time as the clinic reads it: its own time zone, day and minute."""
     if isinstance(value, str):  # a FHIR instant, e.g. Task.authoredOn
@@ -63,17 +55,9 @@ def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%a %d %b %Y, %H:%M %Z")
 
 
-_env.filters["when"] = _when
-templates = Jinja2Templates(env=_env)
-
-# Pages carry patient data: never cached, never leaking the URL, no scripts at all.
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-                               "form-action 'none'",
-}
+environment.filters["when"] = _when
+# Made to sit in the EHR's frame; no form posts anywhere.
+PAGE_HEADERS = page_headers(framed=True)
 
 LaunchCookie = Annotated[str | None, Cookie(alias=LAUNCH_COOKIE)]
 SessionCookie = Annotated[str | None, Cookie(alias=SESSION_COOKIE)]

@@ -1,0 +1,132 @@
+"""The managers' dashboard at /dashboard: outcomes for a period, trends, a breakdown, open
+service-recovery Tasks and the appointments behind a number (ids only). Staff sign in with an
+admin token; server-rendered, no scripts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Cookie, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from outreach.api.deps import BadForm, RuntimeDep, bounded_form
+from outreach.api.pages import page_headers, templates
+from outreach.core.ports import Runtime
+from outreach.reports.outcomes import DIMENSIONS, HEADLINE, Period, UnknownFilter, show
+from outreach.reports.service import BadPeriod, appointments_behind, dashboard, period
+from outreach.staff.signin import COOKIE, COOKIE_PATH, SESSION, caller_for, seal, signed_in
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+PAGE_HEADERS = page_headers(form_action="'self'", images="data:")
+StaffCookie = Annotated[str | None, Cookie(alias=COOKIE)]
+DEFAULT_DAYS = 28
+Filter = Annotated[str | None, Query(max_length=200)]
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, f"dashboard/{name}",
+                                      {**context, "show": show, "status": status},
+                                      status_code=status, headers=PAGE_HEADERS)
+
+
+def _caller(request: Request, rt: Runtime, cookie: str | None) -> str | None:
+    header = request.headers.get("authorization", "")
+    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    return caller_for(rt.settings, bearer) or signed_in(rt.settings, cookie, datetime.now(UTC))
+
+
+def _period(rt: Runtime, first: date | None, last: date | None) -> Period:
+    today = rt.clock.now().astimezone(rt.settings.zone).date()
+    last = last or today
+    return period(first or last - timedelta(days=DEFAULT_DAYS - 1), last)
+
+
+def _filters(journey: Filter = None, step: Filter = None, channel: Filter = None,
+             language: Filter = None, location: Filter = None, practitioner: Filter = None,
+             service_type: Filter = None) -> dict[str, str]:
+    """The report's filters (outreach.reports.outcomes.DIMENSIONS) from the query string."""
+    given = {"journey": journey, "step": step, "channel": channel, "language": language,
+             "location": location, "practitioner": practitioner, "service_type": service_type}
+    return {name: value for name, value in given.items() if value}
+
+
+Filters = Annotated[dict[str, str], Depends(_filters)]
+
+
+def _query(chosen: Period, filters: dict[str, str], **extra: str) -> str:
+    return urlencode({"from": chosen.first.isoformat(), "to": chosen.last.isoformat(),
+                      **filters, **extra})
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(
+    request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
+    first: Annotated[date | None, Query(alias="from")] = None,
+    last: Annotated[date | None, Query(alias="to")] = None,
+    by: Annotated[str, Query(max_length=20)] = "journey",
+) -> Response:
+    caller = _caller(request, rt, cookie)
+    if caller is None:
+        return RedirectResponse("/dashboard/sign-in", status_code=303)
+    try:
+        chosen = _period(rt, first, last)
+        view = await run_in_threadpool(dashboard, rt, chosen, filters, by)
+    except (BadPeriod, UnknownFilter) as exc:
+        return _page(request, "problem.html", 400, caller=caller, message=str(exc))
+    return _page(request, "index.html", caller=caller, view=view, period=chosen,
+                 filters=filters, dimensions=DIMENSIONS, headline=HEADLINE,
+                 query=lambda **extra: _query(chosen, filters, **extra))
+
+
+@router.get("/appointments", response_class=HTMLResponse)
+async def behind(
+    request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
+    first: Annotated[date | None, Query(alias="from")] = None,
+    last: Annotated[date | None, Query(alias="to")] = None,
+    figure: Annotated[str, Query(max_length=40)] = "appointments",
+) -> Response:
+    """The appointments behind one number of the dashboard."""
+    caller = _caller(request, rt, cookie)
+    if caller is None:
+        return RedirectResponse("/dashboard/sign-in", status_code=303)
+    try:
+        chosen = _period(rt, first, last)
+        rows = await run_in_threadpool(appointments_behind, rt, chosen, filters, figure)
+    except (BadPeriod, UnknownFilter) as exc:
+        return _page(request, "problem.html", 400, caller=caller, message=str(exc))
+    return _page(request, "appointments.html", caller=caller, rows=rows, figure=figure,
+                 period=chosen, filters=filters, zone=rt.settings.zone,
+                 back=_query(chosen, filters))
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in_page(request: Request) -> Response:
+    return _page(request, "sign_in.html")
+
+
+@router.post("/sign-in", response_class=HTMLResponse)
+async def sign_in(request: Request, rt: RuntimeDep) -> Response:
+    try:
+        form = await bounded_form(request, limit=4096)
+    except BadForm as exc:
+        return _page(request, "sign_in.html", exc.status, error="The form could not be read.")
+    caller = caller_for(rt.settings, form.get("token", "").strip())
+    if caller is None:
+        return _page(request, "sign_in.html", 401, error="That token is not valid.")
+    response = RedirectResponse("/dashboard", status_code=303, headers=PAGE_HEADERS)
+    response.set_cookie(COOKIE, seal(rt.settings, caller, datetime.now(UTC)),
+                        max_age=int(SESSION.total_seconds()), path=COOKIE_PATH, httponly=True,
+                        samesite="strict",
+                        secure=str(rt.settings.public_url or "").startswith("https://"))
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out() -> Response:
+    response = RedirectResponse("/dashboard/sign-in", status_code=303, headers=PAGE_HEADERS)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
