@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from connector.subscriptions import SECRET_HEADER
+from outreach.api import access_log
 from outreach.api.deps import outcome_response
 from outreach.api.routes import admin, dashboard, health, notify, patients, smart, twilio
 
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app() -> FastAPI:
+    access_log.install()
     app = FastAPI(
         title="fhir-outreach",
         summary="FHIR-native patient outreach: rest-hook receiver, operations endpoints.",

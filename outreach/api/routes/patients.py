@@ -3,39 +3,25 @@ no login; mobile-first, in the patient's language, no scripts."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
+from outreach.api.pages import page_headers, templates
 from outreach.core.links import BadLink, LinkClaims
 from outreach.core.ports import Runtime
 from outreach.patients import preferences
 from outreach.patients.text import LANGUAGE_NAMES, text_for
-from outreach.store.preferences import CHANNELS
+from outreach.store.preferences import CHANNELS, LANGUAGES
 from rules.schema import CONSENT_CATEGORIES
 
 router = APIRouter(prefix="/p", tags=["patients"], include_in_schema=False)
 
-_env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
-                   autoescape=select_autoescape(default=True))
-templates = Jinja2Templates(env=_env)
-
-# The token in the URL is the patient's key: never cached, never sent on as a referrer, never
-# framed; no scripts; the form posts only back here.
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-                               "form-action 'self'; frame-ancestors 'none'",
-}
+# The token in the URL is the patient's key (no-referrer matters); the form posts only back here.
+PAGE_HEADERS = page_headers(form_action="'self'")
 _LINK_STATUS = {"expired": 410, "invalid": 404, "off": 404}
 
 
@@ -53,9 +39,11 @@ def _bad_link(request: Request, exc: BadLink, language: str = "en") -> HTMLRespo
 
 
 def _page(request: Request, rt: Runtime, claims: LinkClaims, *, status: int = 200,
-          saved: str | None = None, error: str | None = None) -> HTMLResponse:
-    prefs = preferences.current(rt, claims.patient)
-    language = prefs.language or claims.language
+          saved: str | None = None, error: str | None = None,
+          shown: preferences.Shown | None = None) -> HTMLResponse:
+    prefs = shown if shown is not None else preferences.current(rt, claims.patient)
+    # Only a language the page speaks: `lang` must name the language of the words shown.
+    language = prefs.language if prefs.language in LANGUAGES else preferences.page_language(claims)
     organization = rt.settings.organization_name or text_for(language)["us"]
     return _render(request, "preferences.html", language, status, prefs=prefs, saved=saved,
                    error=error, organization=organization, categories=CONSENT_CATEGORIES,
@@ -87,7 +75,8 @@ async def save(token: str, request: Request, rt: RuntimeDep) -> Response:
         return await run_in_threadpool(_page, request, rt, claims, status=exc.status,
                                        error="form")
     except preferences.FormError as exc:
-        return await run_in_threadpool(_page, request, rt, claims, status=422, error=exc.field)
+        return await run_in_threadpool(_page, request, rt, claims, status=422, error=exc.field,
+                                       shown=exc.shown)
     changed = await run_in_threadpool(preferences.update, rt, claims, chosen)
     # Post/redirect/get: a reload does not post again.
     return RedirectResponse(f"/p/{token}?saved={'yes' if changed else 'no'}", status_code=303,
