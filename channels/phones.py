@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 
 _FORMATTING = re.compile(r"[\s().\-/]")
-_E164 = re.compile(r"\+[1-9]\d{7,14}")
-COUNTRY_CODE = re.compile(r"[1-9]\d{0,2}")
+# ASCII digits only: `\d` alone also matches full-width and other scripts' digits, which
+# Twilio cannot dial and which would not match the same number written in ASCII.
+_E164 = re.compile(r"\+[1-9]\d{7,14}", re.ASCII)
+COUNTRY_CODE = re.compile(r"[1-9]\d{0,2}", re.ASCII)
 
 
 def e164(value: str, country_code: str | None = None) -> str | None:

@@ -87,7 +87,9 @@ class EhrChoice:
     opted_out: bool
     at: datetime
 
-    def covers(self, category: str, channel: str, address: str) -> bool:
+    def covers(self, category: str, channel: str | None, address: str | None) -> bool:
+        """Whether this choice is about that category, channel and address (None: any, which
+        only a choice about any covers)."""
         return (self.category in (ALL, category)
                 and self.channel in (None, channel)
                 and self.address in (None, address))
@@ -150,13 +152,20 @@ def ehr_choices(consents: Iterable[dict[str, Any]], now: datetime,
 
 def denied_by(choices: Iterable[EhrChoice], category: str, channel: str,
               address: str) -> EhrChoice | None:
-    """The opt-out in force for this message, if any: of the choices that cover it (same or
-    wider category, channel and address), the latest holds."""
-    covering = sorted((c for c in choices if c.covers(category, channel, address)),
-                      key=lambda c: c.at)
-    if not covering or not covering[-1].opted_out:
-        return None
-    return covering[-1]
+    """The opt-out in force for this message, if any: the latest opt-out covering it (same or
+    wider category, channel and address) that no later opt-in lifts. An opt-in lifts only an
+    opt-out it covers whole: opting back in to surveys does not undo a STOP at a number (every
+    category there), nor does START at a number undo an opt-out of surveys (every channel)."""
+    choices = list(choices)
+
+    def lifted(deny: EhrChoice) -> bool:
+        return any(not permit.opted_out and permit.at > deny.at
+                   and permit.covers(deny.category, deny.channel, deny.address)
+                   for permit in choices)
+
+    held = [c for c in choices
+            if c.opted_out and c.covers(category, channel, address) and not lifted(c)]
+    return max(held, key=lambda c: c.at, default=None)
 
 
 def patient_with_consents(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None,

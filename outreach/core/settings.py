@@ -42,8 +42,12 @@ class Settings(BaseSettings):
     fhir_client_id: str | None = Field(default=None, validate_default=True)
     fhir_key_id: str | None = None
     fhir_token_url: AnyHttpUrl | None = None
+    # What we read (the journeys' resources, Consents) and write back (docs/consent.md and the
+    # README's write-back table).
     fhir_scope: str = (
-        "system/Appointment.rs system/Encounter.rs system/Patient.rs system/Communication.cu"
+        "system/Appointment.rsu system/Encounter.rs system/Patient.rs system/RelatedPerson.rs "
+        "system/Consent.crs system/Communication.crus system/CommunicationRequest.crus "
+        "system/Task.crus system/QuestionnaireResponse.crus"
     )
     fhir_timeout_seconds: float = Field(default=10.0, gt=0)
     fhir_retry_attempts: int = Field(default=4, ge=1, le=10)

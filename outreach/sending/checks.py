@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ from channels import OutboundMessage
 from channels.phones import e164
 from channels.templates import TemplateError
 from connector.consent import EhrChoice, denied_by, ehr_choices, patient_with_consents
-from connector.errors import FhirError, FhirNotFound, FhirUnsupported
+from connector.errors import FhirError, FhirNotFound, FhirUnavailable, FhirUnsupported
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.messages import message_context
@@ -27,6 +29,8 @@ from rules.loader import JourneySet, LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
 from rules.recipients import Recipient, choose_recipient, patient_timezone
 from rules.schema import TRIGGER_TIME, QuietHours, Step
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,23 +94,35 @@ def read(rt: Runtime, reference: str, attempts: int) -> dict[str, Any]:
                    rt.clock.now() + backoff(attempts)) from exc
 
 
+def _spelling(rt: Runtime) -> Callable[[str, str], str]:
+    """How addresses are compared: a national number as dialled with the default country code."""
+    country_code = rt.settings.default_country_code
+    return lambda channel, address: normalize(channel, address, country_code)
+
+
 def _patient(rt: Runtime, reference: str, attempts: int) -> tuple[dict[str, Any], list[EhrChoice]]:
     """The Patient, and the outreach choices among its Consents in the EHR, in one request
-    (`_revinclude`) where the EHR serves searches; a plain read otherwise."""
+    (`_revinclude`) where the EHR serves that search; a plain read otherwise."""
     if not rt.settings.read_ehr_consent or rt.ehr is None:
         return read(rt, reference, attempts), []
     patient_id = reference.removeprefix("Patient/")
     try:
         bundle = rt.ehr.get("Patient", {"_id": patient_id, "_revinclude": "Consent:patient"})
-    except FhirUnsupported:
-        return read(rt, reference, attempts), []
-    except FhirError as exc:
+    except FhirUnavailable as exc:
         raise _NotNow(f"EHR unavailable: {exc}", StepState.SCHEDULED,
                       rt.clock.now() + backoff(attempts)) from exc
+    except FhirUnsupported:  # an EHR that serves no searches (the demo's)
+        return read(rt, reference, attempts), []
+    except FhirError as exc:
+        # Refused, not down (no _revinclude, no Consent scope: 400, 403): retrying would never
+        # send, so read the Patient alone, as from an EHR that serves no searches.
+        log.warning("%s: the EHR refused the search with its Consents (%s); read without them",
+                    reference, exc)
+        return read(rt, reference, attempts), []
     patient, consents = patient_with_consents(bundle)
     if patient is None:
         raise _NotNow(f"{reference} no longer exists", StepState.CANCELLED)
-    return patient, ehr_choices(consents, rt.clock.now(), normalize)
+    return patient, ehr_choices(consents, rt.clock.now(), _spelling(rt))
 
 
 def _still_wanted(rt: Runtime, journey: LoadedJourney, enrollment: Enrollment,
@@ -131,23 +147,34 @@ def _related_persons(rt: Runtime, patient: str) -> list[dict[str, Any]]:
         return []  # Patient.contact still names caregivers; RelatedPerson is a refinement
 
 
+def _undialable(number: str, country_code: str | None) -> str:
+    if country_code is None and e164(number, "1") is not None:  # a national number
+        return ("sms number cannot be dialled: no country code, and "
+                "OUTREACH_DEFAULT_COUNTRY_CODE is not set")
+    return "sms number cannot be dialled"
+
+
 def _recipients(rt: Runtime, journey: LoadedJourney, spec: Step, step: ScheduledStep,
-                patient_ref: str, patient: dict[str, Any]) -> list[Recipient]:
-    """Who can receive this step, one per usable channel, in the step's order of preference."""
+                patient_ref: str, patient: dict[str, Any]) -> tuple[list[Recipient], list[str]]:
+    """Who can receive this step, one per usable channel, in the step's order of preference;
+    and why a channel the recipient has was dropped."""
     mode = spec.recipient or journey.spec.recipient
     excluded = set(filter(None, step.excluded_channels.split(",")))
     related = _related_persons(rt, patient_ref) if mode != "patient" else None
-    found = []
+    found, notes = [], []
     for channel in spec.channel:
         if channel in rt.channels and channel not in excluded:
             recipient = choose_recipient(mode, patient, [channel], rt.clock.now(), related)
             if recipient is not None and channel == "sms":
                 # One spelling for Twilio and for the opt-out records: E.164.
                 number = e164(recipient.address, rt.settings.default_country_code)
+                if number is None:
+                    notes.append(_undialable(recipient.address,
+                                             rt.settings.default_country_code))
                 recipient = replace(recipient, address=number) if number else None
             if recipient is not None:
                 found.append(recipient)
-    return found
+    return found, notes
 
 
 def _personal(prefs: preferences.Preferences,
@@ -229,7 +256,7 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     _still_wanted(rt, journey, enrollment, resource)
     patient, choices = _patient(rt, enrollment.patient, step.attempts)
     zone = patient_timezone(patient) or rt.settings.zone
-    recipients = _recipients(rt, journey, spec, step, enrollment.patient, patient)
+    recipients, notes = _recipients(rt, journey, spec, step, enrollment.patient, patient)
     category = journey.spec.consent
     # What our own records say, in one session: paused, the patient's choices, sent lately.
     with rt.sessions() as session:
@@ -243,11 +270,13 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     if category in prefs.categories_off:
         raise _NotNow(f"patient opted out of {category}")
     recipients, personal_quiet = _personal(prefs, recipients)
-    notes = [f"opted out of {channel}" for channel, _ in sorted(blocked)]
+    notes += [f"opted out of {channel}" for channel, _ in sorted(blocked)]
+    spelling = _spelling(rt)
     for recipient in recipients:
         if (recipient.channel, recipient.address) in blocked:
             continue
-        denied = denied_by(choices, category, recipient.channel, recipient.address)
+        denied = denied_by(choices, category, recipient.channel,
+                           spelling(recipient.channel, recipient.address))
         if denied is not None:
             notes.append(f"opted out of {recipient.channel} in the EHR (Consent of "
                          f"{denied.at.date().isoformat()})")

@@ -12,12 +12,13 @@ from channels.phones import e164
 from outreach.store.models import ContactConsent
 
 
-def normalize(channel: str, address: str) -> str:
-    """The one spelling an address is kept and compared in: lower-case email, E.164 phone."""
+def normalize(channel: str, address: str, country_code: str | None = None) -> str:
+    """The one spelling an address is kept and compared in: lower-case email, E.164 phone (a
+    national number with `country_code`, the deployment's default)."""
     address = address.strip()
     if channel == "email":
         return address.lower()
-    return e164(address) or address.replace(" ", "")
+    return e164(address, country_code) or address.replace(" ", "")
 
 
 def opted_out(
