@@ -28,6 +28,26 @@ GROUPS: tuple[tuple[str, str, str, str | None], ...] = (
      "reached"),
     ("opt-out-rate", "Opt-out rate: opted out / reached", "opt_outs", "reached"),
 )
+# What each population counts (R4 requires `criteria` on every Measure population): the figure's
+# definition in words, since the figures are computed by us, not by a CQL engine.
+CRITERIA: dict[str, str] = {
+    "appointments": "Appointments whose start falls in the period and that were enrolled in at "
+                    "least one journey",
+    "reached": "Of those, the ones with a message sent or delivered (not refused, undelivered "
+               "or failed)",
+    "fulfilled": "Of those, the ones whose status is fulfilled, arrived or checked-in",
+    "no_show": "Of those, the ones whose status is noshow",
+    "cancelled_by_patient": "Of those, the ones cancelled with cancelationReason pat or after "
+                            "the patient replied to cancel",
+    "attended_or_not": "Of those, the ones whose status is noshow, fulfilled, arrived or "
+                       "checked-in",
+    "confirmed": "Of the reached, the ones whose patient replied to confirm",
+    "opt_outs": "Of the reached, the ones whose patient replied to opt out (STOP)",
+}
+
+
+def _criteria(figure: str) -> dict[str, Any]:
+    return {"language": "text/plain", "expression": CRITERIA[figure]}
 
 
 def build_measure(identifier_system: str) -> dict[str, Any]:
@@ -46,10 +66,12 @@ def build_measure(identifier_system: str) -> dict[str, Any]:
                                 "code": "proportion"}]},
         "group": [{
             "code": {"coding": [{"system": GROUP_SYSTEM, "code": code}], "text": title},
-            "population": [{"code": {"coding": [{"system": POPULATION, "code": part}]}}
-                           for part in (("numerator", "denominator") if denominator
-                                        else ("initial-population",))],
-        } for code, title, _, denominator in GROUPS],
+            "population": [{"code": {"coding": [{"system": POPULATION, "code": part}]},
+                            "criteria": _criteria(figure)}
+                           for part, figure in ((("numerator", numerator),
+                                                 ("denominator", denominator)) if denominator
+                                                else (("initial-population", numerator),))],
+        } for code, title, numerator, denominator in GROUPS],
     }
 
 

@@ -187,11 +187,16 @@ def rules_schema() -> None:
 def simulate(
     rules: Annotated[Path, typer.Option("--rules", help="A journey file or folder")],
     input_file: Annotated[Path, typer.Option("--input", help="A Bundle or NDJSON export")],
-    now: Annotated[str | None, typer.Option(help="ISO instant to plan at (default: now)")] = None,
+    now: Annotated[str | None, typer.Option(
+        help="ISO instant to go live at (default: now)")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="ISO instant to run the clock to (default: a week after the last change or visit)")
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
-    """What the journeys would send for an export: who, when, which step and channel, and why a
-    step would be skipped. Sends nothing; needs no database or EHR."""
+    """A forecast for an export: every message the journeys would send (who, when, which step
+    and channel) or why not, and the volumes per day, hour, channel and journey, deferrals,
+    SMS segments and cost. Sends nothing; needs no database or EHR."""
     from datetime import UTC, datetime
 
     from outreach.simulate import InputError, as_json, as_table, read_resources
@@ -201,24 +206,35 @@ def simulate(
     if output not in ("table", "json"):
         typer.echo("--format must be table or json", err=True)
         raise typer.Exit(2)
-    try:
-        moment = datetime.fromisoformat(now) if now else datetime.now(UTC)
-    except ValueError as exc:
-        typer.echo(f"--now: not an ISO date-time: {now!r}", err=True)
-        raise typer.Exit(2) from exc
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = _instant_option("--now", now) if now else datetime.now(UTC)
+    horizon = _instant_option("--until", until) if until else None
+    if horizon is not None and horizon < moment:
+        typer.echo(f"--until {until} is before --now", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=logging.ERROR)
     try:
-        rows, notes = run_simulation(rules, read_resources(input_file), moment, _settings())
+        forecast = run_simulation(rules, read_resources(input_file), moment, _settings(),
+                                  horizon)
     except JourneyError as exc:
         typer.echo(str(exc))
         raise typer.Exit(1) from exc
     except (InputError, OSError) as exc:
         typer.echo(f"input: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(as_json(rows) if output == "json" else as_table(rows))
-    for note in notes:
+    typer.echo(as_json(forecast) if output == "json" else as_table(forecast))
+    for note in forecast.notes:
         typer.echo(note, err=True)
+
+
+def _instant_option(option: str, value: str) -> datetime:
+    from datetime import UTC
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        typer.echo(f"{option}: not an ISO date-time: {value!r}", err=True)
+        raise typer.Exit(2) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _date(option: str, value: str) -> date:
@@ -273,6 +289,12 @@ def report(
     settings = _settings()
     if publish and settings.fhir_base_url is None:
         typer.echo("--publish needs OUTREACH_FHIR_BASE_URL", err=True)
+        raise typer.Exit(2)
+    if publish and filters:
+        # The MeasureReport is identified by its period alone: filtered figures would replace
+        # the whole period's report in the EHR.
+        typer.echo("--publish writes the whole period's figures; run it without --filter",
+                   err=True)
         raise typer.Exit(2)
     _require_schema(settings)
     logging.basicConfig(level=logging.WARNING)

@@ -1,24 +1,33 @@
-"""`outreach simulate`: what the journeys would plan for an export, through the real planner.
+"""`outreach simulate`: a forecast of what the journeys would send for an export, through the
+real pipeline.
 
-The resources (a Bundle, or NDJSON one resource per line) go through the real ingest and
-enrollment code on a throw-away SQLite store with a simulated clock: Patients first (their time
-zone, language and contacts), then every other version in `meta.lastUpdated` order, each
-processed at max(--now, its lastUpdated). Scheduled journeys run the tick due at --now over the
-input resources of their search's type (the search parameters need a FHIR server and are not
-applied; the `when` filter is). Nothing is sent and no EHR is called."""
+The resources (a Bundle, or NDJSON one resource per line) go through the real ingest,
+enrollment, send-time checks and message rendering on a throw-away SQLite store with a
+simulated clock, as the demo runs: Patients first (their time zone, language and contacts),
+then every other version in `meta.lastUpdated` order, each processed at max(--now, its
+lastUpdated); before each, the clock advances and the steps due by then are sent, so a booking
+confirmation due at booking goes out even if the appointment is cancelled hours later. After the
+last version the clock runs on to the horizon (--until). Scheduled journeys run the tick due at
+--now over the input resources of their search's type (the search parameters need a FHIR server
+and are not applied; the `when` filter is). Messages go to channels that only count them; no
+EHR is called and nothing is written back."""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
+from channels import ConsoleChannel
 from connector.changes import version_of
 from connector.errors import InvalidResource
 from connector.resources import validate_resource
@@ -27,13 +36,25 @@ from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.core.settings import Settings
 from outreach.intake import campaigns
-from outreach.intake.ingest import ingest
+from outreach.intake.ingest import IngestResult, ingest
 from outreach.planning.enrollment import patient_zone
+from outreach.reports.outcomes import Pricing
 from outreach.runtime import build_runtime, load_templates
+from outreach.sending.send import SendOutcome
 from outreach.store.db import make_engine, make_session_factory
-from outreach.store.models import Base, Enrollment, ScheduledStep, StepState
+from outreach.store.ingested import IngestedEhr
+from outreach.store.models import (
+    Base,
+    DeliveryAttempt,
+    Enrollment,
+    ScheduledStep,
+    StepState,
+)
+from outreach.worker.inprocess import InProcess
 from rules import JourneySet, load_journeys
 from rules.recipients import choose_recipient
+
+HORIZON = timedelta(days=7)  # after the last change or visit, by default
 
 
 class InputError(Exception):
@@ -46,12 +67,19 @@ class PlanRow:
     journey: str
     step: str
     about: str
-    state: str
-    due_utc: str
+    state: str  # sent | skipped | cancelled | failed | scheduled (beyond the horizon)
+    due_utc: str  # when it was sent, or is due
     due_local: str
     channel: str | None
     to_caregiver: bool
     why: str | None
+
+
+@dataclass
+class Forecast:
+    rows: list[PlanRow]
+    notes: list[str]
+    summary: dict[str, Any]
 
 
 def read_resources(path: Path) -> list[dict[str, Any]]:
@@ -97,11 +125,26 @@ def _ordered(resources: list[dict[str, Any]], listened: set[str]) -> Iterator[di
     yield from sorted(changes, key=lambda r: version_of(r)[1] or datetime.min.replace(tzinfo=UTC))
 
 
-def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path) -> Runtime:
-    engine = make_engine(f"sqlite:///{db}")
+def _throwaway(dbapi_connection: Any, _record: Any) -> None:
+    # A forecast's store is deleted afterwards: nothing needs to survive a crash.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=OFF")
+    cursor.execute("PRAGMA journal_mode=MEMORY")
+    cursor.close()
+
+
+def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path,
+             sink: TextIO) -> Runtime:
+    engine: Engine = make_engine(f"sqlite:///{db}")
+    event.listen(engine, "connect", _throwaway)
     Base.metadata.create_all(engine)
-    return build_runtime(settings, sessions=make_session_factory(engine),
-                         clock=SimulatedClock(now), journeys=journeys, ehr=None, channels={},
+    sessions = make_session_factory(engine)
+    # Every channel a journey can name, counting what it is given: the forecast assumes the
+    # hospital configures them all, and the patient's contacts decide.
+    channels = {name: ConsoleChannel(sink, name=name, medium=medium) for name, medium in
+                (("sms", "WRITTEN"), ("email", "EMAILWRIT"))}
+    return build_runtime(settings, sessions=sessions, clock=SimulatedClock(now),
+                         journeys=journeys, ehr=IngestedEhr(sessions), channels=channels,
                          enqueue=CollectingEnqueuer())
 
 
@@ -113,6 +156,7 @@ def _rows(rt: Runtime, patients: dict[str, dict[str, Any]]) -> list[PlanRow]:
         for step, enrollment in session.execute(query).all():
             zone = patient_zone(session, enrollment.patient, lambda _p: rt.settings.zone)
             rows.append(_row(rt, step, enrollment, patients, zone))
+    rows.sort(key=lambda r: (r.due_utc, r.patient, r.journey))
     return rows
 
 
@@ -120,9 +164,11 @@ def _row(rt: Runtime, step: ScheduledStep, enrollment: Enrollment,
          patients: dict[str, dict[str, Any]], zone: Any) -> PlanRow:
     journey = rt.journeys.by_name(enrollment.journey)
     spec = journey.step(step.step_id) if journey else None
-    why, channel, caregiver = step.reason, None, False
+    why, caregiver = step.reason, False
+    channel = step.channel if step.state == StepState.SENT else None
     pending = step.state in (StepState.SCHEDULED, StepState.QUEUED)
     if spec is not None and journey is not None and pending:
+        # Beyond the horizon: who it would reach, as the contacts stand now.
         mode = spec.recipient or journey.spec.recipient
         record = patients.get(enrollment.patient)
         found = choose_recipient(mode, record, spec.channel, step.due_at) if record else None
@@ -132,19 +178,73 @@ def _row(rt: Runtime, step: ScheduledStep, enrollment: Enrollment,
             why = f"would be skipped: no {mode} contact among [{', '.join(spec.channel)}]"
         else:
             channel, caregiver = found.channel, found.to_caregiver
+    at = step.sent_at or step.due_at
     return PlanRow(
         patient=enrollment.patient, journey=enrollment.journey, step=step.step_id,
         about=enrollment.anchor_reference, state=str(step.state),
-        due_utc=step.due_at.isoformat(timespec="minutes"),
-        due_local=step.due_at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
+        due_utc=at.isoformat(timespec="minutes"),
+        due_local=at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
         channel=channel, to_caregiver=caregiver, why=why,
     )
 
 
+def _horizon(valid: list[dict[str, Any]], now: datetime) -> datetime:
+    """The last change or visit in the export, a week on."""
+    moments = [now]
+    for resource in valid:
+        _, updated = version_of(resource)
+        if updated:
+            moments.append(updated)
+        for when in (resource.get("start"), (resource.get("period") or {}).get("end")):
+            if isinstance(when, str):
+                try:
+                    moments.append(datetime.fromisoformat(when.replace("Z", "+00:00")))
+                except ValueError:
+                    continue
+    return max(m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments) + HORIZON
+
+
+def _summary(rt: Runtime, deferrals: Counter[str], moved: dict[int, str]) -> dict[str, Any]:
+    """Volumes per local day, hour, channel and journey; deferrals; SMS segments and cost."""
+    zone = rt.settings.zone
+    pricing = Pricing(rt.settings.sms_price_per_segment, rt.settings.currency)
+    per: dict[str, Counter[str]] = {k: Counter() for k in ("day", "hour", "channel", "journey")}
+    states: Counter[str] = Counter()
+    segments = 0
+    with rt.sessions() as session:
+        for state, in session.execute(select(ScheduledStep.state)):
+            states[str(state)] += 1
+        sent = session.execute(
+            select(DeliveryAttempt.started_at, DeliveryAttempt.channel, DeliveryAttempt.segments,
+                   Enrollment.journey)
+            .join(ScheduledStep, DeliveryAttempt.step_id == ScheduledStep.id)
+            .join(Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
+            .where(DeliveryAttempt.state == "sent"))
+        for at, channel, parts, journey in sent:
+            local = at.astimezone(zone)
+            per["day"][local.date().isoformat()] += 1
+            per["hour"][f"{local.hour:02d}"] += 1
+            per["channel"][channel] += 1
+            per["journey"][journey] += 1
+            segments += parts or 0
+    return {
+        "steps": dict(sorted(states.items())),
+        "messages": sum(per["channel"].values()),
+        **{f"by_{k}": dict(sorted(v.items())) for k, v in per.items()},
+        "deferred": {"when planned": dict(sorted(Counter(moved.values()).items())),
+                     "at send time": dict(sorted(deferrals.items()))},
+        "segments": segments,
+        "cost": {"amount": pricing.cost(segments), "currency": pricing.currency,
+                 "price_per_segment": pricing.price_per_segment},
+    }
+
+
 def simulate(
-    rules: Path, resources: list[dict[str, Any]], now: datetime, settings: Settings
-) -> tuple[list[PlanRow], list[str]]:
-    """The plan for these resources, and notes (invalid resources, campaign runs)."""
+    rules: Path, resources: list[dict[str, Any]], now: datetime, settings: Settings,
+    until: datetime | None = None,
+) -> Forecast:
+    """The forecast for these resources: every step and what became of it by the horizon,
+    notes (invalid resources, campaign runs) and the volumes."""
     journeys = load_journeys(rules, load_templates(settings).names)
     notes: list[str] = []
     valid = []
@@ -154,31 +254,55 @@ def simulate(
         except InvalidResource as exc:
             ref = f"{resource.get('resourceType')}/{resource.get('id')}"
             notes.append(f"skipped invalid {ref}: {exc}")
-    with tempfile.TemporaryDirectory(prefix="outreach-simulate-") as tmp:
-        rt = _runtime(settings, journeys, now, Path(tmp) / "simulate.db")
+    deferrals: Counter[str] = Counter()
+    moved: dict[int, str] = {}  # step → what moved it later when it was (last) planned
+
+    def tally(_step_id: int, outcome: SendOutcome) -> None:
+        if outcome.state == StepState.SCHEDULED and "deferred" in (outcome.reason or ""):
+            deferrals[(outcome.reason or "").split(":")[0]] += 1
+
+    def planned(result: IngestResult) -> None:
+        for journey in result.journeys:
+            for step in journey.steps:
+                why = step.reason or ""
+                if why.startswith("deferred by "):
+                    moved[step.id] = why.removeprefix("deferred by ").removesuffix(" when planned")
+                else:
+                    moved.pop(step.id, None)
+
+    with tempfile.TemporaryDirectory(prefix="outreach-simulate-") as tmp, \
+            open(os.devnull, "w", encoding="utf-8") as sink:
+        rt = _runtime(settings, journeys, now, Path(tmp) / "simulate.db", sink)
         try:
-            clock = rt.clock
-            assert isinstance(clock, SimulatedClock)
-            for resource in _ordered(valid, set(journeys.resource_types)):
-                _, updated = version_of(resource)
-                clock.set(max(now, updated) if updated else now)
+            runner = InProcess(rt, tally, write_back=False)
+            listened = set(journeys.resource_types)
+            ordered = list(_ordered(valid, listened))
+            for resource in (r for r in ordered if r["resourceType"] not in listened):
                 ingest(rt, resource, source="simulate")
-            clock.set(now)
             for result in campaigns.run_due_campaigns(rt, _InputSource(valid)):
                 notes.append(f"campaign {result.journey} tick {result.run_key}: "
                              f"{result.matched} matched, {result.enrolled} enrolled")
+            runner.drain()
+            for resource in (r for r in ordered if r["resourceType"] in listened):
+                _, updated = version_of(resource)
+                runner.run_until(max(now, updated) if updated else now)
+                planned(ingest(rt, resource, source="simulate"))
+                runner.drain()
+            runner.run_until(until or _horizon(valid, now))
             patients = {f"Patient/{r['id']}": r for r in valid
                         if r["resourceType"] == "Patient" and r.get("id")}
-            return _rows(rt, patients), notes
+            return Forecast(_rows(rt, patients), notes, _summary(rt, deferrals, moved))
         finally:
             rt.engine.dispose()
 
 
-def as_json(rows: list[PlanRow]) -> str:
-    return json.dumps([asdict(row) for row in rows], indent=2, ensure_ascii=False)
+def as_json(forecast: Forecast) -> str:
+    return json.dumps({"rows": [asdict(row) for row in forecast.rows],
+                       "summary": forecast.summary}, indent=2, ensure_ascii=False)
 
 
-def as_table(rows: list[PlanRow]) -> str:
+def as_table(forecast: Forecast) -> str:
+    rows = forecast.rows
     header = ("patient", "journey", "step", "state", "local time", "UTC", "channel", "why")
     cells = [header] + [
         (r.patient, r.journey, r.step, r.state, r.due_local, r.due_utc,
@@ -188,4 +312,19 @@ def as_table(rows: list[PlanRow]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
              .rstrip() for row in cells]
+    summary = forecast.summary
+    cost = summary["cost"]
+    lines += ["", f"{summary['messages']} messages ("
+              + ", ".join(f"{n} {c}" for c, n in summary["by_channel"].items())
+              + f"); SMS segments {summary['segments']} (≈ {cost['amount']:.2f} "
+              f"{cost['currency']}); steps: "
+              + ", ".join(f"{n} {s}" for s, n in summary["steps"].items())]
+    for when, found in summary["deferred"].items():
+        if found:
+            lines.append(f"deferred {when}: "
+                         + ", ".join(f"{n} by {why}" for why, n in found.items()))
+    for name in ("journey", "day", "hour"):
+        if summary[f"by_{name}"]:
+            lines.append(f"per {name}: " + ", ".join(
+                f"{key} {n}" for key, n in summary[f"by_{name}"].items()))
     return "\n".join(lines)

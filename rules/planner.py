@@ -30,6 +30,7 @@ class PlannedStep:
     step: Step
     due_at: datetime
     skip_reason: str | None = None
+    deferred_by: str | None = None  # "quiet hours" or "the frequency cap" moved it later
 
 
 def element(resource: dict[str, Any] | None, dotted: str) -> Any:
@@ -209,12 +210,13 @@ def plan_steps(
         final = allowed_time(at, taken, tz, policy, adjust) if counted and policy else at
         before_anchor = offset.before_anchor or (offset.clock is not None and due < anchor_at)
         reason = None
+        what = ("the frequency cap" if final != at
+                else "quiet hours" if at != max(due, now) else None)
         if before_anchor and final >= anchor_at:
-            what = "the frequency cap" if final != at else "quiet hours"
-            reason = f"{what} would push it past the anchor time"
+            reason = f"{what or 'quiet hours'} would push it past the anchor time"
         elif counted:
             taken.append(Send(final, step.channel[0]))
-        planned[index] = PlannedStep(step, final, reason)
+        planned[index] = PlannedStep(step, final, reason, what)
     return [planned[i] for i in range(len(journey.spec.steps))]
 
 

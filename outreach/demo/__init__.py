@@ -27,11 +27,12 @@ from outreach.replies.inbound import handle_sms
 from outreach.reports.render import as_table
 from outreach.reports.service import outcome_report, period
 from outreach.runtime import build_runtime
+from outreach.sending.send import SendOutcome
 from outreach.store.db import make_engine, make_session_factory
 from outreach.store.migrate import upgrade
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from outreach.store.preferences import load
-from outreach.worker import jobs
+from outreach.worker.inprocess import InProcess
 
 DEMO_FIXTURES = FIXTURES / "demo"
 
@@ -100,6 +101,7 @@ class Demo:
                 "sms": ConsoleChannel(self.outbox, name="sms", medium="WRITTEN"),
             },
         )
+        self.runner = InProcess(self.rt, self._sent)
 
     def say(self, moment: datetime, text: str) -> None:
         self.stream.write(f"{_stamp(moment, self.settings)}  {text}\n")
@@ -111,35 +113,21 @@ class Demo:
             return f"{enrollment.journey}/{step.step_id} for {enrollment.patient} " \
                    f"({enrollment.anchor_reference})"
 
-    def drain(self) -> None:
-        """Run queued tasks in-process: the same jobs the Celery tasks run."""
-        while self.enqueuer.steps or self.enqueuer.writebacks:
-            while self.enqueuer.steps:
-                step_id = self.enqueuer.steps.pop(0)
-                label = self._step_label(step_id)
-                outcome = jobs.send_step(self.rt, step_id)
-                if outcome.state == StepState.SENT:
-                    self.say(self.clock.now(), f"SENT {outcome.channel}: {label}")
-                    self.stream.write(self.outbox.getvalue())
-                elif outcome.state != "not-queued":
-                    self.say(self.clock.now(),
-                             f"{outcome.state.upper()} {label}: {outcome.reason}")
-                self.outbox.seek(0)
-                self.outbox.truncate()
-            while self.enqueuer.writebacks:
-                jobs.write_back(self.rt, self.enqueuer.writebacks.pop(0))
+    def _sent(self, step_id: int, outcome: SendOutcome) -> None:
+        label = self._step_label(step_id)
+        if outcome.state == StepState.SENT:
+            self.say(self.clock.now(), f"SENT {outcome.channel}: {label}")
+            self.stream.write(self.outbox.getvalue())
+        elif outcome.state != "not-queued":
+            self.say(self.clock.now(), f"{outcome.state.upper()} {label}: {outcome.reason}")
+        self.outbox.seek(0)
+        self.outbox.truncate()
 
-    def _next_due(self) -> datetime | None:
-        with self.rt.sessions() as session:
-            return session.scalar(select(func.min(ScheduledStep.due_at)).where(
-                ScheduledStep.state == StepState.SCHEDULED))
+    def drain(self) -> None:
+        self.runner.drain()
 
     def run_until(self, moment: datetime) -> None:
-        while (due := self._next_due()) is not None and due <= moment:
-            self.clock.set(due)
-            jobs.sweep(self.rt)
-            self.drain()
-        self.clock.set(moment)
+        self.runner.run_until(moment)
 
     def replay(self, resource: dict[str, Any]) -> None:
         _, updated = version_of(resource)

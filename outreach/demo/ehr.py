@@ -11,36 +11,25 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connector.errors import FhirNotFound, FhirUnsupported
-from outreach.store.models import ResourceVersion
+from outreach.store.ingested import IngestedEhr
 
 
 def _identifiers(resource: dict[str, Any]) -> set[str]:
     return {f"{i.get('system')}|{i.get('value')}" for i in resource.get("identifier", [])}
 
 
-class DemoEhr:
+class DemoEhr(IngestedEhr):
     """Reads give the newest version the demo ingested (as the EHR would have it); writes behave
     like the EHR for write-back (conditional create, update by id) and keep the newest version of
-    each resource in `{folder}/{ResourceType}.ndjson`, as a bulk export would."""
+    each resource in `{folder}/{ResourceType}.ndjson`, as a bulk export would. No
+    CapabilityStatement: write-back is then assumed possible."""
 
     def __init__(self, sessions: sessionmaker[Session], folder: Path) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._by_identifier: dict[str, dict[str, Any]] = {}
         self._by_type: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
-        # No CapabilityStatement, no operations: write-back is then assumed possible.
-        raise FhirUnsupported(f"the demo EHR does not serve {path}")
-
-    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
-        with self._sessions() as session:
-            row = session.get(ResourceVersion, (resource_type, resource_id))
-            if row is None or row.deleted or row.resource is None:
-                raise FhirNotFound(f"{resource_type}/{resource_id} not found", status=404)
-            return dict(row.resource)
 
     def path(self, resource_type: str) -> Path:
         return self.folder / f"{resource_type}.ndjson"

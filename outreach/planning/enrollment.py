@@ -145,7 +145,9 @@ def _zone_and_sends(
 
 def _placement(planned: PlannedStep, now: datetime) -> dict[str, Any]:
     """The step columns a plan sets: due time, and the state that goes with it."""
-    placed: dict[str, Any] = {"due_at": planned.due_at, "updated_at": now, "reason": None}
+    # A step moved later says by what, until it is sent.
+    note = f"deferred by {planned.deferred_by} when planned" if planned.deferred_by else None
+    placed: dict[str, Any] = {"due_at": planned.due_at, "updated_at": now, "reason": note}
     if planned.skip_reason:
         placed.update(state=StepState.SKIPPED, reason=planned.skip_reason)
     elif planned.due_at <= now:

@@ -26,6 +26,7 @@ from rules.changes import parse_instant
 
 FULFILLED = frozenset({"fulfilled", "arrived", "checked-in"})
 _FAILED_STATUSES = frozenset({"undelivered", "failed"})
+_DELIVERED_STATUSES = frozenset({"delivered", "read"})
 _TRIED = ("sent", "failed")  # attempts that reached a provider's answer
 
 
@@ -184,7 +185,9 @@ def _add_steps(session: Session, journey_of: dict[int, tuple[str, AppointmentFac
         facts.messages.append(Message(
             journey, step_id, attempt.channel, attempt.language,
             attempt.finished_at or attempt.started_at,
-            delivered=None if status is None else status == "delivered",
+            # Every sent attempt starts as "accepted": only a final report says yes or no.
+            delivered=True if status in _DELIVERED_STATUSES
+            else False if status in _FAILED_STATUSES else None,
             failed=attempt.state == "failed" or status in _FAILED_STATUSES,
             error_code=attempt.error_code,
             segments=attempt.segments or 0))

@@ -1,4 +1,5 @@
-"""`outreach simulate`: the plan for an export, through the real planner, with nothing sent."""
+"""`outreach simulate`: the forecast for an export, through the real pipeline on a simulated
+clock, with nothing sent anywhere."""
 
 from __future__ import annotations
 
@@ -31,18 +32,38 @@ def bundle(tmp_path: Path, resources: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_demo_export_plans_what_the_demo_does(tmp_path: Path) -> None:
-    rows, notes = simulate(ROOT / "rules" / "journeys", demo_resources(), NOW,
-                           load_settings(database_url="sqlite:///unused.db"))
-    by = {(r.patient, r.step): r for r in rows}
-    assert notes == []
+def test_demo_export_forecasts_what_the_demo_sends(tmp_path: Path) -> None:
+    forecast = simulate(ROOT / "rules" / "journeys", demo_resources(), NOW,
+                        load_settings(database_url="sqlite:///unused.db"))
+    by = {(r.patient, r.step): r for r in forecast.rows}
+    assert forecast.notes == []
     assert by[("Patient/ana", "booked")].channel == "email"
     assert by[("Patient/ana", "reminder-72h")].due_utc == "2026-03-06T14:00+00:00"
     assert by[("Patient/ana", "reminder-72h")].channel == "sms"
-    assert all(by[("Patient/chloe", s)].state == "cancelled"
-               for s in ("booked", "reminder-72h", "reminder-24h", "reminder-2h"))
-    assert "no patient contact" in (by[("Patient/dan", "booked")].why or "")
+    # Chloé cancels on Thursday: what was due before went out (the booking confirmation at
+    # 08:00 after quiet hours, two reminders); only the reminder after the cancellation did not.
+    assert [by[("Patient/chloe", s)].state for s in
+            ("booked", "reminder-72h", "reminder-24h", "reminder-2h")] == [
+        "sent", "sent", "sent", "cancelled"]
+    assert by[("Patient/chloe", "booked")].due_utc == "2026-03-03T08:00+00:00"
+    assert "no channel the recipient can receive" in (by[("Patient/dan", "booked")].why or "")
     assert by[("Patient/ben", "reminder-24h")].due_utc == "2026-03-09T16:00+00:00"  # moved
+    summary = forecast.summary
+    assert summary["messages"] == 11 == sum(r.state == "sent" for r in forecast.rows)
+    assert summary["by_channel"] == {"email": 5, "sms": 6}
+    assert summary["by_journey"] == {"appointment-reminders": 11}
+    assert summary["by_day"]["2026-03-02"] == 3 and sum(summary["by_hour"].values()) == 11
+    assert summary["segments"] == 6  # one segment per SMS here
+    assert summary["cost"]["amount"] == round(6 * 0.0083, 4)
+
+
+def test_a_confirmation_held_by_quiet_hours_is_counted_as_deferred(tmp_path: Path) -> None:
+    # Chloé books at 22:40: her confirmation waits for the end of quiet hours (08:00).
+    resources = [r for r in demo_resources() if r.get("id") in ("chloe", "appt-chloe")]
+    forecast = simulate(ROOT / "rules" / "journeys", resources, NOW, load_settings())
+    booked = next(r for r in forecast.rows if r.step == "booked")
+    assert booked.state == "sent" and booked.due_utc == "2026-03-03T08:00+00:00"
+    assert forecast.summary["deferred"]["when planned"] == {"quiet hours": 1}
 
 
 def test_patient_local_time_follows_the_timezone_extension(tmp_path: Path) -> None:
@@ -50,7 +71,7 @@ def test_patient_local_time_follows_the_timezone_extension(tmp_path: Path) -> No
     for r in resources:
         if r["resourceType"] == "Patient" and r["id"] == "ana":
             r["extension"] = [TOKYO]
-    rows, _ = simulate(ROOT / "rules" / "journeys", resources, NOW, load_settings())
+    rows = simulate(ROOT / "rules" / "journeys", resources, NOW, load_settings()).rows
     row = next(r for r in rows if (r.patient, r.step) == ("Patient/ana", "reminder-2h"))
     assert row.due_local.endswith("JST")
 
@@ -64,13 +85,20 @@ def test_an_encounter_finishing_plans_the_follow_up_and_survey(tmp_path: Path) -
                            "code": "AMB"},
                  "subject": {"reference": "Patient/eve"},
                  "period": {"start": "2026-03-02T08:00:00Z", "end": "2026-03-02T08:30:00Z"}}
-    rows, notes = simulate(LIBRARY, [patient, encounter], NOW, load_settings())
-    steps = {(r.journey, r.step): r for r in rows}
-    assert steps[("post-visit-follow-up", "instructions")].due_utc == "2026-03-02T10:30+00:00"
-    assert steps[("satisfaction-survey", "survey")].state == "scheduled"
+    forecast = simulate(LIBRARY, [patient, encounter], NOW, load_settings())
+    steps = {(r.journey, r.step): r for r in forecast.rows}
+    # The birthday greeting went at 09:00 and used the day's one text: the instructions are
+    # planned for the next day, the survey past the week's three; the forecast counts both.
+    assert steps[("birthday-greeting", "greeting")].due_utc == "2026-03-02T09:00+00:00"
+    assert steps[("post-visit-follow-up", "instructions")].due_utc == "2026-03-03T10:30+00:00"
+    assert steps[("post-visit-follow-up", "instructions")].state == "sent"
+    assert forecast.summary["deferred"]["when planned"] == {"the frequency cap": 2}
+    survey = steps[("satisfaction-survey", "survey")]
+    assert survey.state == "scheduled"
+    assert survey.why == "deferred by the frequency cap when planned"
     assert ("birthday-greeting", "greeting") in steps  # born on 03-02, the 09:00 tick ran
-    assert any(n.startswith("campaign birthday-greeting") for n in notes)
-    sends = [r for r in rows if r.state in ("scheduled", "queued")]
+    assert any(n.startswith("campaign birthday-greeting") for n in forecast.notes)
+    sends = [r for r in forecast.rows if r.state == "sent"]
     days = [r.due_local[:14] for r in sends if not r.step.startswith("greeting")]
     assert len(days) == len(set(days)), "at most one capped text per local day"
 
@@ -88,21 +116,21 @@ def _two_visits_one_afternoon() -> list[dict[str, Any]]:
 
 def test_the_text_caps_are_settings_and_simulate_shows_them(tmp_path: Path) -> None:
     def reminders(**caps: int) -> list[tuple[str, str, str]]:
-        rows, _ = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
-                           load_settings(**caps))
+        rows = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
+                        load_settings(**caps)).rows
         return sorted((r.about, r.state, r.due_utc[:10]) for r in rows if r.step == "reminder-72h")
 
     # The TCPA defaults (1 a day, 3 a week): the first visit's three texts use the week, so the
     # second visit's 72 h reminder cannot go before the visit and is skipped, saying why.
     (first, second) = reminders()
-    assert first == ("Appointment/a14", "scheduled", "2026-03-06")
+    assert first == ("Appointment/a14", "sent", "2026-03-06")
     assert second[1] == "skipped"
-    rows, _ = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
-                       load_settings())
+    rows = simulate(ROOT / "rules" / "journeys", _two_visits_one_afternoon(), NOW,
+                    load_settings()).rows
     assert any("frequency cap" in (r.why or "") for r in rows if r.about == "Appointment/a16")
     assert reminders(cap_per_day=2, cap_per_week=6) == [
-        ("Appointment/a14", "scheduled", "2026-03-06"),
-        ("Appointment/a16", "scheduled", "2026-03-06")]
+        ("Appointment/a14", "sent", "2026-03-06"),
+        ("Appointment/a16", "sent", "2026-03-06")]
 
 
 def test_cli_prints_a_table_or_json(tmp_path: Path) -> None:
@@ -114,14 +142,24 @@ def test_cli_prints_a_table_or_json(tmp_path: Path) -> None:
     assert table.output.splitlines()[0].split()[:4] == ["patient", "journey", "step", "state"]
     as_json = runner.invoke(app, ["simulate", "--rules", "rules/journeys", "--input", str(path),
                                   "--now", "2026-03-02T09:00:00Z", "--format", "json"])
-    rows = json.loads(as_json.stdout)
-    assert {"patient", "due_utc", "due_local", "channel", "why"} <= set(rows[0])
+    forecast = json.loads(as_json.stdout)
+    assert {"patient", "due_utc", "due_local", "channel", "why"} <= set(forecast["rows"][0])
+    assert forecast["summary"]["by_channel"] == {"email": 5, "sms": 6}
+    assert "11 messages (5 email, 6 sms)" in table.output
+
+
+def test_cli_refuses_an_until_before_now(tmp_path: Path) -> None:
+    path = bundle(tmp_path, demo_resources())
+    result = CliRunner().invoke(app, ["simulate", "--rules", "rules/journeys", "--input",
+                                      str(path), "--now", "2026-03-02T09:00:00Z",
+                                      "--until", "2026-03-01T00:00:00Z"])
+    assert result.exit_code == 2 and "--until" in result.output
 
 
 def test_ndjson_input_and_bad_rules_exit_1(tmp_path: Path) -> None:
     ndjson = tmp_path / "export.ndjson"
     ndjson.write_text("\n".join(json.dumps(r) for r in demo_resources()) + "\n")
-    assert len(read_resources(ndjson)) == 11
+    assert len(read_resources(ndjson)) == len(demo_resources())
     bad = tmp_path / "bad.yaml"
     bad.write_text("journey: x\n")
     result = CliRunner().invoke(app, ["simulate", "--rules", str(bad), "--input", str(ndjson)])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
 from outreach.core.ports import Runtime
-from outreach.reports.outcomes import UnknownFilter
+from outreach.reports.outcomes import DIMENSIONS, UnknownFilter
 from outreach.reports.service import BadPeriod, outcome_report, period
 from outreach.staff import admin
 from outreach.staff.signin import caller_for
@@ -208,9 +208,12 @@ def audit_log(rt: RuntimeDep, _caller: Caller,
                          detail=r.detail) for r in rows]
 
 
+_REPORT_PARAMETERS = ("from", "to", *DIMENSIONS)
+
+
 @router.get("/reports/outcomes")
 async def outcomes_report(
-    rt: RuntimeDep, _caller: Caller,
+    request: Request, rt: RuntimeDep, _caller: Caller,
     first: Annotated[date, Query(alias="from", description="first day, YYYY-MM-DD")],
     last: Annotated[date, Query(alias="to", description="last day, included")],
     journey: Annotated[str | None, Query(max_length=64)] = None,
@@ -222,6 +225,12 @@ async def outcomes_report(
     service_type: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """The outcome report (the JSON of `outreach report --format json`; docs/metrics.md)."""
+    # A misspelt filter (`?journy=`) must not quietly answer for the whole period.
+    unknown = sorted(set(request.query_params) - set(_REPORT_PARAMETERS))
+    if unknown:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"unknown query parameter {unknown[0]!r}; use "
+                            + ", ".join(_REPORT_PARAMETERS))
     filters = {name: value for name, value in (
         ("journey", journey), ("step", step), ("channel", channel), ("language", language),
         ("location", location), ("practitioner", practitioner), ("service_type", service_type),
