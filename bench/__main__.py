@@ -41,12 +41,19 @@ def _sweeper(_iterations: int) -> list[Result]:
     return sweeper.run()
 
 
+def _simulate(iterations: int) -> list[Result]:
+    from bench import simulate
+
+    return simulate.run(max(iterations, 200) * 10)  # appointments
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
     "e2e_latency": _e2e,
     "dispatch": _dispatch,
     "rule_matching": _rule_matching,
     "ingest": _ingest,
     "sweeper": _sweeper,
+    "simulate": _simulate,
 }
 
 
