@@ -72,7 +72,8 @@ def export(appointments: int, seed: int = 7) -> list[dict[str, Any]]:
             emit(appointment, booked_at + (start - booked_at) / 2)
             start = moved
         if rng.random() < 0.08:
-            emit({**appointment, "status": "cancelled"}, start - timedelta(hours=rng.randint(3, 40)))
+            cancelled_at = start - timedelta(hours=rng.randint(3, 40))
+            emit({**appointment, "status": "cancelled"}, cancelled_at)
             continue
         emit({**appointment, "status": "noshow" if rng.random() < 0.125 else "fulfilled"},
              start + timedelta(minutes=40))
