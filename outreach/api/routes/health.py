@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
+from outreach.core.metrics import exposition
 from outreach.store.migrate import SchemaOutOfDate, require_current
 
 router = APIRouter(tags=["operations"])
@@ -25,4 +26,4 @@ async def healthz(rt: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
