@@ -39,10 +39,24 @@ def _caller(request: Request, rt: Runtime, cookie: str | None) -> str | None:
     return caller_for(rt.settings, bearer) or signed_in(rt.settings, cookie, datetime.now(UTC))
 
 
-def _period(rt: Runtime, first: date | None, last: date | None) -> Period:
-    today = rt.clock.now().astimezone(rt.settings.zone).date()
-    last = last or today
-    return period(first or last - timedelta(days=DEFAULT_DAYS - 1), last)
+def _day(value: str | None, name: str) -> date | None:
+    # Parsed here, not by FastAPI: a cleared date field arrives as "from=", and a bad date must
+    # get the page with its message, not a JSON 422.
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadPeriod(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _period(rt: Runtime, first: str | None, last: str | None) -> Period:
+    end = _day(last, "to") or rt.clock.now().astimezone(rt.settings.zone).date()
+    start = _day(first, "from")
+    if start is None:
+        period(end, end)  # refuses a day out of range before the subtraction overflows
+        start = end - timedelta(days=DEFAULT_DAYS - 1)
+    return period(start, end)
 
 
 def _filters(journey: Filter = None, step: Filter = None, channel: Filter = None,
@@ -65,8 +79,8 @@ def _query(chosen: Period, filters: dict[str, str], **extra: str) -> str:
 @router.get("", response_class=HTMLResponse)
 async def home(
     request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
-    first: Annotated[date | None, Query(alias="from")] = None,
-    last: Annotated[date | None, Query(alias="to")] = None,
+    first: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    last: Annotated[str | None, Query(alias="to", max_length=40)] = None,
     by: Annotated[str, Query(max_length=20)] = "journey",
 ) -> Response:
     caller = _caller(request, rt, cookie)
@@ -78,18 +92,19 @@ async def home(
     except (BadPeriod, UnknownFilter) as exc:
         return _page(request, "problem.html", 400, caller=caller, message=str(exc))
     return _page(request, "index.html", caller=caller, view=view, period=chosen,
-                 filters=filters, dimensions=DIMENSIONS, headline=HEADLINE,
-                 query=lambda **extra: _query(chosen, filters, **extra))
+                 filters=filters, dimensions=DIMENSIONS, headline=HEADLINE, zone=rt.settings.zone,
+                 query=lambda **extra: _query(chosen, filters, by=view.dimension, **extra))
 
 
 @router.get("/appointments", response_class=HTMLResponse)
 async def behind(
     request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
-    first: Annotated[date | None, Query(alias="from")] = None,
-    last: Annotated[date | None, Query(alias="to")] = None,
+    first: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    last: Annotated[str | None, Query(alias="to", max_length=40)] = None,
     figure: Annotated[str, Query(max_length=40)] = "appointments",
+    by: Annotated[str, Query(max_length=20)] = "journey",
 ) -> Response:
-    """The appointments behind one number of the dashboard."""
+    """The appointments behind one number of the dashboard (`by` only for the way back)."""
     caller = _caller(request, rt, cookie)
     if caller is None:
         return RedirectResponse("/dashboard/sign-in", status_code=303)
@@ -100,7 +115,7 @@ async def behind(
         return _page(request, "problem.html", 400, caller=caller, message=str(exc))
     return _page(request, "appointments.html", caller=caller, rows=rows, figure=figure,
                  period=chosen, filters=filters, zone=rt.settings.zone,
-                 back=_query(chosen, filters))
+                 back=_query(chosen, filters, by=by))
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
