@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import func, select
 from channels import ConsoleChannel
 from connector.changes import version_of
 from connector.resources import validate_resource
-from outreach import FIXTURES
+from outreach import FIXTURES, SHIPPED_JOURNEYS
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.settings import Settings
@@ -61,14 +62,25 @@ def load_preferences(folder: Path) -> list[dict[str, Any]]:
     return list(json.loads(file.read_text("utf-8")))
 
 
-def demo_settings(settings: Settings) -> Settings:
+DEMO_JOURNEYS = ("appointment-reminders.yaml", "library/satisfaction-survey.yaml")
+
+
+def demo_settings(settings: Settings, out_dir: Path) -> Settings:
     """The demo shows the preference links, so it signs them with a throwaway secret when the
-    environment sets none."""
-    if settings.preferences_secret is not None and settings.public_url is not None:
-        return settings
-    return settings.model_copy(update={
-        "preferences_secret": settings.preferences_secret or SecretStr(secrets.token_hex(32)),
-        "public_url": settings.public_url or AnyHttpUrl("http://localhost:8000")})
+    environment sets none; with the shipped journeys it also runs the satisfaction survey from
+    the library, so a survey and its service recovery show too."""
+    update: dict[str, Any] = {}
+    if settings.preferences_secret is None:
+        update["preferences_secret"] = SecretStr(secrets.token_hex(32))
+    if settings.public_url is None:
+        update["public_url"] = AnyHttpUrl("http://localhost:8000")
+    if settings.rules_dir == SHIPPED_JOURNEYS:
+        rules = out_dir / "rules"
+        rules.mkdir(exist_ok=True)
+        for name in DEMO_JOURNEYS:
+            shutil.copyfile(SHIPPED_JOURNEYS / name, rules / Path(name).name)
+        update["rules_dir"] = rules
+    return settings.model_copy(update=update) if update else settings
 
 
 def _at(item: dict[str, Any]) -> datetime:
@@ -84,7 +96,7 @@ def _stamp(moment: datetime, settings: Settings) -> str:
 
 class Demo:
     def __init__(self, out_dir: Path, stream: TextIO, settings: Settings) -> None:
-        settings = demo_settings(settings)
+        settings = demo_settings(settings, out_dir)
         self.out, self.stream, self.settings = out_dir, stream, settings
         # Console channels write here; the timeline prints each message under its SENT line.
         self.outbox = io.StringIO()

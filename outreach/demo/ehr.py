@@ -15,7 +15,9 @@ from outreach.store.ingested import IngestedEhr
 
 
 def _identifiers(resource: dict[str, Any]) -> set[str]:
-    return {f"{i.get('system')}|{i.get('value')}" for i in resource.get("identifier", [])}
+    found = resource.get("identifier", [])
+    found = [found] if isinstance(found, dict) else found  # QuestionnaireResponse has one
+    return {f"{i.get('system')}|{i.get('value')}" for i in found}
 
 
 class DemoEhr(IngestedEhr):

@@ -18,6 +18,10 @@ def _table(rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def as_table(result: Mapping[str, Any]) -> str:
     period = result["period"]
     lines = [f"Outcomes for appointments from {period['from']} to {period['to']} "
@@ -37,8 +41,9 @@ def as_table(result: Mapping[str, Any]) -> str:
                   f"(≈ {cost['amount']:.2f} {cost['currency']})"]
     survey = result["surveys"]
     if survey["answers"]:
-        lines.append(f"surveys: {survey['answers']} answers, NPS-style {survey['nps']}, "
-                     f"{survey['service_recovery_tasks']} service-recovery tasks")
+        recovery = _count(survey["service_recovery_tasks"], "service-recovery task")
+        lines.append(f"surveys: {_count(survey['answers'], 'answer')}, NPS-style "
+                     f"{survey['nps']}, {recovery}")
     by_journey = [[name, *(show(figures[c]) for c in BREAKDOWN_COLUMNS)]
                   for name, figures in result["by_journey"].items()]
     if by_journey:

@@ -27,9 +27,9 @@ def test_demo_timeline_shows_what_each_patient_gets(tmp_path: Path) -> None:
     assert "Tue 2026-03-03 08:00 UTC  SENT sms: appointment-reminders/booked for Patient/chloe" \
         in timeline  # booked at 22:40: quiet hours delay it to 08:00
     assert "SKIPPED appointment-reminders/booked for Patient/dan" in timeline  # landline only
-    # 3 replies and 1 preference change are Communications too.
-    assert summary["sent"] == 11 and summary["Communication written back"] == 11 + 3 + 1
-    assert summary["CommunicationRequest written back"] >= 11
+    # 4 replies and 1 preference change are Communications too.
+    assert summary["sent"] == 12 and summary["Communication written back"] == 12 + 4 + 1
+    assert summary["CommunicationRequest written back"] >= 12
     assert summary["cancelled"] == 1
 
 
@@ -45,8 +45,21 @@ def test_demo_shows_replies_read_in_the_patients_words(tmp_path: Path) -> None:
     # Opted out of SMS: her last reminder goes by email.
     assert "Mon 2026-03-09 12:00 UTC  SENT email: appointment-reminders/reminder-2h for " \
         "Patient/ana" in timeline
-    # Ana's STOP and Chloe's campaigns opt-out on the preference page.
-    assert (summary["Consent written back"], summary["Task written back"]) == (2, 1)
+    # Ana's STOP and Chloe's campaigns opt-out on the preference page; Chloé's question and
+    # Eve's low score are Tasks for staff.
+    assert (summary["Consent written back"], summary["Task written back"]) == (2, 2)
+
+
+def test_demo_shows_a_survey_and_its_service_recovery(tmp_path: Path) -> None:
+    out = io.StringIO()
+    summary = run_demo(tmp_path, out, load_settings(database_url="sqlite:///unused.db"))
+    timeline = out.getvalue()
+    assert "satisfaction-survey: enroll (trigger matched: status new → finished)" in timeline
+    assert "SENT sms: satisfaction-survey/survey for Patient/eve (Encounter/enc-eve)" in timeline
+    assert "REPLY by sms from +15555550105: “2”" in timeline
+    assert "We are sorry your visit did not go well, Eve." in timeline
+    assert "surveys: 1 answer, NPS-style -100.0, 1 service-recovery task" in timeline
+    assert summary["QuestionnaireResponse written back"] == 1
 
 
 def test_demo_shows_a_preference_change_taking_effect(tmp_path: Path) -> None:
@@ -71,8 +84,8 @@ def test_demo_write_back_is_accepted_by_a_fhir_server(
     folder = tmp_path / "writeback"
     communications = (folder / "Communication.ndjson").read_text().splitlines()
     requests = (folder / "CommunicationRequest.ndjson").read_text().splitlines()
-    assert len(communications) == 11 + 3 + 1
-    others = [line for rtype in ("Task", "Consent")
+    assert len(communications) == 12 + 4 + 1
+    others = [line for rtype in ("Task", "Consent", "QuestionnaireResponse")
               for line in (folder / f"{rtype}.ndjson").read_text().splitlines()]
     with FhirClient(fhir.base_url) as client:
         for file in sorted(DEMO_FIXTURES.glob("*.json")):  # the resources they point at
@@ -83,7 +96,7 @@ def test_demo_write_back_is_accepted_by_a_fhir_server(
             stored = client.update(resource)  # raises on a validation error
             assert stored["id"] == resource["id"]
         sent = [c for c in client.search("Communication", {"_count": 50}) if "basedOn" in c]
-        assert len(sent) == 11 and {c["status"] for c in sent} == {"completed"}
+        assert len(sent) == 12 and {c["status"] for c in sent} == {"completed"}
         assert all(c["basedOn"][0]["identifier"]["value"].startswith("request-") for c in sent)
         (consent,) = client.search("Consent", {"patient": "Patient/ana"})
         assert consent["provision"]["type"] == "deny"

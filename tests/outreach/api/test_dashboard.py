@@ -373,7 +373,7 @@ def _patient_details() -> tuple[set[str], set[str]]:
         strings.update(p["actor"]["display"] for p in resource.get("participant", [])
                        if p["actor"]["reference"].startswith("Patient/"))
     replies = json.loads((DEMO_FIXTURES / "replies" / "sms.json").read_text("utf-8"))
-    strings.update(r["Body"] for r in replies)
+    strings.update(r["Body"] for r in replies if len(r["Body"]) > 3)  # not a bare score "2"
     strings.update(r["From"] for r in replies)
     return words, strings
 
