@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from datetime import time
 from typing import Annotated, Any, Literal
@@ -166,11 +167,22 @@ class Survey(_Strict):
         return self
 
 
+class Variant(_Strict):
+    """One message of an experiment: its template, and its share of patients."""
+
+    template: Slug
+    weight: int = Field(1, ge=1, le=1000)
+
+
 class Step(_Strict):
     id: Slug
     at: str = Field(json_schema_extra={"pattern": AT_PATTERN})
     channel: list[ChannelName] = Field(min_length=1)
-    template: Slug
+    template: Slug | None = Field(None, description="the message; or `variants` for an experiment")
+    variants: list[Variant] | None = Field(
+        None, min_length=2, max_length=10,
+        description="an experiment: two or more templates with weights; each patient always "
+                    "gets the same one, and the outcome report compares them")
     category: Category = "reminder"
     replies: dict[str, ReplyAction] | None = Field(
         default=None,
@@ -191,6 +203,34 @@ class Step(_Strict):
     def _offset_parses(cls, value: str) -> str:
         parse_at(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_message(self) -> Step:
+        if (self.template is None) == (self.variants is None):
+            raise ValueError("give either a template or variants (an experiment), not both")
+        if self.variants is not None:
+            names = [v.template for v in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError("each variant needs its own template")
+        return self
+
+    @property
+    def templates(self) -> list[str]:
+        """Every template this step may send."""
+        return [v.template for v in self.variants] if self.variants else [str(self.template)]
+
+    def variant_for(self, key: str) -> str:
+        """The template for one patient (`key` names patient, journey and step): the same every
+        time, and across patients in proportion to the weights."""
+        if not self.variants:
+            return str(self.template)
+        total = sum(v.weight for v in self.variants)
+        point = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % total
+        for variant in self.variants:
+            point -= variant.weight
+            if point < 0:
+                return variant.template
+        raise AssertionError("weights are positive")  # pragma: no cover
 
     @field_validator("replies")
     @classmethod

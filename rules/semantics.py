@@ -91,7 +91,8 @@ def _step_problems(ctx: Context, report: Report) -> None:
         if step.id in seen:
             report([*loc, "id"], f"duplicate step id {step.id!r}")
         seen.add(step.id)
-        templates = [("template", step.template)]
+        templates = [("variants" if step.variants else "template", name)
+                     for name in step.templates]
         if step.survey and step.survey.recovery_template:
             templates.append(("survey", step.survey.recovery_template))
         for key, name in templates:

@@ -41,6 +41,7 @@ class Message:
     failed: bool
     error_code: str | None
     segments: int
+    variant: str | None = None  # an experiment's template
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,7 @@ def _add_steps(session: Session, journey_of: dict[int, tuple[str, AppointmentFac
             else False if status in _FAILED_STATUSES else None,
             failed=attempt.state == "failed" or status in _FAILED_STATUSES,
             error_code=attempt.error_code,
-            segments=attempt.segments or 0))
+            segments=attempt.segments or 0, variant=attempt.variant))
     for step_pk, found in replies.items():
         journey, step_id, facts = step_of[step_pk]
         facts.replies.extend(ReplyFact(journey, step_id, r.intent, r.score) for r in found)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from outreach.reports.experiments import experiments
 from outreach.reports.facts import FULFILLED, AppointmentFacts, ScoreFact, SentFact
 from rules.loader import JourneySet
 
@@ -191,6 +192,7 @@ def report(period: Period, timezone: str, facts: list[AppointmentFacts],
         "unreached_reasons": dict(unreached_reasons.most_common()),
         **messages(sent, pricing),
         "surveys": surveys(scores, journeys, default_low),
+        "experiments": experiments(chosen),
     }
     for dimension in DIMENSIONS:
         result[f"by_{dimension}"] = breakdown(chosen, dimension)

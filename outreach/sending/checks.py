@@ -44,6 +44,7 @@ class Ready:
     about: str
     category: str
     language: str | None = None  # the message's (None: the default, English)
+    variant: str | None = None  # the template an experiment assigned this patient
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,8 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     if category in prefs.categories_off:
         raise _NotNow(f"patient opted out of {category}")
     recipients, personal_quiet = _personal(prefs, recipients)
+    # An experiment's arm: the same for this patient every time (rules.schema.Step.variant_for).
+    template = spec.variant_for(f"{enrollment.patient}|{enrollment.journey}|{spec.id}")
     notes += [f"opted out of {channel}" for channel, _ in sorted(blocked)]
     spelling = _spelling(rt)
     for recipient in recipients:
@@ -289,7 +292,7 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
         context["preferences_url"] = None if recipient.to_caregiver else \
             rt.settings.preferences_link(enrollment.patient, recipient.language, rt.clock.now())
         try:
-            rendered = rt.templates.render(spec.template, recipient.channel, context,
+            rendered = rt.templates.render(template, recipient.channel, context,
                                            recipient.language)
         except TemplateError as exc:
             raise _NotNow(f"template: {exc}", StepState.FAILED) from exc
@@ -297,7 +300,8 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
                                   subject=rendered.subject, html=rendered.html)
         return Ready(recipient.channel, recipient.address, message, enrollment.patient,
                      enrollment.anchor_reference, spec.category,
-                     rt.templates.language_of(spec.template, recipient.language))
+                     rt.templates.language_of(template, recipient.language),
+                     template if spec.variants else None)
     listed = ", ".join(spec.channel)
     detail = "; ".join(notes) or f"configured: {', '.join(sorted(rt.channels))}"
     if step.excluded_channels:

@@ -131,7 +131,7 @@ def _new_attempt(step: ScheduledStep, ready: Ready, now: datetime) -> DeliveryAt
     segments = sms_segments(ready.message.text) if ready.channel == "sms" else None
     return DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1, channel=ready.channel,
                            address=ready.to, state="reserved", started_at=now,
-                           language=ready.language, segments=segments)
+                           language=ready.language, segments=segments, variant=ready.variant)
 
 
 def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,

@@ -162,6 +162,7 @@ class DeliveryAttempt(Base):
     finished_at: Mapped[datetime | None]
     language: Mapped[str | None] = mapped_column(String(16))  # the template language used
     segments: Mapped[int | None]  # SMS segments the carrier bills (None: not SMS)
+    variant: Mapped[str | None] = mapped_column(String(64))  # an experiment's template
 
 
 class Writeback(Base):
