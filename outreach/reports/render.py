@@ -44,6 +44,15 @@ def as_table(result: Mapping[str, Any]) -> str:
         recovery = _count(survey["service_recovery_tasks"], "service-recovery task")
         lines.append(f"surveys: {_count(survey['answers'], 'answer')}, NPS-style "
                      f"{survey['nps']}, {recovery}")
+    for experiment in result.get("experiments", []):
+        lines += ["", f"experiment {experiment['journey']}/{experiment['step']}:"]
+        for name, arm in experiment["arms"].items():
+            confirmation, no_show = arm["confirmation"], arm["no_show"]
+            verdict = confirmation.get("verdict")
+            lines.append(f"  {name}: {arm['appointments']} appointments, confirmation "
+                         f"{show(confirmation['rate'])}, no-show {show(no_show['rate'])}"
+                         + (f" ({verdict}, p = {confirmation['p_vs_first']})" if verdict
+                            and confirmation.get("p_vs_first") is not None else ""))
     by_journey = [[name, *(show(figures[c]) for c in BREAKDOWN_COLUMNS)]
                   for name, figures in result["by_journey"].items()]
     if by_journey:
