@@ -160,6 +160,18 @@ def _appointment_action(rt: Runtime, reply: Reply, ctx: _Context) -> _Handling:
                      changed=updated if action == "cancel-appointment" else None)
 
 
+def _score_columns(rt: Runtime, reply: Reply, ctx: _Context | None,
+                   handling: _Handling) -> dict[str, Any]:
+    """A survey answer as the report reads it later, with the scale it was asked on (the
+    journey may change or go) and whether it opened service recovery."""
+    if reply.intent != "score" or reply.score is None:
+        return {}
+    survey = ctx.survey if ctx else None
+    low, high = (survey.min, survey.max) if survey else (0, 10)
+    return {"score": reply.score, "score_min": low, "score_max": high,
+            "score_low": handling.task is not None}
+
+
 def _score(rt: Runtime, reply: Reply, survey: Survey | None) -> _Handling:
     assert reply.score is not None
     handling = _Handling(f"score {reply.score}", "score")
@@ -223,7 +235,7 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                     in_reply_to_step=ctx.step_id if ctx else None, intent=reply.intent,
                     rule=reply.rule[:200], language=reply.language,
                     outcome=handling.outcome or None,
-                    score=reply.score if reply.intent == "score" else None))
+                    **_score_columns(rt, reply, ctx, handling)))
         except IntegrityError:
             return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
         ids += _record(rt, session, now, message_id, body, ctx, reply, handling)

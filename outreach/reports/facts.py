@@ -239,14 +239,42 @@ class ScoreFact:
     journey: str
     step: str
     score: int
+    scale: tuple[int, int] | None = None  # as asked (None: read from the journey as loaded)
+    low: bool | None = None  # opened service recovery
 
 
 def load_scores(session: Session, start: datetime, end: datetime) -> list[ScoreFact]:
     """Survey answers received in the period, with the journey and step they answered."""
     rows = session.execute(
-        select(Enrollment.journey, ScheduledStep.step_id, InboundMessage.score)
+        select(Enrollment.journey, ScheduledStep.step_id, InboundMessage.score,
+               InboundMessage.score_min, InboundMessage.score_max, InboundMessage.score_low)
         .join(ScheduledStep, InboundMessage.in_reply_to_step == ScheduledStep.id)
         .join(Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
         .where(InboundMessage.score.is_not(None), InboundMessage.received_at >= start,
                InboundMessage.received_at < end))
-    return [ScoreFact(journey, step, score) for journey, step, score in rows if score is not None]
+    return [ScoreFact(journey, step, score,
+                      (lowest, highest) if lowest is not None and highest is not None else None,
+                      low)
+            for journey, step, score, lowest, highest, low in rows if score is not None]
+
+
+def load_encounters(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """The final status of each enrolled Encounter whose period ended in [start, end), counted
+    by status."""
+    end_text = ResourceVersion.resource[("period", "end")].as_string()
+    rows = session.execute(
+        select(ResourceVersion.resource_id, ResourceVersion.resource)
+        .join(Enrollment, (ResourceVersion.resource_type == Enrollment.resource_type)
+              & (ResourceVersion.resource_id == Enrollment.resource_id))
+        .where(Enrollment.resource_type == "Encounter",
+               end_text >= (start - timedelta(days=1)).date().isoformat(),
+               end_text < (end + timedelta(days=1)).date().isoformat()))
+    statuses: dict[str, str] = {}
+    for resource_id, resource in rows:
+        ended = _start({"start": ((resource or {}).get("period") or {}).get("end")})
+        if resource is not None and ended is not None and start <= ended < end:
+            statuses[resource_id] = str(resource.get("status") or "unknown")
+    found: dict[str, int] = {}
+    for status in statuses.values():
+        found[status] = found.get(status, 0) + 1
+    return dict(sorted(found.items()))

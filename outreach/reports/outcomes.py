@@ -145,11 +145,12 @@ def surveys(scores: list[ScoreFact], journeys: JourneySet,
     for answer in scores:
         spec = journeys.step(answer.journey, answer.step)
         survey = spec.survey if spec is not None else None
-        lowest, highest = (survey.min, survey.max) if survey else (0, 10)
+        lowest, highest = answer.scale or ((survey.min, survey.max) if survey else (0, 10))
         on_ten = (answer.score - lowest) / (highest - lowest) * 10 if highest > lowest else 0
         promoters += on_ten >= 9
         detractors += on_ten <= 6
-        low += answer.score <= (survey.low_at_most if survey else default_low)
+        low += answer.low if answer.low is not None else (
+            answer.score <= (survey.low_at_most if survey else default_low))
         distribution[f"{answer.score}/{highest}"] += 1
     total = len(scores)
     return {

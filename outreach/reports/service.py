@@ -17,6 +17,7 @@ from outreach.reports.facts import (
     ScoreFact,
     SentFact,
     load_appointments,
+    load_encounters,
     load_messages,
     load_scores,
 )
@@ -58,6 +59,7 @@ class _Loaded:
     facts: list[AppointmentFacts]
     sent: list[SentFact]
     scores: list[ScoreFact]
+    encounters: dict[str, int]
 
 
 def _bounds(rt: Runtime, chosen: Period) -> tuple[datetime, datetime]:
@@ -71,14 +73,17 @@ def _load(rt: Runtime, chosen: Period) -> _Loaded:
     with rt.sessions() as session:
         return _Loaded(load_appointments(session, start, end),
                        load_messages(session, start, end, rt.settings.zone),
-                       load_scores(session, start, end))
+                       load_scores(session, start, end), load_encounters(session, start, end))
 
 
 def _report(rt: Runtime, chosen: Period, loaded: _Loaded,
             filters: Mapping[str, str]) -> dict[str, Any]:
     pricing = Pricing(rt.settings.sms_price_per_segment, rt.settings.currency)
-    return report(chosen, rt.settings.timezone, loaded.facts, loaded.sent, loaded.scores,
-                  rt.journeys, pricing, dict(filters), rt.settings.low_score_threshold)
+    result = report(chosen, rt.settings.timezone, loaded.facts, loaded.sent, loaded.scores,
+                    rt.journeys, pricing, dict(filters), rt.settings.low_score_threshold)
+    result["encounters"] = {"enrolled": sum(loaded.encounters.values()),
+                            "by_status": loaded.encounters}
+    return result
 
 
 def outcome_report(rt: Runtime, chosen: Period,

@@ -250,6 +250,9 @@ class InboundMessage(Base):
     language: Mapped[str | None] = mapped_column(String(16))  # of the phrase that matched
     outcome: Mapped[str | None] = mapped_column(Text)
     score: Mapped[int | None]  # a survey answer, as the patient gave it
+    score_min: Mapped[int | None]  # the survey's scale when it was answered
+    score_max: Mapped[int | None]
+    score_low: Mapped[bool | None]  # it opened service recovery
 
 
 class SubscriptionStatus(Base):

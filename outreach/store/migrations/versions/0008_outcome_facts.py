@@ -1,4 +1,5 @@
 """what the outcome reports count: a message's language and SMS segments, a reply's score
+(with its scale, and whether it opened service recovery)
 
 Revision ID: 0008
 Revises: 0007
@@ -22,10 +23,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("segments", sa.Integer(), nullable=True))
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("score", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("score_min", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("score_max", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("score_low", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
+        batch_op.drop_column("score_low")
+        batch_op.drop_column("score_max")
+        batch_op.drop_column("score_min")
         batch_op.drop_column("score")
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
         batch_op.drop_column("segments")
