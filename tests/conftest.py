@@ -21,6 +21,7 @@ from outreach.runtime import build_runtime
 from outreach.store.db import make_engine
 from outreach.store.models import Base
 from tests.support.api_server import ApiServer
+from tests.support.browser import launch
 from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
 from tests.support.smtp import SmtpServer
@@ -144,3 +145,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Headless Chromium for page tests (tests/support/browser.py)."""
+    yield from launch()
+

@@ -6,8 +6,6 @@ sizes (test-artifacts/dashboard-*.png)."""
 from __future__ import annotations
 
 import io
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,18 +19,9 @@ from outreach.demo import run_demo
 from outreach.reports.service import outcome_report, period
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
+from tests.support.browser import ARTIFACTS, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
-                                        if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
-                             ".ci/run installs it)")
-
-# The flags this machine's closed network needs (no background calls to Google's hosts).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+pytestmark = needs_chromium
 TOKEN = "manager-token-0123456789abcdef"
 NOW = datetime(2026, 3, 12, 12, 0, tzinfo=UTC)  # two days after the demo's last visit
 LAPTOP = {"width": 1366, "height": 900}
@@ -44,16 +33,6 @@ def rt(make_runtime: RuntimeFactory, tmp_path: Path) -> Runtime:
     run_demo(tmp_path, io.StringIO(), load_settings(database_url="sqlite:///unused.db"))
     return make_runtime(database_url=f"sqlite:///{tmp_path / 'outreach.db'}",
                         clock=SimulatedClock(NOW), admin_tokens=f"manager={TOKEN}")
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _sign_in(page: Any, api: ApiServer) -> None:

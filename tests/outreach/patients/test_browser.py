@@ -4,10 +4,8 @@ message, finds every control by its label, changes their choices and saves them.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,18 +15,9 @@ from outreach.core.ports import Runtime
 from outreach.store.models import PatientPreference
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
+from tests.support.browser import ARTIFACTS, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
-                                        if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
-                             ".ci/run installs it)")
-
-# The flags this machine's closed network needs (no background calls to Google's hosts).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+pytestmark = needs_chromium
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 PATIENT = "Patient/pat-1"
 PHONE = {"width": 390, "height": 844}
@@ -39,16 +28,6 @@ TOUCH_TARGET = 44  # px, the smallest comfortable tap target (WCAG 2.5.5, Apple 
 def rt(make_runtime: RuntimeFactory, api_server: ApiServer) -> Runtime:
     return make_runtime(clock=SimulatedClock(NOW), public_url=api_server.url,
                         preferences_secret="x" * 40, organization_name="St Example")
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from outreach.store.models import ScheduledStep
 from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
+from tests.support.browser import ARTIFACTS, needs_chromium
 from tests.support.drain import drain
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
@@ -33,17 +32,7 @@ from tests.support.twilio_server import (
     signed_post,
 )
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
-                                        if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
-                             ".ci/run installs it)")
-
-# The flags this machine's closed network needs (no background calls to Google's hosts).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[4] / "test-artifacts"
+pytestmark = needs_chromium
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
@@ -58,16 +47,6 @@ def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirT
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
         twilio_base_url=twilio.base_url, sms_rate_per_second=100,
         organization_name="St Example", **smart_settings)
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
