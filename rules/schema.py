@@ -206,8 +206,10 @@ class Step(_Strict):
 
     @model_validator(mode="after")
     def _one_message(self) -> Step:
-        if (self.template is None) == (self.variants is None):
+        if self.template is not None and self.variants is not None:
             raise ValueError("give either a template or variants (an experiment), not both")
+        if self.template is None and self.variants is None:
+            raise ValueError("give a template, or variants for an experiment")
         if self.variants is not None:
             names = [v.template for v in self.variants]
             if len(set(names)) != len(names):

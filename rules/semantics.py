@@ -91,13 +91,16 @@ def _step_problems(ctx: Context, report: Report) -> None:
         if step.id in seen:
             report([*loc, "id"], f"duplicate step id {step.id!r}")
         seen.add(step.id)
-        templates = [("variants" if step.variants else "template", name)
-                     for name in step.templates]
+        # Each template with where it is named: an unknown one is pointed at, not its list.
+        templates: list[tuple[list[object], str]] = [(["template"], str(step.template))]
+        if step.variants:
+            templates = [(["variants", i, "template"], variant.template)
+                         for i, variant in enumerate(step.variants)]
         if step.survey and step.survey.recovery_template:
-            templates.append(("survey", step.survey.recovery_template))
+            templates.append((["survey"], step.survey.recovery_template))
         for key, name in templates:
             if ctx.templates is not None and name not in ctx.templates:
-                report([*loc, key], f"unknown template {name!r}")
+                report([*loc, *key], f"unknown template {name!r}")
         if journey.anchor == TRIGGER_TIME and parse_at(step.at).before_anchor:
             report([*loc, "at"], f"steps.{index}.at: {step.at!r} is before the anchor, and the "
                                  "anchor is the trigger time: the step would always be too late")

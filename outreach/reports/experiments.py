@@ -22,11 +22,13 @@ def wilson(successes: int, trials: int) -> tuple[float, float] | None:
     centre = p + Z95**2 / (2 * trials)
     spread = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2))
     scale = 1 + Z95**2 / trials
-    return round((centre - spread) / scale, 4), round((centre + spread) / scale, 4)
+    # At 0 or all successes a bound is 0 or 1 exactly, but rounding errors can leave -1e-17
+    # (shown as -0.0): clamp to a proportion.
+    low, high = max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+    return round(low, 4), round(high, 4)
 
 
-def p_value(s1: int, n1: int, s2: int, n2: int) -> float | None:
-    """Two-sided p of the two-proportion z-test (pooled); None when it cannot be computed."""
+def _exact_p(s1: int, n1: int, s2: int, n2: int) -> float | None:
     if n1 == 0 or n2 == 0:
         return None
     pooled = (s1 + s2) / (n1 + n2)
@@ -34,7 +36,14 @@ def p_value(s1: int, n1: int, s2: int, n2: int) -> float | None:
     if se == 0:
         return 1.0 if s1 / n1 == s2 / n2 else 0.0
     z = abs(s1 / n1 - s2 / n2) / se
-    return round(math.erfc(z / math.sqrt(2)), 4)
+    return math.erfc(z / math.sqrt(2))
+
+
+def p_value(s1: int, n1: int, s2: int, n2: int) -> float | None:
+    """Two-sided p of the two-proportion z-test (pooled), to 4 places; None when it cannot be
+    computed."""
+    p = _exact_p(s1, n1, s2, n2)
+    return None if p is None else round(p, 4)
 
 
 def _rate(successes: int, trials: int) -> dict[str, Any]:
@@ -75,9 +84,9 @@ def experiments(facts: list[AppointmentFacts]) -> list[dict[str, Any]]:
         for name in names[1:]:
             arm = figures[name]
             for measure in ("confirmation", "no_show"):
-                p = p_value(arm[measure]["successes"], arm[measure]["of"],
+                p = _exact_p(arm[measure]["successes"], arm[measure]["of"],
                             first[measure]["successes"], first[measure]["of"])
-                arm[measure]["p_vs_first"] = p
-                arm[measure]["verdict"] = _verdict(p)
+                arm[measure]["p_vs_first"] = None if p is None else round(p, 4)
+                arm[measure]["verdict"] = _verdict(p)  # on the exact p, not the rounded one
         found.append({"journey": journey, "step": step, "arms": figures})
     return found
