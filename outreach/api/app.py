@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from connector.subscriptions import SECRET_HEADER
+from outreach import runtime
 from outreach.api import access_log
 from outreach.api.deps import outcome_response
+from outreach.api.hosts import HostCheck
+from outreach.api.limits import BodyLimit, BodyTooLarge, refusal
 from outreach.api.routes import admin, dashboard, health, notify, patients, smart, twilio
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,10 @@ def create_app() -> FastAPI:
     app.include_router(patients.router)
     app.include_router(dashboard.router)
     app.include_router(health.router)
+    # No redirect built from the Host header (a trailing slash is a 404, not a 307 elsewhere).
+    app.router.redirect_slashes = False
+    app.add_middleware(BodyLimit, limit_for=_body_limit)
+    app.add_middleware(HostCheck, allowed=lambda: runtime.current().settings.trusted_hosts)
 
     @app.exception_handler(twilio.ForgedWebhook)
     async def _forged(_request: Request, _exc: twilio.ForgedWebhook) -> Response:
@@ -39,10 +47,23 @@ def create_app() -> FastAPI:
         return outcome_response(401, f"missing or wrong {SECRET_HEADER} header",
                                 code="login")
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, exc: BodyTooLarge) -> Response:
+        return refusal(exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return outcome_response(500, f"internal error ({type(exc).__name__}); nothing was lost, "
-                                "the sender may retry", code="exception")
+        # The caller gets a reference to quote, not our internals; the log has the rest.
+        reference = uuid.uuid4().hex[:12]
+        log.error("unhandled error %s on %s %s", reference, request.method, request.url.path,
+                  exc_info=exc)
+        return outcome_response(500, f"internal error (reference {reference}); nothing was "
+                                "lost, the sender may retry", code="exception")
 
     return app
+
+
+def _body_limit(path: str) -> int:
+    settings = runtime.current().settings
+    return settings.max_notification_bytes if path.startswith("/fhir/notify") \
+        else settings.max_request_bytes

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     send_lease_seconds: int = Field(default=300, ge=1)
     requeue_after_seconds: int = Field(default=600, ge=1)
     low_score_threshold: int = Field(default=6, ge=0, le=10)
+    # Request bodies, refused with 413 while they stream in, before anything parses them: a
+    # FHIR notification (a resource or a Bundle), and everything else (Twilio, admin, pages).
+    max_notification_bytes: int = Field(default=5_000_000, ge=10_000, le=100_000_000)
+    max_request_bytes: int = Field(default=65_536, ge=4_096, le=10_000_000)
+    # Host names this service answers to ("outreach.hospital.org,localhost"); unset, any.
+    allowed_hosts: str | None = None
     # The outcome report's cost estimate: what one SMS segment costs (set your contract's).
     sms_price_per_segment: float = Field(default=0.0083, ge=0, le=10)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
@@ -179,6 +185,22 @@ class Settings(BaseSettings):
             raise ValueError("use at least 32 random characters, e.g. `openssl rand -hex 32`")
         return value
 
+    @field_validator("webhook_secret", "twilio_auth_token", "gateway_secret")
+    @classmethod
+    def _shared_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty or short secret would let anyone sign: refuse it at start, not at the door.
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("at least 16 characters (an empty or short secret is refused); "
+                             "leave the variable unset to turn the feature off")
+        return value
+
+    @field_validator("smtp_password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("empty: leave it unset for a server without login")
+        return value
+
     @field_validator("smart_session_secret")
     @classmethod
     def _session_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -202,6 +224,10 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        return _split(self.allowed_hosts)
 
     @property
     def cap_policy(self) -> CapPolicy:
