@@ -30,8 +30,12 @@ def _settings() -> Settings:
 
 
 def _logging(level: int = logging.INFO) -> None:
+    """Log to stderr, phone numbers and e-mail addresses masked in every line."""
+    from outreach.core import redact
+
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install()
 
 
 def _require_schema(settings: Settings) -> None:
@@ -53,7 +57,7 @@ def demo(
     from outreach.demo import run_demo
 
     settings = _settings()
-    logging.basicConfig(level=logging.WARNING)
+    _logging(logging.WARNING)
     out_dir = out or Path(tempfile.mkdtemp(prefix="outreach-demo-"))
     summary = run_demo(out_dir, sys.stdout, settings)
     typer.echo("\nSummary: " + ", ".join(f"{v} {k}" for k, v in sorted(summary.items())))
@@ -91,7 +95,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     _require_schema(settings)
     _logging()
     _report_write_back()
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    from outreach.core import redact
+
+    config = uvicorn.Config(create_app(), host=host, port=port, log_level="info")
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # configured by Config
+        redact.install(logging.getLogger(name))
+    uvicorn.Server(config).run()
 
 
 def _report_write_back() -> None:
@@ -211,7 +220,7 @@ def simulate(
     if horizon is not None and horizon < moment:
         typer.echo(f"--until {until} is before --now", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.ERROR)
+    _logging(logging.ERROR)
     try:
         forecast = run_simulation(rules, read_resources(input_file), moment, _settings(),
                                   horizon)
@@ -297,7 +306,7 @@ def report(
                    err=True)
         raise typer.Exit(2)
     _require_schema(settings)
-    logging.basicConfig(level=logging.WARNING)
+    _logging(logging.WARNING)
     rt = runtime.current()
     try:
         result = outcome_report(rt, chosen, _filters(filters or []))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +17,13 @@ from outreach import runtime
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import Clock
 from outreach.core.ports import Enqueuer, Runtime
+from outreach.core.redact import redact
 from outreach.core.settings import load_settings
 from outreach.runtime import build_runtime
 from outreach.store.db import make_engine
 from outreach.store.models import Base
 from tests.support.api_server import ApiServer
-from tests.support.browser import launch
+from tests.support.browser import ARTIFACTS, launch
 from tests.support.database import PG_ADMIN_URL, temporary_database
 from tests.support.fhir_server import FhirTestServer, fhir_server_session
 from tests.support.smtp import SmtpServer
@@ -152,3 +154,39 @@ def chromium() -> Iterator[Any]:
     """Headless Chromium for page tests (tests/support/browser.py)."""
     yield from launch()
 
+
+
+# No patient data in our logs: every record our own packages log during the whole run is kept,
+# and the run fails if one holds a phone number or an e-mail address (ids only).
+_OUR_PACKAGES = ("outreach", "connector", "channels", "rules")
+_OUR_LINES: list[str] = []
+
+
+class _OurLogs(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] in _OUR_PACKAGES:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            _OUR_LINES.append(f"{record.name}: {text}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _watch_our_logs() -> Iterator[None]:
+    handler = _OurLogs(level=logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    for name in _OUR_PACKAGES:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+    yield
+    logging.getLogger().removeHandler(handler)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = [line for line in _OUR_LINES if redact(line) != line]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "our-logs.txt").write_text("\n".join(_OUR_LINES) + "\n", encoding="utf-8")
+    if leaks:
+        print(f"\n{len(leaks)} log lines of ours hold a phone number or e-mail address "
+              f"(test-artifacts/our-logs.txt), e.g.:\n  " + "\n  ".join(leaks[:5]))
+        session.exitstatus = 1

@@ -3,12 +3,14 @@ runs its job (outreach.worker.jobs) on this process's runtime."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
 from outreach import runtime
 from outreach.broker.app import POLL, RUN_CAMPAIGNS, SEND_STEP, SWEEP, WRITE_BACK, celery_app
+from outreach.core import redact
 from outreach.worker import jobs
 
 
@@ -44,3 +46,11 @@ def _fresh_runtime_per_process(**_kwargs: object) -> None:
     """A pool process must not share its parent's HTTP and database connections: two processes
     reading one socket get each other's responses. Each child builds its own runtime."""
     runtime.install(None)
+
+
+@after_setup_logger.connect  # type: ignore[untyped-decorator]
+@after_setup_task_logger.connect  # type: ignore[untyped-decorator]
+def _redact_worker_logs(logger: logging.Logger, **_kwargs: object) -> None:
+    """Celery sets up its own handlers: mask phone numbers and e-mail addresses there too."""
+    redact.install(logger)
+

@@ -29,5 +29,5 @@ def test_bad_values_name_the_variable(field: str, value: object, variable: str) 
 
 
 def test_secrets_are_not_printed() -> None:
-    settings = load_settings(webhook_secret="hunter2-hunter2", smtp_password="pw-123456")
+    settings = load_settings(webhook_secret="hunter2-hunter2-hunter2", smtp_password="pw-123456")
     assert "hunter2" not in repr(settings) and "pw-123456" not in repr(settings)
