@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from connector.errors import (
     FhirNotFound,
     FhirPreconditionFailed,
     FhirUnavailable,
+    InvalidResource,
 )
 
 FHIR_JSON = "application/fhir+json"
@@ -26,6 +28,31 @@ FHIR_JSON = "application/fhir+json"
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 log = logging.getLogger(__name__)
+
+# R4's grammar for a resource type name and a logical id (datatypes.html#id). Nothing else goes
+# into a URL path on the EHR: there `..`, `/`, `?` or `#` would reach another resource or
+# endpoint outside the base, or add a query.
+RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}", re.ASCII)
+RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
+
+
+def reference_problem(resource_type: str, resource_id: str) -> str | None:
+    """Why `resource_type/resource_id` is not an R4 type name and id, or None when it is."""
+    if not RESOURCE_TYPE.fullmatch(resource_type):
+        return "the resource type is not a FHIR type name ([A-Z][A-Za-z]{1,63})"
+    if not RESOURCE_ID.fullmatch(resource_id) or resource_id in (".", ".."):
+        # `.` and `..` fit R4's pattern, but in a URL they are path segments, not an id.
+        return "the resource id is not a FHIR id (1 to 64 of A-Z a-z 0-9 - ., not . or ..)"
+    return None
+
+
+def checked_path(resource_type: str, resource_id: str) -> str:
+    """`Type/id` for a URL under the FHIR base; InvalidResource when either part could leave it."""
+    problem = reference_problem(resource_type, resource_id)
+    if problem is not None:
+        raise InvalidResource(f"{problem}: refused to request {resource_type[:70]!r}/"
+                              f"{resource_id[:70]!r}")
+    return f"{resource_type}/{resource_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +211,8 @@ class FhirClient:
         return self._json(self._request("GET", path, params=dict(params or {})))
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
-        return self.get(f"{resource_type}/{resource_id}")
+        """InvalidResource, and no request, for a type or id that could leave the base."""
+        return self.get(checked_path(resource_type, resource_id))
 
     def capabilities(self) -> dict[str, Any]:
         return self.get("metadata")
@@ -226,5 +254,5 @@ class FhirClient:
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
         if if_match:
             headers["If-Match"] = if_match
-        url = f"{resource['resourceType']}/{resource['id']}"
+        url = checked_path(str(resource["resourceType"]), str(resource["id"]))
         return self._json(self._request("PUT", url, json=resource, headers=headers))

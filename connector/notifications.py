@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from connector.client import reference_problem
 from connector.errors import InvalidResource
 from connector.resources import validate_resource
 from rules.changes import parse_instant
@@ -104,13 +105,16 @@ def parse_notification(bundle: Any) -> TopicNotification:
     if status.get("type") not in TYPES:
         raise InvalidResource(f"unknown notification type {status.get('type')!r}")
     subscription = _reference_key(str((status.get("subscription") or {}).get("reference", "")))
-    if subscription is None:
-        raise InvalidResource("the status names no subscription")
+    if subscription is None or reference_problem("Subscription", subscription[1]):
+        raise InvalidResource("the status names no subscription (by a FHIR id)")
     included = _resources_by_key(entries[1:])
     events = []
     for raw in raw_events:
         focus_ref = (raw.get("focus") or {}).get("reference")
         focus = _reference_key(focus_ref) if focus_ref else None
+        problem = reference_problem(*focus) if focus else None
+        if problem:  # it would be read from the EHR, and stored, by this type and id
+            raise InvalidResource(f"an event's focus is not a FHIR reference: {problem}")
         entry = included.get(focus) if focus else None
         resource = entry.get("resource") if entry else None
         if resource is not None and focus is not None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from connector.changes import make_change, version_of
+from connector.client import checked_path
 from connector.errors import FhirNotFound, InvalidResource
 from connector.resources import validate_resource
 from outreach.core.ports import Runtime
@@ -91,7 +92,9 @@ def ingest_notified(
     A version we already recorded costs one indexed lookup and no EHR call (redeliveries are the
     common fault). Otherwise, with `OUTREACH_VERIFY_NOTIFICATIONS` (the default) the resource is
     read from the EHR and only the EHR's copy is processed; without it the payload is trusted,
-    and the EHR is still read when the payload is missing or older than what we have."""
+    and the EHR is still read when the payload is missing or older than what we have.
+    InvalidResource for a type or id outside R4's grammar (they go into EHR requests)."""
+    checked_path(resource_type, resource_id)
     if payload is not None:
         if rt.ehr is None or not rt.settings.verify_notifications:
             # Trusted: ingest's first statement already drops a recorded version without
@@ -111,7 +114,9 @@ def ingest_notified(
 def ingest_deleted(
     rt: Runtime, resource_type: str, resource_id: str, source: str
 ) -> IngestResult | Ignored:
-    """A delete notification: acted on only once the EHR confirms the resource is gone."""
+    """A delete notification: acted on only once the EHR confirms the resource is gone.
+    InvalidResource for a type or id outside R4's grammar."""
+    checked_path(resource_type, resource_id)
     if _known_deleted(rt, resource_type, resource_id):
         return ingest_deletion(rt, resource_type, resource_id, source)  # a duplicate, cheaply
     if rt.ehr is not None and rt.settings.verify_notifications:

@@ -203,10 +203,26 @@ def _handle(rt: Runtime, reply: Reply, ctx: _Context | None) -> _Handling:
                      task="Patient sent a free-text reply by SMS; please read and respond.")
 
 
+class UnstorableReply(ValueError):
+    """A reply whose id, addresses or text cannot be recorded as given. The provider's webhook
+    refuses these first (400); this keeps any other caller from a database error midway."""
+
+
+def _check_input(message_id: str, from_: str, to: str, body: str) -> None:
+    if not (0 < len(message_id) <= 64 and message_id.isprintable()):
+        raise UnstorableReply("the message id must be 1 to 64 printable characters")
+    if not all(0 < len(a) <= 255 and a.isprintable() for a in (from_, to)):
+        raise UnstorableReply("each address must be 1 to 255 printable characters")
+    if "\x00" in body:
+        raise UnstorableReply("the text holds a NUL character")
+
+
 def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                provider: str = "twilio") -> InboundResult:
     """Record a patient's SMS once, read it in context (the message it answers, whether the
-    number is opted out), act on it, answer in the patient's language, and write it back."""
+    number is opted out), act on it, answer in the patient's language, and write it back.
+    UnstorableReply, before anything is read or written, for input no table can hold."""
+    _check_input(message_id, from_, to, body)
     now = rt.clock.now()
     with rt.sessions() as session:
         if session.scalar(select(InboundMessage.id).where(

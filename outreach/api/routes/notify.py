@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from connector.client import reference_problem
 from connector.errors import FhirUnavailable, InvalidResource
 from connector.notifications import TopicNotification, parse_notification
 from connector.resources import parse_json, validate_resource
@@ -63,10 +64,23 @@ def _ehr_unavailable(exc: FhirUnavailable) -> FhirJSONResponse:
     return response
 
 
+def _refused_path(resource_type: str, resource_id: str) -> FhirJSONResponse | None:
+    """A 400 for a type or id outside R4's grammar: they go into requests to the EHR (`..`
+    would leave its base, `?` add a query) and into our tables."""
+    problem = reference_problem(resource_type, resource_id)
+    if problem is None:
+        return None
+    NOTIFICATIONS.labels("invalid").inc()
+    log.info("rejected a notification: %s", problem)
+    return outcome_response(400, problem)
+
+
 @router.put("/{resource_type}/{resource_id}", dependencies=[Authorized])
 async def put_resource(
     resource_type: str, resource_id: str, request: Request, rt: RuntimeDep
 ) -> Response:
+    if refused := _refused_path(resource_type, resource_id):
+        return refused
     body = await request.body()
     try:
         resource = validate_resource(parse_json(body), resource_type)
@@ -87,6 +101,8 @@ async def put_resource(
 
 @router.delete("/{resource_type}/{resource_id}", dependencies=[Authorized])
 async def delete_resource(resource_type: str, resource_id: str, rt: RuntimeDep) -> Response:
+    if refused := _refused_path(resource_type, resource_id):
+        return refused
     try:
         result = await run_in_threadpool(
             ingest_deleted, rt, resource_type, resource_id, "rest-hook"
@@ -106,7 +122,9 @@ async def ping(request: Request, rt: RuntimeDep) -> Response:
         try:
             data = parse_json(body)
             if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-                note = parse_notification(data)
+                # Valid R4 first: the reader below trusts the shape (entries are objects,
+                # references are strings).
+                note = parse_notification(validate_resource(data, "Bundle"))
                 return await _topic(rt, note)
         except InvalidResource as exc:
             NOTIFICATIONS.labels("invalid").inc()

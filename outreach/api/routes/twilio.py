@@ -1,17 +1,26 @@
-"""Twilio's webhooks: incoming SMS and delivery-status callbacks, signature-checked."""
+"""Twilio's webhooks: incoming SMS and delivery-status callbacks, signature-checked, each field
+checked against what Twilio sends, and each signature acted on once."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Annotated
+from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from channels.signatures import valid_twilio_signature
+from channels.signatures import (
+    INBOUND_FIELDS,
+    STATUS_FIELDS,
+    twilio_webhook_problem,
+    valid_twilio_signature,
+)
 from outreach.api.deps import RuntimeDep
+from outreach.api.replays import seen_signatures
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
 from outreach.replies.inbound import InboundResult, handle_sms
@@ -22,30 +31,89 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/channels/twilio", tags=["channels"])
 
 TWIML = "application/xml"
+# A 1,600-character reply in a 3-byte script, percent-encoded, with Twilio's other fields and up
+# to ten media URLs fits well inside these (the body-size middleware usually refuses first).
+MAX_FORM_BYTES = 65_536
+MAX_FIELDS = 100
+
+Signature = Annotated[str | None, Header(alias="X-Twilio-Signature")]
 
 
 class ForgedWebhook(Exception):
     pass
 
 
-async def signed_form(
-    request: Request, rt: RuntimeDep,
-    signature: Annotated[str | None, Header(alias="X-Twilio-Signature")] = None,
-) -> dict[str, str]:
-    """The POSTed form, if X-Twilio-Signature matches it and the public URL Twilio called."""
-    form = {k: str(v) for k, v in (await request.form()).items()}
+class Refused(Exception):
+    """A request we will not act on, answered `status` with a plain message (nothing stored)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def response(self) -> Response:
+        return Response(f"{self}\n", status_code=self.status, media_type="text/plain")
+
+
+def _pairs(body: bytes) -> dict[str, str]:
+    """The url-encoded form, strictly: UTF-8, each field name once."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                          max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Refused(400, "the form is not UTF-8 url-encoding of at most "
+                      f"{MAX_FIELDS} fields") from exc
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise Refused(400, "a field appears more than once")
+    return form
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise Refused(415, "send the form as application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise Refused(413, f"form larger than {MAX_FORM_BYTES} bytes")
+    return _pairs(bytes(body))
+
+
+async def _checked_form(request: Request, rt: Runtime, signature: str | None,
+                        required: Sequence[str], *, sender_ids: bool = False,
+                        ) -> tuple[dict[str, str], str]:
+    """The POSTed form and its signature, if X-Twilio-Signature matches it and the public URL
+    Twilio called (else ForgedWebhook: 403), and every field is as Twilio sends it (else
+    Refused: 400)."""
+    form = await _read_form(request)
     token = rt.settings.twilio_auth_token
     url = rt.settings.public(request.url.path)
     if url and request.url.query:
         url += "?" + request.url.query
-    if token is None or url is None or not valid_twilio_signature(
+    if token is None or url is None or signature is None or not valid_twilio_signature(
             token.get_secret_value(), url, form, signature):
         log.warning("rejected a Twilio webhook on %s: bad or missing signature", request.url.path)
         raise ForgedWebhook
-    return form
+    problem = twilio_webhook_problem(form, required, rt.settings.twilio_account_sid,
+                                     sender_ids=sender_ids)
+    if problem is not None:
+        log.warning("refused a signed Twilio webhook on %s: %s", request.url.path, problem)
+        raise Refused(400, f"refused: {problem}")
+    return form, signature
 
 
-SignedForm = Annotated[dict[str, str], Depends(signed_form)]
+def _first_use(rt: Runtime, signature: str, message_sid: str) -> bool:
+    """False for a redelivery (this signature was accepted for this very message: nothing to
+    do); Refused when it was accepted for another message (the same signed bytes re-split)."""
+    accepted_for = seen_signatures(rt.settings.broker_url).accepted_for(signature)
+    if accepted_for is None:
+        return True
+    if accepted_for == message_sid:
+        log.info("Twilio webhook for %s delivered again: already handled", message_sid)
+        return False
+    log.warning("refused a replayed Twilio signature (accepted before for another message)")
+    raise Refused(400, "refused: this signature was already used")
 
 
 def _twiml(message: str | None) -> Response:
@@ -54,24 +122,43 @@ def _twiml(message: str | None) -> Response:
     return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type=TWIML)
 
 
-def _reply(rt: Runtime, form: dict[str, str]) -> InboundResult:
-    """The reply handled; an appointment it changed in the EHR goes to intake, which re-plans
-    (cancels) the journeys that follow it."""
-    result = handle_sms(rt, message_id=form.get("MessageSid", ""), from_=form.get("From", ""),
-                        to=form.get("To", ""), body=form.get("Body", ""))
+def _reply(rt: Runtime, form: dict[str, str], signature: str) -> InboundResult | None:
+    """The reply handled (None: a redelivery); an appointment it changed in the EHR goes to
+    intake, which re-plans (cancels) the journeys that follow it."""
+    sid = form["MessageSid"]
+    if not _first_use(rt, signature, sid):
+        return None
+    result = handle_sms(rt, message_id=sid, from_=form["From"], to=form["To"],
+                        body=form["Body"])
+    seen_signatures(rt.settings.broker_url).remember(signature, sid)
     if result.changed is not None:
         ingest(rt, result.changed, source="reply")
     return result
 
 
+def _status(rt: Runtime, form: dict[str, str], signature: str) -> None:
+    sid = form["MessageSid"]
+    if _first_use(rt, signature, sid):
+        apply_status(rt, sid, form["MessageStatus"], form.get("ErrorCode") or None)
+        seen_signatures(rt.settings.broker_url).remember(signature, sid)
+
+
 @router.post("/inbound")
-async def inbound(form: SignedForm, rt: RuntimeDep) -> Response:
-    result = await run_in_threadpool(_reply, rt, form)
-    return _twiml(result.reply)
+async def inbound(request: Request, rt: RuntimeDep, signature: Signature = None) -> Response:
+    try:
+        form, checked = await _checked_form(request, rt, signature, INBOUND_FIELDS)
+        result = await run_in_threadpool(_reply, rt, form, checked)
+    except Refused as refused:
+        return refused.response()
+    return _twiml(result.reply if result else None)
 
 
 @router.post("/status")
-async def status(form: SignedForm, rt: RuntimeDep) -> Response:
-    await run_in_threadpool(apply_status, rt, form.get("MessageSid", ""),
-                            form.get("MessageStatus", ""), form.get("ErrorCode") or None)
+async def status(request: Request, rt: RuntimeDep, signature: Signature = None) -> Response:
+    try:
+        form, checked = await _checked_form(request, rt, signature, STATUS_FIELDS,
+                                            sender_ids=True)  # our From may be a name
+        await run_in_threadpool(_status, rt, form, checked)
+    except Refused as refused:
+        return refused.response()
     return Response(status_code=204)

@@ -41,7 +41,8 @@ def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
        twilio: TwilioServer, clock: SimulatedClock) -> Runtime:
     return make_runtime(clock=clock, fhir_base_url=fhir.base_url, smtp_host="127.0.0.1",
                         smtp_port=smtp.port, smtp_from="reminders@hospital.example",
-                        twilio_account_sid="AC" + "0" * 32, twilio_auth_token="token-0123456789abcdef",
+                        twilio_account_sid="AC" + "0" * 32,
+                        twilio_auth_token="token-0123456789abcdef",
                         twilio_from="+15555550100", twilio_base_url=twilio.base_url)
 
 
