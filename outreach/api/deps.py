@@ -45,8 +45,10 @@ class BadForm(Exception):
         self.status = status
 
 
-async def bounded_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
-    """An url-encoded form read with a size and field-count limit (Starlette reads any size)."""
+async def bounded_form(request: Request, limit: int = MAX_FORM_BYTES,
+                       max_fields: int = MAX_FORM_FIELDS) -> dict[str, str]:
+    """An url-encoded form read with a size and field-count limit (Starlette reads any size),
+    strictly: UTF-8, each field name once."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise BadForm(415, "send the form as application/x-www-form-urlencoded")
@@ -56,8 +58,12 @@ async def bounded_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[st
         if len(body) > limit:
             raise BadForm(413, f"form larger than {limit} bytes")
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                          max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                          max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadForm(400, "the form is not valid UTF-8 url-encoding") from exc
-    return dict(pairs)
+        raise BadForm(400, f"the form is not UTF-8 url-encoding of at most {max_fields} "
+                      "fields") from exc
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise BadForm(400, "a field appears more than once")
+    return form

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Annotated
-from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Header, Request
@@ -19,7 +18,7 @@ from channels.signatures import (
     twilio_webhook_problem,
     valid_twilio_signature,
 )
-from outreach.api.deps import RuntimeDep
+from outreach.api.deps import BadForm, RuntimeDep, bounded_form
 from outreach.api.replays import seen_signatures
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
@@ -54,30 +53,11 @@ class Refused(Exception):
         return Response(f"{self}\n", status_code=self.status, media_type="text/plain")
 
 
-def _pairs(body: bytes) -> dict[str, str]:
-    """The url-encoded form, strictly: UTF-8, each field name once."""
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
-                          max_num_fields=MAX_FIELDS)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Refused(400, "the form is not UTF-8 url-encoding of at most "
-                      f"{MAX_FIELDS} fields") from exc
-    form = dict(pairs)
-    if len(form) != len(pairs):
-        raise Refused(400, "a field appears more than once")
-    return form
-
-
 async def _read_form(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise Refused(415, "send the form as application/x-www-form-urlencoded")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise Refused(413, f"form larger than {MAX_FORM_BYTES} bytes")
-    return _pairs(bytes(body))
+    try:
+        return await bounded_form(request, MAX_FORM_BYTES, MAX_FIELDS)
+    except BadForm as exc:
+        raise Refused(exc.status, str(exc)) from exc
 
 
 async def _checked_form(request: Request, rt: Runtime, signature: str | None,
