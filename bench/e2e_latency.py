@@ -27,6 +27,7 @@ from outreach.core.settings import load_settings
 from outreach.runtime import build_runtime
 from tests.support.api_server import ApiServer
 from tests.support.database import temporary_database
+from tests.support.daytime import daytime_zone
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
 from tests.support.smtp import SmtpServer
@@ -55,6 +56,7 @@ def _stack(redis_url: str) -> Iterator[tuple[FhirClient, SmtpServer, FhirTestSer
             database_url=db_url, broker_url=redis_url, fhir_base_url=fhir_server.base_url,
             public_url=api.url, webhook_secret=SECRET, smtp_host="127.0.0.1",
             smtp_port=smtp.port, smtp_from="bench@hospital.example",
+            timezone=daytime_zone(),  # the confirmation goes at once, whatever the hour
         )
         rt = build_runtime(settings, enqueue=CeleryEnqueuer(celery_app))
         runtime.install(rt)

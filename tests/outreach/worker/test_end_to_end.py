@@ -16,6 +16,7 @@ from connector import subscriptions
 from connector.client import FhirClient
 from outreach.broker.app import celery_app, configure
 from tests.conftest import ApiServer, RuntimeFactory, wait_until
+from tests.support.daytime import daytime_zone
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
 from tests.support.smtp import SmtpServer
@@ -29,6 +30,9 @@ def live(
     from outreach.broker.enqueue import CeleryEnqueuer
 
     rt = make_runtime(
+        # The booking confirmation must go at once whatever the hour the tests run at: outside
+        # the journey's quiet hours (21:00-08:00 local).
+        timezone=daytime_zone(),
         enqueue=CeleryEnqueuer(celery_app), fhir_base_url=fhir.base_url, broker_url=redis_url,
         public_url=api_server.url, smtp_host="127.0.0.1", smtp_port=smtp.port,
         smtp_from="reminders@hospital.example",
