@@ -15,6 +15,7 @@ from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.ports import Runtime
 from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, StepState
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
+from tests.support.daytime import daytime_zone
 from tests.support.fhir_data import appointment
 from tests.support.fhir_server import FhirTestServer
 
@@ -24,7 +25,9 @@ AUTH = {SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/fhir+json"}
 
 @pytest.fixture
 def rt(make_runtime: RuntimeFactory) -> Runtime:
-    return make_runtime()
+    # On the real clock: outside the journey's quiet hours, the booking confirmation is queued
+    # at once whatever the hour the tests run at.
+    return make_runtime(timezone=daytime_zone())
 
 
 @pytest.fixture
