@@ -4,8 +4,10 @@ admin token; server-rendered, no scripts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Cookie, Depends, Query, Request
@@ -15,8 +17,15 @@ from starlette.concurrency import run_in_threadpool
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
 from outreach.api.pages import page_headers, templates
 from outreach.core.ports import Runtime
+from outreach.reports.facts import AppointmentFacts
 from outreach.reports.outcomes import DIMENSIONS, HEADLINE, Period, UnknownFilter, show
-from outreach.reports.service import BadPeriod, appointments_behind, dashboard, period
+from outreach.reports.service import (
+    BadPeriod,
+    Dashboard,
+    appointments_behind,
+    dashboard,
+    period,
+)
 from outreach.staff.signin import COOKIE, COOKIE_PATH, SESSION, caller_for, seal, signed_in
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -25,6 +34,7 @@ PAGE_HEADERS = page_headers(form_action="'self'", images="data:")
 StaffCookie = Annotated[str | None, Cookie(alias=COOKIE)]
 DEFAULT_DAYS = 28
 Filter = Annotated[str | None, Query(max_length=200)]
+T = TypeVar("T")
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -76,46 +86,70 @@ def _query(chosen: Period, filters: dict[str, str], **extra: str) -> str:
                       **filters, **extra})
 
 
-@router.get("", response_class=HTMLResponse)
-async def home(
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What every dashboard page is asked for: who (None: not signed in), the period as typed,
+    and the filters."""
+
+    caller: str | None
+    first: str | None
+    last: str | None
+    filters: dict[str, str]
+
+
+def _asked(
     request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
     first: Annotated[str | None, Query(alias="from", max_length=40)] = None,
     last: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-    by: Annotated[str, Query(max_length=20)] = "journey",
-) -> Response:
-    caller = _caller(request, rt, cookie)
-    if caller is None:
+) -> _Asked:
+    return _Asked(_caller(request, rt, cookie), first, last, filters)
+
+
+Asked = Annotated[_Asked, Depends(_asked)]
+
+
+async def _view(request: Request, rt: Runtime, asked: _Asked, load: Callable[[Period], T],
+                render: Callable[[Period, T], HTMLResponse]) -> Response:
+    """Sign-in first; then the period and the data for it, or the page saying what was wrong."""
+    if asked.caller is None:
         return RedirectResponse("/dashboard/sign-in", status_code=303)
     try:
-        chosen = _period(rt, first, last)
-        view = await run_in_threadpool(dashboard, rt, chosen, filters, by)
+        chosen = _period(rt, asked.first, asked.last)
+        data = await run_in_threadpool(load, chosen)
     except (BadPeriod, UnknownFilter) as exc:
-        return _page(request, "problem.html", 400, caller=caller, message=str(exc))
-    return _page(request, "index.html", caller=caller, view=view, period=chosen,
-                 filters=filters, dimensions=DIMENSIONS, headline=HEADLINE, zone=rt.settings.zone,
-                 query=lambda **extra: _query(chosen, filters, by=view.dimension, **extra))
+        return _page(request, "problem.html", 400, caller=asked.caller, message=str(exc))
+    return render(chosen, data)
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(request: Request, rt: RuntimeDep, asked: Asked,
+               by: Annotated[str, Query(max_length=20)] = "journey") -> Response:
+    filters = asked.filters
+
+    def render(chosen: Period, view: Dashboard) -> HTMLResponse:
+        return _page(request, "index.html", caller=asked.caller, view=view, period=chosen,
+                     filters=filters, dimensions=DIMENSIONS, headline=HEADLINE,
+                     zone=rt.settings.zone,
+                     query=lambda **extra: _query(chosen, filters, by=view.dimension, **extra))
+
+    return await _view(request, rt, asked,
+                       lambda chosen: dashboard(rt, chosen, filters, by), render)
 
 
 @router.get("/appointments", response_class=HTMLResponse)
-async def behind(
-    request: Request, rt: RuntimeDep, filters: Filters, cookie: StaffCookie = None,
-    first: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-    last: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-    figure: Annotated[str, Query(max_length=40)] = "appointments",
-    by: Annotated[str, Query(max_length=20)] = "journey",
-) -> Response:
+async def behind(request: Request, rt: RuntimeDep, asked: Asked,
+                 figure: Annotated[str, Query(max_length=40)] = "appointments",
+                 by: Annotated[str, Query(max_length=20)] = "journey") -> Response:
     """The appointments behind one number of the dashboard (`by` only for the way back)."""
-    caller = _caller(request, rt, cookie)
-    if caller is None:
-        return RedirectResponse("/dashboard/sign-in", status_code=303)
-    try:
-        chosen = _period(rt, first, last)
-        rows = await run_in_threadpool(appointments_behind, rt, chosen, filters, figure)
-    except (BadPeriod, UnknownFilter) as exc:
-        return _page(request, "problem.html", 400, caller=caller, message=str(exc))
-    return _page(request, "appointments.html", caller=caller, rows=rows, figure=figure,
-                 period=chosen, filters=filters, zone=rt.settings.zone,
-                 back=_query(chosen, filters, by=by))
+    filters = asked.filters
+
+    def render(chosen: Period, rows: list[AppointmentFacts]) -> HTMLResponse:
+        return _page(request, "appointments.html", caller=asked.caller, rows=rows,
+                     figure=figure, period=chosen, filters=filters, zone=rt.settings.zone,
+                     back=_query(chosen, filters, by=by))
+
+    return await _view(request, rt, asked,
+                       lambda chosen: appointments_behind(rt, chosen, filters, figure), render)
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
