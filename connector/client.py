@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
@@ -22,10 +23,17 @@ from connector.errors import (
     FhirUnavailable,
     InvalidResource,
 )
+from connector.resources import parse_json
 
 FHIR_JSON = "application/fhir+json"
+# The most a response may hold: a hostile or broken EHR must not exhaust the worker's memory
+# (a search page of a few hundred resources is a few MB). Its depth is bounded as our own
+# requests' are (connector.resources.MAX_DEPTH): no RecursionError from a nested answer.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Methods a server may see twice without a second effect (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_OPERATION_PATH = re.compile(r"[A-Z][A-Za-z]{0,63}/\$[a-z][a-z-]{0,63}")
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +120,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _outcome(response: httpx.Response) -> dict[str, Any] | None:
     try:
-        body = response.json()
-    except ValueError:
+        body = parse_json(response.content)
+    except InvalidResource:
         return None
     is_outcome = isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
     return body if is_outcome else None
@@ -131,6 +139,26 @@ def _raise_for(response: httpx.Response) -> None:
         404: FhirNotFound, 410: FhirNotFound, 409: FhirConflict, 412: FhirPreconditionFailed,
     }
     raise errors.get(status, FhirError)(message, status=status, outcome=outcome)
+
+
+def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:
+    return scheme.lower(), (host or "").lower(), port or _DEFAULT_PORTS.get(scheme.lower(), 0)
+
+
+def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed response, refused (FhirError) past `limit` bytes: declared or
+    not, no more than that is ever held."""
+    declared = response.headers.get("Content-Length", "")
+    too_large = FhirError(f"{response.request.method} {response.request.url.path}: the "
+                          f"server's answer is larger than {limit} bytes; refused")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def _retryable(method: str, headers: Mapping[str, str] | None) -> bool:
@@ -153,12 +181,17 @@ class FhirClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         headers = {"Accept": FHIR_JSON}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
         self.retry = retry
+        self.max_response_bytes = max_response_bytes
+        base = urlsplit(self.base_url)
+        self._base_origin = _origin(base.scheme, base.hostname, base.port)
+        self._base_path = base.path.rstrip("/")
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.base_url + "/", headers=headers, auth=auth, transport=transport,
@@ -176,9 +209,16 @@ class FhirClient:
 
     def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, url, **kwargs)
+            request = self._http.build_request(method, url, **kwargs)
+            streamed = self._http.send(request, stream=True)
+            try:
+                body = _read_bounded(streamed, self.max_response_bytes)
+            finally:
+                streamed.close()
         except httpx.TransportError as exc:
             raise FhirUnavailable(f"{method} {url}: {type(exc).__name__}") from exc
+        response = httpx.Response(streamed.status_code, headers=streamed.headers, content=body,
+                                  request=streamed.request)
         _raise_for(response)
         return response
 
@@ -198,13 +238,44 @@ class FhirClient:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
+        """The answer as a JSON object; FhirError for anything else, including JSON nested
+        deeper than any resource (parsed without recursion: never a RecursionError)."""
         try:
-            body = response.json()
-        except ValueError as exc:
-            raise FhirError(f"server answered non-JSON ({response.status_code})") from exc
+            body = parse_json(response.content)
+        except InvalidResource as exc:
+            raise FhirError(f"server answered non-JSON or JSON we do not accept "
+                            f"({response.status_code}): {exc}") from exc
         if not isinstance(body, dict):
             raise FhirError("server answered JSON that is not a resource")
         return body
+
+    def _next_page(self, bundle: dict[str, Any]) -> str | None:
+        """The Bundle's `next` link, as an absolute URL under our FHIR base (same scheme, host,
+        port and path); FhirError for one that leads anywhere else, where our credentials
+        would follow it."""
+        links = bundle.get("link")
+        url = next((link.get("url") for link in links if isinstance(link, dict)
+                    and link.get("relation") == "next"), None) if isinstance(links, list) else None
+        if not url:
+            return None
+        try:
+            absolute = urljoin(self.base_url + "/", url) if isinstance(url, str) else ""
+            parts = urlsplit(absolute)
+            origin = _origin(parts.scheme, parts.hostname, parts.port)
+        except ValueError:  # not a URL (a port that is not a number, a broken IPv6 host)
+            absolute, parts, origin = "", urlsplit(""), ("", "", 0)
+        inside = (origin == self._base_origin and parts.username is None
+                  and (parts.path == self._base_path
+                       or parts.path.startswith(self._base_path + "/"))
+                  # `..`, also percent-encoded, would climb out of the base on the server
+                  and not {".", ".."} & set(unquote(parts.path).split("/")))
+        if not inside:
+            shown = f"{origin[0]}://{origin[1]}:{origin[2]}{parts.path[:100]}" if origin[0] \
+                else repr(str(url)[:100])
+            raise FhirError(f"refused to follow a search's next link outside the FHIR base "
+                            f"{self.base_url} (to {shown}); if the EHR names itself "
+                            "differently, set OUTREACH_FHIR_BASE_URL to the base it uses")
+        return absolute.split("#")[0]
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
         """GET any path under the base (an operation such as `Subscription/x/$events`)."""
@@ -217,6 +288,16 @@ class FhirClient:
     def capabilities(self) -> dict[str, Any]:
         return self.get("metadata")
 
+    def operation(self, path: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """POST a `Parameters` body to a type-level operation (`Appointment/$find`). Never
+        retried: `$hold` and `$book` change state, and a second POST after a lost answer could
+        hold or book twice. InvalidResource, and no request, for a path of another shape."""
+        if not _OPERATION_PATH.fullmatch(path):
+            raise InvalidResource(f"not a type-level operation path: {path[:80]!r}")
+        response = self._request("POST", path, json=parameters,
+                                 headers={"Content-Type": FHIR_JSON})
+        return self._json(response)
+
     def search(
         self, resource_type: str, params: Mapping[str, str | int | list[str]] | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -225,13 +306,15 @@ class FhirClient:
         response = self._request("GET", resource_type, params=dict(params or {}))
         while True:
             bundle = self._json(response)
-            for entry in bundle.get("entry", []):
-                if entry.get("search", {}).get("mode", "match") == "match" and "resource" in entry:
+            entries = bundle.get("entry")
+            for entry in entries if isinstance(entries, list) else []:
+                if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+                    continue  # a broken entry is no resource of ours
+                search = entry.get("search")
+                mode = search.get("mode", "match") if isinstance(search, dict) else "match"
+                if mode == "match":
                     yield entry["resource"]
-            next_url = next(
-                (link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"),
-                None,
-            )
+            next_url = self._next_page(bundle)
             if not next_url:
                 return
             response = self._request("GET", next_url)

@@ -13,6 +13,11 @@ from connector.resources import validate_resource
 from rules.changes import parse_instant
 
 TYPES = frozenset({"handshake", "heartbeat", "event-notification", "query-status", "query-event"})
+# The backport IG's subscription statuses; the R4 shape carries them as any value, and they are
+# stored (as the topic is, up to 255 characters, and the counts, as 64-bit integers).
+STATUSES = frozenset({"requested", "active", "error", "off", "entered-in-error"})
+MAX_TOPIC = 255
+MAX_COUNT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +45,43 @@ def _reference_key(reference: str) -> tuple[str, str] | None:
     return (parts[-2], parts[-1]) if len(parts) >= 2 else None
 
 
+def _reference(value: Any) -> str | None:
+    """The `reference` of a Reference; None for anything else (the R4 shape's `Parameters`
+    carry any value type, so a focus or subscription may come as a string or a number)."""
+    reference = value.get("reference") if isinstance(value, dict) else None
+    return reference if isinstance(reference, str) else None
+
+
 def _count(value: Any) -> int | None:
     # R4/R4B carry event counts as strings (int64 is R5-only).
     try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError) as exc:
-        raise InvalidResource(f"event count {value!r} is not a number") from exc
+        count = int(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidResource("an event count is not a number") from exc
+    if count is not None and not 0 <= count <= MAX_COUNT:
+        raise InvalidResource("an event count is out of range")
+    return count
 
 
 def _instant(value: Any) -> datetime | None:
-    return parse_instant(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise InvalidResource("an event timestamp is not a FHIR instant") from exc
+
+
+def _text(status: dict[str, Any], name: str, allowed: frozenset[str] | None = None,
+          longest: int = MAX_TOPIC) -> str | None:
+    """A status field that must be a string (of `allowed`, when given), or absent."""
+    value = status.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > longest or (
+            allowed is not None and value not in allowed):
+        raise InvalidResource(f"the notification's {name} is not one the Backport IG defines")
+    return value
 
 
 def _value(param: dict[str, Any]) -> Any:
@@ -60,10 +92,10 @@ def _from_parameters(status: dict[str, Any]) -> tuple[dict[str, Any], list[dict[
     """The R4 shape as R4B-style fields, so one reader handles both."""
     fields: dict[str, Any] = {}
     events = []
-    for param in status.get("parameter", []):
+    for param in status.get("parameter") or []:  # valid R4 may carry `null` for a list
         name = param.get("name")
         if name == "notification-event":
-            parts = {p.get("name"): _value(p) for p in param.get("part", [])}
+            parts = {p.get("name"): _value(p) for p in param.get("part") or []}
             events.append({"eventNumber": parts.get("event-number"),
                            "timestamp": parts.get("timestamp"), "focus": parts.get("focus")})
         else:
@@ -99,18 +131,21 @@ def parse_notification(bundle: Any) -> TopicNotification:
     if first.get("resourceType") == "Parameters":
         status, raw_events = _from_parameters(first)
     elif first.get("resourceType") == "SubscriptionStatus":
-        status, raw_events = first, first.get("notificationEvent", [])
+        status, raw_events = first, first.get("notificationEvent") or []
     else:
         raise InvalidResource("the first entry is neither Parameters nor SubscriptionStatus")
-    if status.get("type") not in TYPES:
-        raise InvalidResource(f"unknown notification type {status.get('type')!r}")
-    subscription = _reference_key(str((status.get("subscription") or {}).get("reference", "")))
+    kind = status.get("type")
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise InvalidResource("unknown notification type")
+    subscription = _reference_key(_reference(status.get("subscription")) or "")
     if subscription is None or reference_problem("Subscription", subscription[1]):
         raise InvalidResource("the status names no subscription (by a FHIR id)")
     included = _resources_by_key(entries[1:])
     events = []
     for raw in raw_events:
-        focus_ref = (raw.get("focus") or {}).get("reference")
+        focus_ref = _reference(raw.get("focus"))
+        if focus_ref is None and raw.get("focus") is not None:
+            raise InvalidResource("an event's focus is not a Reference")
         focus = _reference_key(focus_ref) if focus_ref else None
         problem = reference_problem(*focus) if focus else None
         if problem:  # it would be read from the EHR, and stored, by this type and id
@@ -123,8 +158,8 @@ def parse_notification(bundle: Any) -> TopicNotification:
         events.append(NotificationEvent(_count(raw.get("eventNumber")),
                                         _instant(raw.get("timestamp")), focus, resource, deleted))
     return TopicNotification(
-        subscription_id=subscription[1], topic=status.get("topic"), type=str(status["type"]),
-        status=status.get("status"),
+        subscription_id=subscription[1], topic=_text(status, "topic"), type=kind,
+        status=_text(status, "status", STATUSES),
         events_since_start=_count(status.get("eventsSinceSubscriptionStart")),
         events=events,
     )

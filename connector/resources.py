@@ -85,6 +85,11 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             for err in exc.errors()
         ]
         raise InvalidResource(f"{rtype} is not valid R4 ({len(issues)} issues)", issues) from exc
+    except (TypeError, KeyError, AttributeError) as exc:
+        # fhir.resources crashes instead of reporting on some nested resources (an entry or a
+        # contained resource whose resourceType is null or names no type): invalid all the same.
+        raise InvalidResource(f"{rtype} is not valid R4 (a nested resource has no valid "
+                              "resourceType)") from exc
     allowed = STATUSES.get(rtype) or None
     if allowed is not None and data.get("status") not in allowed:
         raise InvalidResource(

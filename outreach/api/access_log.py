@@ -1,21 +1,26 @@
-"""The access log without the patient's key: a preference link's token is a credential, so the
-path `/p/<token>` is logged as `/p/…`."""
+"""The access log without the patient's key: a preference or offer link's token is a credential,
+so the paths `/p/<token>` and `/o/<token>` are logged as `/p/…` and `/o/…`."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-_PATIENT_LINK = re.compile(r"/p/[^/?\s\"]+")
+_PATIENT_LINK = re.compile(r"/([po])/[^/?\s\"]+")
+
+
+def masked(path: str) -> str:
+    """A request path fit for a log line: a patient link's token replaced by `…`."""
+    return _PATIENT_LINK.sub(r"/\1/…", path)
 
 
 class RedactPatientLinks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_PATIENT_LINK.sub("/p/…", a) if isinstance(a, str) else a
+            record.args = tuple(masked(a) if isinstance(a, str) else a
                                 for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = _PATIENT_LINK.sub("/p/…", record.msg)
+            record.msg = masked(record.msg)
         return True
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from connector.polling import fhir_instant
 from outreach.core.ports import Runtime
+from outreach.store import replays
 from outreach.store.db import transaction
 from outreach.store.models import DeliveryAttempt, ScheduledStep, Writeback
 from outreach.writeback import outbox
@@ -39,14 +40,19 @@ def _communication_update(resource: dict[str, Any], status: str, error_code: str
 
 
 def apply_status(rt: Runtime, provider_message_id: str, status: str,
-                 error_code: str | None = None) -> str:
-    """Returns "updated", "ignored" (older or equal to what we have) or "unknown"."""
+                 error_code: str | None = None, signature_sha256: str | None = None) -> str:
+    """Returns "updated", "ignored" (older or equal to what we have, or a request under a
+    `signature_sha256` already recorded) or "unknown". The signature is recorded in the same
+    transaction as the change."""
     status = status.lower()
     if status not in _RANK:
         return "ignored"
     now = rt.clock.now()
     writeback_id = None
     with transaction(rt.sessions) as session:
+        if signature_sha256 is not None and not replays.claim(
+                session, signature_sha256, "status", provider_message_id, now):
+            return "ignored"
         attempt = session.scalars(select(DeliveryAttempt).where(
             DeliveryAttempt.provider_message_id == provider_message_id).with_for_update()
         ).first()

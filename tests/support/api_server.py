@@ -7,18 +7,23 @@ import time
 
 import uvicorn
 
+from outreach.api.server import uvicorn_config
+from outreach.core.settings import Settings
 from tests.support.smtp import free_port
 
 
 class ApiServer:
     """The real FastAPI app under uvicorn, in a thread, on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        """`settings` give the server's connection limits (header and keep-alive timeouts),
+        the defaults otherwise; everything else is read per request from the runtime."""
         from outreach.api.app import create_app
 
         self.port = free_port()
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn_config(create_app(), settings or Settings(), host="127.0.0.1",
+                                port=self.port, log_level="warning")
+        config.lifespan = "off"
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from outreach.api.admin_gate import UNAUTHORIZED
 from outreach.api.deps import RuntimeDep
 from outreach.core.ports import Runtime
 from outreach.reports.outcomes import DIMENSIONS, UnknownFilter
@@ -29,11 +30,12 @@ def require_caller(
     rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The caller's name from OUTREACH_ADMIN_TOKENS (compared in constant time)."""
+    """The caller's name from OUTREACH_ADMIN_TOKENS (compared in constant time). AdminGate
+    has refused a request without one already, before its body was read."""
     name = caller_for(rt.settings, credentials.credentials if credentials else None)
     if name is not None:
         return name
-    raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid admin bearer token is required",
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED,
                         headers={"WWW-Authenticate": "Bearer"})
 
 

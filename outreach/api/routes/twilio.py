@@ -19,10 +19,10 @@ from channels.signatures import (
     valid_twilio_signature,
 )
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
-from outreach.api.replays import seen_signatures
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
 from outreach.replies.inbound import InboundResult, handle_sms
+from outreach.store import replays
 from outreach.writeback.delivery_status import apply_status
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ async def _read_form(request: Request) -> dict[str, str]:
 async def _checked_form(request: Request, rt: Runtime, signature: str | None,
                         required: Sequence[str], *, sender_ids: bool = False,
                         ) -> tuple[dict[str, str], str]:
-    """The POSTed form and its signature, if X-Twilio-Signature matches it and the public URL
-    Twilio called (else ForgedWebhook: 403), and every field is as Twilio sends it (else
-    Refused: 400)."""
+    """The POSTed form and its signature's digest (replays.digest), if X-Twilio-Signature
+    matches it and the public URL Twilio called (else ForgedWebhook: 403), and every field is as
+    Twilio sends it (else Refused: 400)."""
     form = await _read_form(request)
     token = rt.settings.twilio_auth_token
     url = rt.settings.public(request.url.path)
@@ -80,13 +80,15 @@ async def _checked_form(request: Request, rt: Runtime, signature: str | None,
     if problem is not None:
         log.warning("refused a signed Twilio webhook on %s: %s", request.url.path, problem)
         raise Refused(400, f"refused: {problem}")
-    return form, signature
+    return form, replays.digest(signature)
 
 
-def _first_use(rt: Runtime, signature: str, message_sid: str) -> bool:
+def _first_use(rt: Runtime, sha256: str, message_sid: str) -> bool:
     """False for a redelivery (this signature was accepted for this very message: nothing to
-    do); Refused when it was accepted for another message (the same signed bytes re-split)."""
-    accepted_for = seen_signatures(rt.settings.broker_url).accepted_for(signature)
+    do); Refused when it was accepted for another message (the same signed bytes re-split).
+    A request that passes records the signature with what it does, in one transaction."""
+    with rt.sessions() as session:
+        accepted_for = replays.accepted_for(session, sha256)
     if accepted_for is None:
         return True
     if accepted_for == message_sid:
@@ -102,25 +104,24 @@ def _twiml(message: str | None) -> Response:
     return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type=TWIML)
 
 
-def _reply(rt: Runtime, form: dict[str, str], signature: str) -> InboundResult | None:
+def _reply(rt: Runtime, form: dict[str, str], sha256: str) -> InboundResult | None:
     """The reply handled (None: a redelivery); an appointment it changed in the EHR goes to
     intake, which re-plans (cancels) the journeys that follow it."""
     sid = form["MessageSid"]
-    if not _first_use(rt, signature, sid):
+    if not _first_use(rt, sha256, sid):
         return None
     result = handle_sms(rt, message_id=sid, from_=form["From"], to=form["To"],
-                        body=form["Body"])
-    seen_signatures(rt.settings.broker_url).remember(signature, sid)
+                        body=form["Body"], signature_sha256=sha256)
     if result.changed is not None:
         ingest(rt, result.changed, source="reply")
     return result
 
 
-def _status(rt: Runtime, form: dict[str, str], signature: str) -> None:
+def _status(rt: Runtime, form: dict[str, str], sha256: str) -> None:
     sid = form["MessageSid"]
-    if _first_use(rt, signature, sid):
-        apply_status(rt, sid, form["MessageStatus"], form.get("ErrorCode") or None)
-        seen_signatures(rt.settings.broker_url).remember(signature, sid)
+    if _first_use(rt, sha256, sid):
+        apply_status(rt, sid, form["MessageStatus"], form.get("ErrorCode") or None,
+                     signature_sha256=sha256)
 
 
 @router.post("/inbound")

@@ -47,8 +47,8 @@ def _peak_rss_mb() -> float:
     # Twilio signs the form: it must be read to be checked, so the limit is what stops it.
     ("POST", "/channels/twilio/inbound",
      {"Content-Type": "application/x-www-form-urlencoded"}, 413),
-    # FastAPI reads a JSON body before the token is checked: the limit stops it.
-    ("PUT", "/admin/patients/p1/consent", {"Content-Type": "application/json"}, 413),
+    # The admin token is checked before the body is read at all (AdminGate).
+    ("PUT", "/admin/patients/p1/consent", {"Content-Type": "application/json"}, 401),
     # The rest-hook secret is checked before the body is read at all.
     ("PUT", "/fhir/notify/Appointment/a1", {"Content-Type": "application/fhir+json"}, 401),
     # ...and with them, the limit stops the body.

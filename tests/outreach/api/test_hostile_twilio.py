@@ -5,6 +5,7 @@ and a signature is acted on once. Oversized or NUL-bearing fields are a 400, nev
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,16 +14,26 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import delete, func, select
 
 from channels.signatures import twilio_signature
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
-from outreach.store.models import DeliveryAttempt, InboundMessage, ScheduledStep, Writeback
+from outreach.replies.inbound import handle_sms
+from outreach.store.models import (
+    DeliveryAttempt,
+    InboundMessage,
+    ScheduledStep,
+    WebhookSignature,
+    Writeback,
+)
 from outreach.worker import jobs
+from outreach.writeback.delivery_status import apply_status
 from tests.conftest import RuntimeFactory
 from tests.outreach.replies.test_sms import CLINIC, MOBILE, NOW
+from tests.support.api_process import ApiProcess
 from tests.support.api_server import ApiServer
 from tests.support.drain import drain
 from tests.support.fhir_data import appointment, patient
@@ -53,26 +64,14 @@ def clock() -> SimulatedClock:
 
 
 @pytest.fixture
-def broker(request: pytest.FixtureRequest) -> str | None:
-    """Where accepted signatures are remembered: this process's memory (no broker, the default)
-    or Redis (the broker's), by indirect parametrization."""
-    if getattr(request, "param", "memory") == "redis":
-        return str(request.getfixturevalue("redis_url"))
-    return None
-
-
-@pytest.fixture
 def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, twilio: TwilioServer,
-       clock: SimulatedClock, api_server: ApiServer, tmp_path: Path, broker: str | None
+       clock: SimulatedClock, api_server: ApiServer, tmp_path: Path, redis_url: str
        ) -> Runtime:
     (tmp_path / "sms-reminders.yaml").write_text(SMS_REMINDERS)
     return make_runtime(
         rules_dir=tmp_path, clock=clock, fhir_base_url=fhir.base_url, public_url=api_server.url,
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
-        twilio_base_url=twilio.base_url, sms_rate_per_second=100, broker_url=broker)
-
-
-STORES = pytest.mark.parametrize("broker", ["memory", "redis"], indirect=True)
+        twilio_base_url=twilio.base_url, sms_rate_per_second=100, broker_url=redis_url)
 
 
 def _reminded(rt: Runtime, clock: SimulatedClock) -> None:
@@ -124,7 +123,6 @@ def _merged(form: dict[str, str], name: str) -> dict[str, str]:
     return merged
 
 
-@STORES
 def test_a_cancel_reply_re_split_at_any_boundary_is_400_and_recorded_once(
     rt: Runtime, api_server: ApiServer, clock: SimulatedClock
 ) -> None:
@@ -147,7 +145,6 @@ def test_a_cancel_reply_re_split_at_any_boundary_is_400_and_recorded_once(
     assert _stored(rt) == (inbound, tasks)
 
 
-@STORES
 def test_a_reply_replayed_as_sent_is_acted_on_once(
     rt: Runtime, api_server: ApiServer, clock: SimulatedClock
 ) -> None:
@@ -165,7 +162,6 @@ def test_a_reply_replayed_as_sent_is_acted_on_once(
     assert _stored(rt) == recorded
 
 
-@STORES
 def test_a_replay_after_the_reply_was_purged_is_not_acted_on_again(
     rt: Runtime, api_server: ApiServer, clock: SimulatedClock
 ) -> None:
@@ -183,6 +179,75 @@ def test_a_replay_after_the_reply_was_purged_is_not_acted_on_again(
     assert replayed.status_code == 200 and replayed.text.endswith("<Response/>")
     drain(rt)
     assert _stored(rt) == (0, [])
+
+
+def _replica_env(rt: Runtime, redis_url: str) -> dict[str, str]:
+    """Another API replica's settings: the same database, Redis, secrets and public URL."""
+    settings = rt.settings
+    assert settings.webhook_secret is not None and settings.public_url is not None
+    return {"OUTREACH_DATABASE_URL": settings.database_url, "OUTREACH_BROKER_URL": redis_url,
+            "OUTREACH_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+            "OUTREACH_PUBLIC_URL": str(settings.public_url),
+            "OUTREACH_FHIR_BASE_URL": str(settings.fhir_base_url),
+            "OUTREACH_RULES_DIR": str(settings.rules_dir),
+            "OUTREACH_TWILIO_ACCOUNT_SID": ACCOUNT_SID, "OUTREACH_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "OUTREACH_TWILIO_FROM": CLINIC}
+
+
+def _signatures(rt: Runtime) -> list[tuple[str, str, str]]:
+    with rt.sessions() as session:
+        return [tuple(row) for row in session.execute(select(
+            WebhookSignature.sha256, WebhookSignature.kind, WebhookSignature.message_sid))]
+
+
+def test_a_purged_reply_replayed_to_another_api_process_after_a_redis_flush_is_not_acted_on(
+    rt: Runtime, api_server: ApiServer, clock: SimulatedClock, redis_url: str, tmp_path: Path
+) -> None:
+    _reminded(rt, clock)
+    url = _inbound_url(api_server)
+    form = inbound_params(MOBILE, CLINIC, "X")
+    signature = twilio_signature(AUTH_TOKEN, url, form)
+    assert _post(url, form).status_code == 200
+    drain(rt)
+    inbound, tasks = _stored(rt)
+    assert inbound == 1 and len(tasks) == 1
+    # Kept as a digest, with the message it was accepted for (never the signature itself).
+    assert _signatures(rt) == [(hashlib.sha256(signature.encode()).hexdigest(), "inbound",
+                                form["MessageSid"])]
+    with rt.sessions.begin() as session:  # retention: the reply and its write-backs are gone
+        session.execute(delete(Writeback).where(Writeback.identifier.contains(form["MessageSid"])))
+        session.execute(delete(InboundMessage))
+    redis.Redis.from_url(redis_url).flushdb()
+
+    with ApiProcess(_replica_env(rt, redis_url), tmp_path / "replica.log") as replica:
+        replica_url = f"{replica.url}/channels/twilio/inbound"
+        again = _post(replica_url, form, signature)  # the same bytes, to another process
+        assert again.status_code == 200 and again.text.endswith("<Response/>")
+        for name in sorted(form)[:-1]:
+            assert _post(replica_url, _merged(form, name), signature).status_code == 400
+
+    drain(rt)
+    assert _stored(rt) == (0, [])
+    assert len(_signatures(rt)) == 1
+
+
+def test_one_signature_records_one_reply_even_under_another_message_id(
+    rt: Runtime, clock: SimulatedClock
+) -> None:
+    # A re-split that passed the field checks would carry another MessageSid under the same
+    # signature; raced past the route's check, the record itself still refuses it.
+    _reminded(rt, clock)
+    digest = hashlib.sha256(b"one signature").hexdigest()
+    first = handle_sms(rt, message_id="SM" + "1" * 32, from_=MOBILE, to=CLINIC, body="X",
+                       signature_sha256=digest)
+    second = handle_sms(rt, message_id="SM" + "2" * 32, from_=MOBILE, to=CLINIC, body="X",
+                        signature_sha256=digest)
+
+    assert not first.duplicate and first.writeback_ids
+    assert second.duplicate and not second.writeback_ids
+    drain(rt)
+    inbound, tasks = _stored(rt)
+    assert inbound == 1 and len(tasks) == 1
 
 
 def _field(name: str, value: str) -> dict[str, str]:
@@ -328,3 +393,22 @@ def test_a_status_callback_from_an_alphanumeric_sender_is_accepted(
 
     assert _post(message["status_callback"], form).status_code == 204
     assert _provider_status(rt) == ("delivered", None)
+
+
+def test_a_status_callback_is_acted_on_once_per_signature(
+    rt: Runtime, api_server: ApiServer, twilio: TwilioServer
+) -> None:
+    message = _sent(rt, twilio)
+    url = message["status_callback"]
+    form = _status_form(message, "undelivered", ErrorCode="30003")
+    assert _post(url, form).status_code == 204
+    assert _provider_status(rt) == ("undelivered", "30003")
+    signatures = _signatures(rt)
+    assert [kind for _, kind, _ in signatures] == ["status"]
+
+    assert _post(url, form).status_code == 204  # Twilio's redelivery: nothing more
+    assert _signatures(rt) == signatures
+    # Raced past the route's check under another message's id, the record refuses it too.
+    (digest, _, _) = signatures[0]
+    assert apply_status(rt, "SM" + "9" * 32, "delivered", signature_sha256=digest) == "ignored"
+    assert _signatures(rt) == signatures
