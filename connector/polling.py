@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,13 @@ def changed_since(
     *,
     overlap: timedelta = timedelta(seconds=60),
     page_size: int = 100,
+    narrow: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Resources with `_lastUpdated` after `since - overlap`; the overlap absorbs clock skew and
-    commits that became visible late, and the caller de-duplicates by version."""
-    params: dict[str, str | int | list[str]] = {"_sort": "_lastUpdated", "_count": page_size}
+    commits that became visible late, and the caller de-duplicates by version. `narrow` adds
+    search parameters (`identifier=system|`: only the Tasks we wrote)."""
+    params: dict[str, str | int | list[str]] = {"_sort": "_lastUpdated", "_count": page_size,
+                                                **(narrow or {})}
     if since is not None:
         params["_lastUpdated"] = f"gt{fhir_instant(since - overlap)}"
     yield from client.search(resource_type, params)

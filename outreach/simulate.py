@@ -10,7 +10,9 @@ confirmation due at booking goes out even if the appointment is cancelled hours 
 last version the clock runs on to the horizon (--until). Scheduled journeys run the tick due at
 --now over the input resources of their search's type (the search parameters need a FHIR server
 and are not applied; the `when` filter is). Messages go to channels that only count them; no
-EHR is called and nothing is written back."""
+EHR is called and nothing is written back. A patient's forecast depends on that patient's
+versions alone, so the patients may be split across processes, each with its own store, and the
+shards merged: the forecast is the same for any number of workers."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from channels import ConsoleChannel
 from connector.changes import version_of
 from connector.errors import InvalidResource
 from connector.resources import validate_resource
+from outreach import simulate_shards
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
@@ -55,6 +58,8 @@ from rules import JourneySet, load_journeys
 from rules.recipients import choose_recipient
 
 HORIZON = timedelta(days=7)  # after the last change or visit, by default
+# What a forecast counts, per shard and in all.
+_COUNTED = ("steps", "day", "hour", "channel", "journey", "when planned", "at send time")
 
 
 class InputError(Exception):
@@ -150,11 +155,15 @@ def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path,
 
 def _rows(rt: Runtime, patients: dict[str, dict[str, Any]]) -> list[PlanRow]:
     rows = []
+    zones: dict[str, Any] = {}  # by patient: their record no longer changes
     with rt.sessions() as session:
         query = select(ScheduledStep, Enrollment).join(Enrollment).order_by(
             ScheduledStep.due_at, Enrollment.id, ScheduledStep.id)
         for step, enrollment in session.execute(query).all():
-            zone = patient_zone(session, enrollment.patient, lambda _p: rt.settings.zone)
+            zone = zones.get(enrollment.patient)
+            if zone is None:
+                zone = zones[enrollment.patient] = patient_zone(
+                    session, enrollment.patient, lambda _p: rt.settings.zone)
             rows.append(_row(rt, step, enrollment, patients, zone))
     rows.sort(key=lambda r: (r.due_utc, r.patient, r.journey))
     return rows
@@ -204,16 +213,14 @@ def _horizon(valid: list[dict[str, Any]], now: datetime) -> datetime:
     return max(m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments) + HORIZON
 
 
-def _summary(rt: Runtime, deferrals: Counter[str], moved: dict[int, str]) -> dict[str, Any]:
-    """Volumes per local day, hour, channel and journey; deferrals; SMS segments and cost."""
+def _tally(rt: Runtime) -> tuple[dict[str, Counter[str]], int]:
+    """Steps per state; messages sent per local day, hour, channel and journey; SMS segments."""
     zone = rt.settings.zone
-    pricing = Pricing(rt.settings.sms_price_per_segment, rt.settings.currency)
-    per: dict[str, Counter[str]] = {k: Counter() for k in ("day", "hour", "channel", "journey")}
-    states: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {k: Counter() for k in _COUNTED}
     segments = 0
     with rt.sessions() as session:
         for state, in session.execute(select(ScheduledStep.state)):
-            states[str(state)] += 1
+            counts["steps"][str(state)] += 1
         sent = session.execute(
             select(DeliveryAttempt.started_at, DeliveryAttempt.channel, DeliveryAttempt.segments,
                    Enrollment.journey)
@@ -222,38 +229,57 @@ def _summary(rt: Runtime, deferrals: Counter[str], moved: dict[int, str]) -> dic
             .where(DeliveryAttempt.state == "sent"))
         for at, channel, parts, journey in sent:
             local = at.astimezone(zone)
-            per["day"][local.date().isoformat()] += 1
-            per["hour"][f"{local.hour:02d}"] += 1
-            per["channel"][channel] += 1
-            per["journey"][journey] += 1
+            counts["day"][local.date().isoformat()] += 1
+            counts["hour"][f"{local.hour:02d}"] += 1
+            counts["channel"][channel] += 1
+            counts["journey"][journey] += 1
             segments += parts or 0
+    return counts, segments
+
+
+def _summary(settings: Settings, counts: dict[str, Counter[str]], segments: int
+             ) -> dict[str, Any]:
+    """Volumes per local day, hour, channel and journey; deferrals; SMS segments and cost."""
+    pricing = Pricing(settings.sms_price_per_segment, settings.currency)
     return {
-        "steps": dict(sorted(states.items())),
-        "messages": sum(per["channel"].values()),
-        **{f"by_{k}": dict(sorted(v.items())) for k, v in per.items()},
-        "deferred": {"when planned": dict(sorted(Counter(moved.values()).items())),
-                     "at send time": dict(sorted(deferrals.items()))},
+        "steps": dict(sorted(counts["steps"].items())),
+        "messages": sum(counts["channel"].values()),
+        **{f"by_{k}": dict(sorted(counts[k].items())) for k in ("day", "hour", "channel",
+                                                                 "journey")},
+        "deferred": {when: dict(sorted(counts[when].items()))
+                     for when in ("when planned", "at send time")},
         "segments": segments,
         "cost": {"amount": pricing.cost(segments), "currency": pricing.currency,
                  "price_per_segment": pricing.price_per_segment},
     }
 
 
-def simulate(
-    rules: Path, resources: list[dict[str, Any]], now: datetime, settings: Settings,
-    until: datetime | None = None,
-) -> Forecast:
-    """The forecast for these resources: every step and what became of it by the horizon,
-    notes (invalid resources, campaign runs) and the volumes."""
-    journeys = load_journeys(rules, load_templates(settings).names)
-    notes: list[str] = []
-    valid = []
-    for resource in resources:
-        try:
-            valid.append(validate_resource(resource))
-        except InvalidResource as exc:
-            ref = f"{resource.get('resourceType')}/{resource.get('id')}"
-            notes.append(f"skipped invalid {ref}: {exc}")
+@dataclass(frozen=True)
+class _Shard:
+    """One store's run over some patients' versions (see outreach.simulate_shards)."""
+
+    rules: Path
+    resources: list[dict[str, Any]]
+    now: datetime
+    until: datetime
+    settings: Settings
+
+
+@dataclass
+class _Found:
+    """What one shard's run found: its rows in forecast order, its campaign runs (journey, tick,
+    matched, enrolled) and its counts; shards add up."""
+
+    rows: list[PlanRow]
+    campaigns: list[tuple[str, str, int, int]]
+    counts: dict[str, Counter[str]]
+    segments: int
+
+
+def _run_shard(shard: _Shard) -> _Found:
+    """The real pipeline over the shard's versions, on its own throw-away store."""
+    settings, now = shard.settings, shard.now
+    journeys = load_journeys(shard.rules, load_templates(settings).names)
     deferrals: Counter[str] = Counter()
     moved: dict[int, str] = {}  # step → what moved it later when it was (last) planned
 
@@ -276,24 +302,70 @@ def simulate(
         try:
             runner = InProcess(rt, tally, write_back=False)
             listened = set(journeys.resource_types)
-            ordered = list(_ordered(valid, listened))
+            ordered = list(_ordered(shard.resources, listened))
             for resource in (r for r in ordered if r["resourceType"] not in listened):
                 ingest(rt, resource, source="simulate")
-            for result in campaigns.run_due_campaigns(rt, _InputSource(valid)):
-                notes.append(f"campaign {result.journey} tick {result.run_key}: "
-                             f"{result.matched} matched, {result.enrolled} enrolled")
+            runs = [(r.journey, r.run_key, r.matched, r.enrolled) for r in
+                    campaigns.run_due_campaigns(rt, _InputSource(shard.resources))]
             runner.drain()
             for resource in (r for r in ordered if r["resourceType"] in listened):
                 _, updated = version_of(resource)
                 runner.run_until(max(now, updated) if updated else now)
                 planned(ingest(rt, resource, source="simulate"))
                 runner.drain()
-            runner.run_until(until or _horizon(valid, now))
-            patients = {f"Patient/{r['id']}": r for r in valid
+            runner.run_until(shard.until)
+            patients = {f"Patient/{r['id']}": r for r in shard.resources
                         if r["resourceType"] == "Patient" and r.get("id")}
-            return Forecast(_rows(rt, patients), notes, _summary(rt, deferrals, moved))
+            counts, segments = _tally(rt)
+            counts["when planned"] = Counter(moved.values())
+            counts["at send time"] = deferrals
+            return _Found(_rows(rt, patients), runs, counts, segments)
         finally:
             rt.engine.dispose()
+
+
+def _merge(found: list[_Found], notes: list[str], settings: Settings) -> Forecast:
+    """The shards' findings as one forecast, as one store would have given it: rows that tie on
+    (time, patient, journey) are one patient's, so from one shard, in that shard's order."""
+    rows = sorted((row for part in found for row in part.rows),
+                  key=lambda r: (r.due_utc, r.patient, r.journey))
+    runs: dict[tuple[str, str], list[int]] = {}
+    for part in found:
+        for journey, tick, matched, enrolled in part.campaigns:
+            total = runs.setdefault((journey, tick), [0, 0])
+            total[0] += matched
+            total[1] += enrolled
+    notes = notes + [f"campaign {journey} tick {tick}: {matched} matched, {enrolled} enrolled"
+                     for (journey, tick), (matched, enrolled) in runs.items()]
+    counts: dict[str, Counter[str]] = {k: Counter() for k in _COUNTED}
+    for part in found:
+        for key, counted in part.counts.items():
+            counts[key].update(counted)
+    return Forecast(rows, notes, _summary(settings, counts, sum(p.segments for p in found)))
+
+
+def simulate(
+    rules: Path, resources: list[dict[str, Any]], now: datetime, settings: Settings,
+    until: datetime | None = None, workers: int = 1,
+) -> Forecast:
+    """The forecast for these resources: every step and what became of it by the horizon,
+    notes (invalid resources, campaign runs) and the volumes. With `workers` > 1 the patients
+    are split across that many processes (outreach.simulate_shards) and the forecast is the same;
+    a script calling this then needs its `if __name__ == "__main__":` guard, as worker processes
+    import the caller's main module."""
+    load_journeys(rules, load_templates(settings).names)  # a bad journey fails here, once
+    notes: list[str] = []
+    valid = []
+    for resource in resources:
+        try:
+            valid.append(validate_resource(resource))
+        except InvalidResource as exc:
+            ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+            notes.append(f"skipped invalid {ref}: {exc}")
+    horizon = until or _horizon(valid, now)
+    shards = [_Shard(rules, part, now, horizon, settings)
+              for part in simulate_shards.partition(valid, workers)]
+    return _merge(simulate_shards.run_all(_run_shard, shards), notes, settings)
 
 
 def as_json(forecast: Forecast) -> str:

@@ -18,7 +18,13 @@ from sqlalchemy.sql import select
 
 from connector.capabilities import PollStrategy, capabilities
 from connector.changes import version_of
-from connector.errors import FhirUnsupported, InvalidResource
+from connector.errors import (
+    FhirAuthError,
+    FhirError,
+    FhirUnavailable,
+    FhirUnsupported,
+    InvalidResource,
+)
 from connector.polling import changed_since, dated_between, updated_between, window_slices
 from connector.resources import validate_resource
 from outreach.core.ports import Runtime
@@ -27,6 +33,8 @@ from outreach.store.db import transaction
 from outreach.store.models import PollCursor, ResourceVersion
 
 log = logging.getLogger(__name__)
+# The cursor of the pass over our own Tasks (a journey listening to Task would use "Task").
+OUR_TASKS = "Task:ours"
 
 def plan(rt: Runtime) -> dict[str, PollStrategy | FhirUnsupported]:
     """Per resource type a journey listens to: how it is polled, or why it cannot be."""
@@ -42,8 +50,9 @@ def plan(rt: Runtime) -> dict[str, PollStrategy | FhirUnsupported]:
 
 
 def poll_once(rt: Runtime) -> dict[str, int]:
-    """One pass over every resource type a journey listens to; returns versions processed per
-    type. Types the EHR cannot be polled for are left out and logged with the reason."""
+    """One pass over every resource type a journey listens to, and over the Tasks we wrote;
+    returns versions processed per type. Types the EHR cannot be polled for are left out and
+    logged with the reason."""
     assert rt.ehr is not None, "polling needs OUTREACH_FHIR_BASE_URL"
     counts: dict[str, int] = {}
     for rtype, strategy in plan(rt).items():
@@ -55,6 +64,11 @@ def poll_once(rt: Runtime) -> dict[str, int]:
         else:
             counts[rtype] = _sweep_window(rt, rtype)
         log.info("poll %s (%s): %s new versions", rtype, strategy.value, counts[rtype])
+    # Last: the journeys' own types come first, whatever the EHR makes of this search.
+    if "Task" not in rt.journeys.resource_types:  # else the pass above read every Task
+        tasks = _poll_our_tasks(rt)
+        if tasks is not None:
+            counts["Task"] = tasks
     return counts
 
 
@@ -82,19 +96,44 @@ def backfill(rt: Runtime, start: datetime, end: datetime) -> dict[str, int]:
     return counts
 
 
-def _poll_last_updated(rt: Runtime, rtype: str) -> int:
+def _poll_our_tasks(rt: Runtime) -> int | None:
+    """The later versions of the Tasks we wrote (staff accept, complete or cancel them in the
+    EHR), for the report's time open: one search a pass for all of them, by our identifier
+    system, never a read per Task. None when the EHR cannot search Tasks that way."""
     assert rt.ehr is not None
+    params = capabilities(rt.ehr).search_params("Task")
+    if not {"_lastUpdated", "identifier"} <= params:
+        log.info("poll Task: the EHR cannot search Tasks by identifier and _lastUpdated; "
+                 "service-recovery Tasks are reported with the status we wrote")
+        return None
+    try:
+        found = _poll_last_updated(rt, "Task", cursor_key=OUR_TASKS,
+                                   narrow={"identifier": f"{rt.settings.identifier_system}|"})
+    except (FhirUnavailable, FhirAuthError):
+        raise  # the next pass resumes from the cursor
+    except FhirError as exc:  # e.g. 400: it lists the parameter but not the `system|` form
+        log.error("poll Task (ours): the EHR refused the search: %s", exc)
+        return None
+    log.info("poll Task (ours): %s new versions", found)
+    return found
+
+
+def _poll_last_updated(rt: Runtime, rtype: str, *, cursor_key: str | None = None,
+                       narrow: dict[str, str] | None = None) -> int:
+    assert rt.ehr is not None
+    key = cursor_key or rtype
     with transaction(rt.sessions) as session:
-        cursor = session.get(PollCursor, rtype)
+        cursor = session.get(PollCursor, key)
         since = cursor.last_updated if cursor else None
     overlap = timedelta(seconds=rt.settings.poll_overlap_seconds)
     processed = 0
-    for page in _chunks(changed_since(rt.ehr, rtype, since, overlap=overlap), 100):
+    for page in _chunks(changed_since(rt.ehr, rtype, since, overlap=overlap, narrow=narrow),
+                        100):
         processed += _ingest_all(rt, rtype, page, source="poll")
         newest = max((u for u in (version_of(r)[1] for r in page) if u is not None), default=None)
         if newest is not None and (since is None or newest > since):
             since = newest
-            _advance(rt, rtype, newest)
+            _advance(rt, key, newest)
     return processed
 
 

@@ -56,5 +56,6 @@ def messages_by_day(per_day: Sequence[Mapping[str, Any]]) -> str:
     tallest = max((sum(by_channel[c].get(day, 0) for c in by_channel) for day in days),
                   default=0)
     step = max(1, -(-tallest // 5))
-    chart.y_labels = list(range(0, tallest + step, step))
+    if days:  # pygal fails on fixed labels without a series; alone it says "No data"
+        chart.y_labels = list(range(0, tallest + step, step))
     return _data_uri(chart)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.orm import joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
@@ -21,7 +21,7 @@ from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.checks import Ready, Skip, check
 from outreach.store.db import transaction
-from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState
+from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import outbox
 from outreach.writeback.communication_requests import queue_requests
 from outreach.writeback.consent import record_choice
@@ -47,15 +47,30 @@ class SendOutcome:
                 "channel": self.channel}
 
 
+# Built once: every send runs these, and building a statement (and its cache key) cost more
+# than running it. They run on the session's connection, outside the ORM's bookkeeping.
+_STEP_COLUMNS = tuple(a.key for a in inspect(ScheduledStep).column_attrs)
+_ENROLLMENT_COLUMNS = tuple(a.key for a in inspect(Enrollment).column_attrs)
+_SNAPSHOT = select(
+    *(getattr(ScheduledStep, key).label(f"step_{key}") for key in _STEP_COLUMNS),
+    *(getattr(Enrollment, key).label(f"enrollment_{key}") for key in _ENROLLMENT_COLUMNS),
+).join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id).where(
+    ScheduledStep.id == bindparam("step"))
+
+
 def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
     """The step and its enrollment as they are now, read without locking: the re-checks run
-    against this, and only a step still queued is worth checking."""
+    against this, and only a step still queued is worth checking. Every column of both, as
+    objects outside any session."""
     with rt.sessions() as session:
-        step = session.get(ScheduledStep, step_id, options=[joinedload(ScheduledStep.enrollment)])
-        if step is None or step.state != StepState.QUEUED:
-            return None
-        session.expunge_all()
-        return step
+        row = session.connection().execute(_SNAPSHOT, {"step": step_id}).first()
+    if row is None or row.step_state != StepState.QUEUED:
+        return None
+    found = row._mapping
+    step = ScheduledStep(**{key: found[f"step_{key}"] for key in _STEP_COLUMNS})
+    step.enrollment = Enrollment(**{key: found[f"enrollment_{key}"]
+                                    for key in _ENROLLMENT_COLUMNS})
+    return step
 
 
 def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
@@ -97,6 +112,23 @@ def _revoke_request(rt: Runtime, step_id: int, now: datetime) -> None:
     rt.enqueue.write_back(ids)
 
 
+# Built once, as _SNAPSHOT.
+_TO_SENDING = update(ScheduledStep).where(
+    ScheduledStep.id == bindparam("step"), ScheduledStep.state == StepState.QUEUED
+).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1,
+         updated_at=bindparam("now"))
+_UNFINISHED = select(DeliveryAttempt.id).where(
+    DeliveryAttempt.step_id == bindparam("step"), DeliveryAttempt.state.in_(UNFINISHED)
+).order_by(DeliveryAttempt.id.desc()).limit(1)
+_NEW_ATTEMPT = insert(DeliveryAttempt).returning(DeliveryAttempt.id)
+_ATTEMPT_SENT = update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("attempt_id")).values(
+    state="sent", finished_at=bindparam("now"), provider_message_id=bindparam("provider_id"),
+    provider_status="accepted")
+_STEP_SENT = update(ScheduledStep).where(ScheduledStep.id == bindparam("step")).values(
+    state=StepState.SENT, sent_at=bindparam("now"), channel=bindparam("sent_on"), reason=None,
+    updated_at=bindparam("now")).returning(ScheduledStep.due_at)
+
+
 @dataclass(frozen=True)
 class _Reservation:
     attempt_id: int | None  # the attempt row written before the provider call
@@ -108,30 +140,26 @@ def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | N
     task gets nothing) and the attempt row naming the channel and address."""
     now = rt.clock.now()
     with transaction(rt.sessions) as session:
-        result = session.execute(update(ScheduledStep).where(
-            ScheduledStep.id == step.id, ScheduledStep.state == StepState.QUEUED
-        ).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1, updated_at=now))
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        connection = session.connection()
+        result = connection.execute(_TO_SENDING, {"step": step.id, "now": now})
+        if result.rowcount == 0:
             return None
-        unfinished = session.scalars(select(DeliveryAttempt).where(
-            DeliveryAttempt.step_id == step.id, DeliveryAttempt.state.in_(UNFINISHED)
-        ).order_by(DeliveryAttempt.id.desc())).first()
-        if unfinished is not None:
+        unfinished_id = connection.execute(_UNFINISHED, {"step": step.id}).scalar()
+        if unfinished_id is not None:
+            unfinished = session.get_one(DeliveryAttempt, unfinished_id)
             session.expunge(unfinished)
             return _Reservation(None, unfinished)
-        attempt = _new_attempt(step, ready, now)
-        session.add(attempt)
-        session.flush()
-        return _Reservation(attempt.id, None)
+        attempt_id = connection.execute(_NEW_ATTEMPT, _new_attempt(step, ready, now)).scalar_one()
+        return _Reservation(attempt_id, None)
 
 
-def _new_attempt(step: ScheduledStep, ready: Ready, now: datetime) -> DeliveryAttempt:
+def _new_attempt(step: ScheduledStep, ready: Ready, now: datetime) -> dict[str, Any]:
     """The attempt row, written before the provider is called; with the message's language and
     its SMS segments (what the carrier bills), for the outcome reports."""
     segments = sms_segments(ready.message.text) if ready.channel == "sms" else None
-    return DeliveryAttempt(step_id=step.id, attempt=step.attempts + 1, channel=ready.channel,
-                           address=ready.to, state="reserved", started_at=now,
-                           language=ready.language, segments=segments, variant=ready.variant)
+    return {"step_id": step.id, "attempt": step.attempts + 1, "channel": ready.channel,
+            "address": ready.to, "state": "reserved", "started_at": now,
+            "language": ready.language, "segments": segments, "variant": ready.variant}
 
 
 def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
@@ -150,10 +178,9 @@ def _reconcile(rt: Runtime, step: ScheduledStep, ready: Ready,
     with transaction(rt.sessions) as session:
         row = session.get_one(DeliveryAttempt, previous.id)
         row.state, row.error = "failed", "result lost; not found at the provider"
-        attempt = _new_attempt(step, ready, rt.clock.now())
-        session.add(attempt)
         session.flush()
-        return attempt.id, None
+        attempt = _new_attempt(step, ready, rt.clock.now())
+        return session.connection().execute(_NEW_ATTEMPT, attempt).scalar_one(), None
 
 
 def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
@@ -198,16 +225,18 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         based_on=request_identifier(step.uid),
     ))
     with transaction(rt.sessions) as session:
-        session.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == attempt_id).values(
-            state="sent", finished_at=now, provider_message_id=provider_id,
-            provider_status="accepted"))
-        session.execute(update(ScheduledStep).where(ScheduledStep.id == step.id).values(
-            state=StepState.SENT, sent_at=now, channel=ready.channel, reason=None,
-            updated_at=now))
-        row = session.get_one(ScheduledStep, step.id)
+        connection = session.connection()
+        connection.execute(_ATTEMPT_SENT, {"attempt_id": attempt_id, "now": now,
+                                           "provider_id": provider_id})
+        due_at = connection.execute(_STEP_SENT, {"step": step.id, "now": now,
+                                                 "sent_on": ready.channel}).scalar_one()
+        # The step as it now stands, for its CommunicationRequest (the reservation holds it:
+        # nothing else changed it since the snapshot but the due time a re-plan may move).
+        row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=due_at,
+                            state=StepState.SENT, reason=None)
         request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
-        return [outbox.queue(session, communication, system, step.uid, now,
-                             step_id=step.id, known_new=True).id, *request_ids]
+        return [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
+                           known_new=True), *request_ids]
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from channels.phones import e164
+from outreach.store.db import flushed_connection
 from outreach.store.models import ContactConsent
 
 
@@ -21,6 +22,13 @@ def normalize(channel: str, address: str, country_code: str | None = None) -> st
     return e164(address, country_code) or address.replace(" ", "")
 
 
+# Built once: every send asks (one expanding IN of (channel, address) pairs).
+_OPTED_OUT = select(ContactConsent.channel, ContactConsent.address).where(
+    ContactConsent.opted_out.is_(True),
+    tuple_(ContactConsent.channel, ContactConsent.address).in_(
+        bindparam("pairs", expanding=True)))
+
+
 def opted_out(
     session: Session, contacts: Sequence[tuple[str, str]]
 ) -> set[tuple[str, str]]:
@@ -30,10 +38,7 @@ def opted_out(
     asked: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for channel, address in contacts:  # two spellings of one address are both answered
         asked.setdefault((channel, normalize(channel, address)), []).append((channel, address))
-    rows = session.execute(select(ContactConsent.channel, ContactConsent.address).where(
-        ContactConsent.opted_out.is_(True),
-        tuple_(ContactConsent.channel, ContactConsent.address).in_(list(asked)),
-    ))
+    rows = flushed_connection(session).execute(_OPTED_OUT, {"pairs": list(asked)})
     return {pair for channel, address in rows for pair in asked[(channel, address)]}
 
 

@@ -13,5 +13,9 @@ from outreach.store.models import JourneyControl
 PAUSE_RECHECK = timedelta(minutes=5)
 
 
+# Built once: every send asks.
+_PAUSED = select(JourneyControl.journey).where(JourneyControl.paused)
+
+
 def paused_journeys(session: Session) -> set[str]:
-    return set(session.scalars(select(JourneyControl.journey).where(JourneyControl.paused)))
+    return set(session.connection().execute(_PAUSED).scalars())

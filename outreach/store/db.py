@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,3 +51,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, its pending changes flushed first as a query through the
+    session would autoflush them: built-once Core statements run on it without the ORM's
+    per-statement work, and still see what the session added."""
+    if session.autoflush:
+        session.flush()
+    return session.connection()

@@ -7,16 +7,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.sending.send import SendOutcome
-from outreach.store.models import ScheduledStep, StepState
+from outreach.store.db import transaction
+from outreach.store.models import ScheduledStep, StepState, Writeback
 from outreach.worker import jobs
 
 OnSend = Callable[[int, SendOutcome], None]
+
+_CHUNK = 500  # ids per IN list
+# Built once: the runner asks this after every tick.
+_NEXT_DUE = select(func.min(ScheduledStep.due_at)).where(
+    ScheduledStep.state == StepState.SCHEDULED)
+# A dropped write-back is set aside as kept locally, as for an EHR that cannot take it: left
+# pending, every later sweep would claim it again once its lease ran out.
+_SET_ASIDE = update(Writeback).where(
+    Writeback.id.in_(bindparam("ids", expanding=True)), Writeback.state == "pending"
+).values(state="local", last_error="not written: nothing is written back here")
 
 
 class InProcess:
@@ -28,29 +39,46 @@ class InProcess:
         assert isinstance(rt.clock, SimulatedClock) and isinstance(rt.enqueue, CollectingEnqueuer)
         self.rt, self.clock, self.queue = rt, rt.clock, rt.enqueue
         self.on_send, self.write_back = on_send, write_back
+        self._aside: list[int] = []  # dropped write-backs, not yet set aside
 
     def drain(self) -> None:
         """Run what is queued: every send, then every write-back, until nothing is left."""
         while self.queue.steps or self.queue.writebacks:
             while self.queue.steps:
-                step_id = self.queue.steps.pop(0)
-                outcome = jobs.send_step(self.rt, step_id)
-                if self.on_send is not None:
-                    self.on_send(step_id, outcome)
-            while self.queue.writebacks:
-                row = self.queue.writebacks.pop(0)
-                if self.write_back:
+                steps, self.queue.steps[:] = list(self.queue.steps), []
+                for index, step_id in enumerate(steps):
+                    outcome = jobs.send_step(self.rt, step_id)
+                    if self.on_send is not None:
+                        self.on_send(step_id, outcome)
+                    if self.queue.steps:  # a send queued another: keep the order of a FIFO
+                        self.queue.steps[:0] = steps[index + 1:]
+                        break
+            rows, self.queue.writebacks[:] = list(self.queue.writebacks), []
+            if self.write_back:
+                for row in rows:
                     jobs.write_back(self.rt, row)
+            else:
+                self._aside.extend(rows)
+
+    def _set_aside(self) -> None:
+        """The dropped write-backs, set aside in one transaction before the next sweep could
+        claim them (not one transaction per drain)."""
+        if not self._aside:
+            return
+        with transaction(self.rt.sessions) as session:
+            for start in range(0, len(self._aside), _CHUNK):
+                session.execute(_SET_ASIDE, {"ids": self._aside[start:start + _CHUNK]})
+        self._aside.clear()
 
     def next_due(self) -> datetime | None:
-        with self.rt.sessions() as session:
-            return session.scalar(select(func.min(ScheduledStep.due_at)).where(
-                ScheduledStep.state == StepState.SCHEDULED))
+        with self.rt.engine.connect() as connection:  # one read: no session needed
+            return connection.execute(_NEXT_DUE).scalar()
 
     def run_until(self, moment: datetime) -> None:
         """Advance the clock to `moment`, sweeping and sending each due step on the way."""
         while (due := self.next_due()) is not None and due <= moment:
             self.clock.set(max(due, self.clock.now()))
+            self._set_aside()
             jobs.sweep(self.rt)
             self.drain()
         self.clock.set(max(moment, self.clock.now()))

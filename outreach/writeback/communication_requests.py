@@ -40,8 +40,7 @@ def queue_requests(
             description=f"{enrollment.journey}: {step.step_id}",
             status_reason=step.reason if status == "revoked" else None,
         )
-        row = outbox.queue(session, build_communication_request(planned), system,
-                           request_identifier(step.uid), now,
-                           operation="create" if first else "upsert", known_new=first)
-        ids.append(row.id)
+        ids.append(outbox.put(session, build_communication_request(planned), system,
+                              request_identifier(step.uid), now,
+                              operation="create" if first else "upsert", known_new=first))
     return ids

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Executable, Table, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.capabilities import capabilities
@@ -22,26 +24,56 @@ from outreach.store.models import Writeback
 log = logging.getLogger(__name__)
 
 
+def _insert(session: Session) -> Any:
+    return {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+
+
+# Built once per dialect: the outbox takes a row for every planned and every sent step, and
+# building the statement (and its cache key) cost more than running it.
+_PUT: dict[tuple[str, bool], Executable] = {}
+
+
+def _put_statement(session: Session, known_new: bool) -> Executable:
+    dialect = session.get_bind().dialect.name
+    found = _PUT.get((dialect, known_new))
+    if found is None:
+        table = cast(Table, Writeback.__table__)
+        statement = _insert(session)(table)
+        if not known_new:
+            # A known identifier is refreshed in place (its row locked by the conflict).
+            statement = statement.on_conflict_do_update(
+                index_elements=[table.c.identifier],
+                set_={"resource": statement.excluded.resource,
+                      "operation": statement.excluded.operation, "state": "pending",
+                      "next_attempt_at": statement.excluded.next_attempt_at})
+        found = _PUT[(dialect, known_new)] = statement.returning(table.c.id)
+    return found
+
+
+def put(
+    session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
+    *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
+) -> int:
+    """Add (or, for a known identifier, refresh) an outbox row in one statement; returns its id
+    for the caller to enqueue `write_back(id)` after its transaction commits. `known_new` says
+    the identifier cannot exist yet (a step's first and only sent record): a plain insert."""
+    # On the connection: a Core insert, without the ORM's bulk-insert machinery around it.
+    row_id: int = session.connection().execute(_put_statement(session, known_new), {
+        "step_id": step_id, "resource_type": resource["resourceType"],
+        "identifier": f"{system}|{value}", "resource": resource, "operation": operation,
+        "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+    }).scalar_one()
+    return row_id
+
+
 def queue(
     session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
     *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
 ) -> Writeback:
-    """Add (or, for an upsert of a known identifier, refresh) an outbox row; the caller enqueues
-    `write_back(row.id)` after its transaction commits. `known_new` skips the look-up when the
-    identifier cannot exist yet (a step's first and only sent record)."""
-    identifier = f"{system}|{value}"
-    row = None if known_new else session.scalars(
-        select(Writeback).where(Writeback.identifier == identifier).with_for_update()).first()
-    if row is None:
-        row = Writeback(step_id=step_id, resource_type=resource["resourceType"],
-                        identifier=identifier, resource=resource, operation=operation,
-                        state="pending", attempts=0, next_attempt_at=now, created_at=now)
-        session.add(row)
-    else:
-        row.resource, row.operation, row.state, row.next_attempt_at = (
-            resource, operation, "pending", now)
-    session.flush()
-    return row
+    """`put`, returning the row."""
+    row_id = put(session, resource, system, value, now, step_id=step_id, operation=operation,
+                 known_new=known_new)
+    return session.get_one(Writeback, row_id, populate_existing=True)
 
 
 def _upsert(

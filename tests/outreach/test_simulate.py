@@ -10,10 +10,13 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from bench import simulate as bench_simulate
 from outreach.cli import app
 from outreach.core.settings import load_settings
 from outreach.demo import DEMO_FIXTURES
-from outreach.simulate import read_resources, simulate
+from outreach.simulate import as_json, as_table, read_resources, simulate
+from outreach.simulate_shards import partition
+from rules.recipients import patient_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "rules" / "journeys" / "library"
@@ -49,12 +52,13 @@ def test_demo_export_forecasts_what_the_demo_sends(tmp_path: Path) -> None:
     assert "no channel the recipient can receive" in (by[("Patient/dan", "booked")].why or "")
     assert by[("Patient/ben", "reminder-24h")].due_utc == "2026-03-09T16:00+00:00"  # moved
     summary = forecast.summary
-    assert summary["messages"] == 11 == sum(r.state == "sent" for r in forecast.rows)
-    assert summary["by_channel"] == {"email": 5, "sms": 6}
-    assert summary["by_journey"] == {"appointment-reminders": 11}
-    assert summary["by_day"]["2026-03-02"] == 3 and sum(summary["by_hour"].values()) == 11
-    assert summary["segments"] == 6  # one segment per SMS here
-    assert summary["cost"]["amount"] == round(6 * 0.0083, 4)
+    assert summary["messages"] == 15 == sum(r.state == "sent" for r in forecast.rows)
+    assert summary["by_channel"] == {"email": 5, "sms": 10}
+    assert summary["by_journey"] == {"appointment-reminders": 15}
+    assert summary["by_day"]["2026-03-02"] == 4 and sum(summary["by_hour"].values()) == 15
+    # One segment per SMS, but Ana's three Spanish reminders (C, R or X) take two each.
+    assert summary["segments"] == 7 + 3 * 2
+    assert summary["cost"]["amount"] == round(13 * 0.0083, 4)
 
 
 def test_a_confirmation_held_by_quiet_hours_is_counted_as_deferred(tmp_path: Path) -> None:
@@ -144,8 +148,8 @@ def test_cli_prints_a_table_or_json(tmp_path: Path) -> None:
                                   "--now", "2026-03-02T09:00:00Z", "--format", "json"])
     forecast = json.loads(as_json.stdout)
     assert {"patient", "due_utc", "due_local", "channel", "why"} <= set(forecast["rows"][0])
-    assert forecast["summary"]["by_channel"] == {"email": 5, "sms": 6}
-    assert "11 messages (5 email, 6 sms)" in table.output
+    assert forecast["summary"]["by_channel"] == {"email": 5, "sms": 10}
+    assert "15 messages (5 email, 10 sms)" in table.output
 
 
 def test_cli_refuses_an_until_before_now(tmp_path: Path) -> None:
@@ -164,3 +168,66 @@ def test_ndjson_input_and_bad_rules_exit_1(tmp_path: Path) -> None:
     bad.write_text("journey: x\n")
     result = CliRunner().invoke(app, ["simulate", "--rules", str(bad), "--input", str(ndjson)])
     assert result.exit_code == 1 and f"{bad}:1:1:" in result.output
+
+
+def _encounter_export() -> list[dict[str, Any]]:
+    patient = {"resourceType": "Patient", "id": "eve", "birthDate": "1970-03-02",
+               "active": True, "telecom": [{"system": "phone", "value": "+15555550199",
+                                            "use": "mobile"}]}
+    encounter = {"resourceType": "Encounter", "id": "enc1", "status": "finished",
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                           "code": "AMB"},
+                 "subject": {"reference": "Patient/eve"},
+                 "period": {"start": "2026-03-02T08:00:00Z", "end": "2026-03-02T08:30:00Z"}}
+    return [patient, encounter]
+
+
+def _printed(forecast: Any) -> tuple[str, str, list[str]]:
+    return as_json(forecast), as_table(forecast), forecast.notes
+
+
+def test_patients_split_across_workers_forecast_byte_for_byte_the_same(tmp_path: Path) -> None:
+    # A synthetic month (reschedules, cancellations, no-shows, encounters, procedures, time
+    # zones, birthdays: caps and quiet hours at work) with the demo's and the other tests'
+    # patients, a Location no patient owns and an invalid resource: over the bench's six
+    # journeys, and over the whole library (recall, the waitlist backfill).
+    month = bench_simulate.export(80, seed=11)
+    extra = [*demo_resources(), *_encounter_export(),
+             {"resourceType": "Location", "id": "clinic", "name": "Clinic"},
+             {"resourceType": "Appointment", "id": "bad", "status": "bogus"}]
+    settings = load_settings()
+    for rules, resources, workers in ((bench_simulate.journeys(tmp_path), month + extra, 3),
+                                      (LIBRARY, month[:150] + extra, 2)):
+        one = simulate(rules, resources, NOW, settings)
+        assert one.summary["messages"] > 50
+        split = simulate(rules, resources, NOW, settings, workers=workers)
+        assert _printed(split) == _printed(one)
+    assert one.notes[0].startswith("skipped invalid Appointment/bad")
+    assert any(n.startswith("campaign birthday-greeting") for n in one.notes)
+
+
+def test_the_split_keeps_each_patient_whole_and_the_shards_even() -> None:
+    month = bench_simulate.export(40)
+    location = {"resourceType": "Location", "id": "clinic"}
+    shards = partition([location, *month], 3)
+    assert len(shards) == 3 and shards[0][0] is location
+    owners = [{patient_reference(r) for r in shard} - {None} for shard in shards]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    assert sorted(r["id"] for s in shards for r in s) == sorted(
+        r["id"] for r in [location, *month])
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 6  # one patient's versions at most
+    assert partition(month[:2], 4) == [month[:2]]  # one patient: one shard
+    assert partition([], 2) == [[]]
+
+
+def test_cli_takes_a_worker_count(tmp_path: Path) -> None:
+    path = bundle(tmp_path, demo_resources())
+    args = ["simulate", "--rules", "rules/journeys", "--input", str(path),
+            "--now", "2026-03-02T09:00:00Z", "--format", "json"]
+    one = CliRunner().invoke(app, [*args, "--workers", "1"])
+    two = CliRunner().invoke(app, [*args, "--workers", "2"])
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert one.stdout == two.stdout
+    refused = CliRunner().invoke(app, [*args, "--workers", "0"])
+    assert refused.exit_code == 2

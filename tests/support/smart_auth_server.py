@@ -5,7 +5,10 @@ smart-configuration` names the endpoints and capabilities; `GET /authorize` take
 response_type=code, client_id, redirect_uri, scope, state, aud, launch (EHR launch) and a PKCE
 S256 code_challenge, and redirects to redirect_uri with `code` and `state`; `POST /token`
 (form: grant_type=authorization_code, code, redirect_uri, client_id, code_verifier) answers
-`{access_token, token_type: "Bearer", expires_in, scope, patient}`. Errors follow RFC 6749:
+`{access_token, token_type: "Bearer", expires_in, scope, patient}`, plus an OpenID Connect
+`id_token` (RS256, its key at `jwks_uri`, `fhirUser` absolute under the FHIR base) when the
+scopes ask for `openid fhirUser` and a user is signed in (`AuthState.user`): a staff sign-in asks
+for only these, with no launch. Errors follow RFC 6749:
 an unknown client or redirect URI is answered here (never redirected to), anything else is
 redirected back with `error`; the token endpoint answers 400 `{"error": ...}`.
 
@@ -17,15 +20,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 CLIENT_ID = "outreach-test-client"
 
@@ -35,14 +42,27 @@ class Grant:
     client_id: str
     redirect_uri: str
     challenge: str
-    patient: str
+    patient: str | None
     scope: str
     used: bool = False
+
+
+KEY_ID = "test-signing-key"
+
+
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @dataclass
 class AuthState:
     redirect_uri: str = ""
+    also_redirect_to: set[str] = field(default_factory=set)  # more registered redirect URIs
+    user: str | None = None  # who signs in ("Practitioner/doc-1"): the id_token's fhirUser
+    id_token_claims: dict[str, Any] = field(default_factory=dict)  # overrides, for bad tokens
+    stranger_key: bool = False  # sign the id_token with a key not in the JWKS
+    id_token_raw: str | None = None  # send this instead of a signed id_token (hostile input)
+    sign_in_page: bool = False  # show a page the user approves on (else approve at once)
     launches: dict[str, str] = field(default_factory=dict)  # launch id → patient id
     standalone_patient: str | None = None  # the patient "picked" on a standalone launch
     grants: dict[str, Grant] = field(default_factory=dict)
@@ -84,23 +104,44 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/fhir/.well-known/smart-configuration":
             return self._json(200, self.server.configuration())
+        if url.path == "/jwks":
+            return self._json(200, self.server.jwks())
         if url.path == "/authorize":
             return self._authorize({k: v[0] for k, v in parse_qs(url.query).items()})
         self._json(404, {"error": "not_found"})
 
     def do_POST(self) -> None:
-        if urlparse(self.path).path != "/token":
-            return self._json(404, {"error": "not_found"})
+        path = urlparse(self.path).path
         length = int(self.headers.get("Content-Length", "0"))
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        if path == "/authorize":  # the user approved on the sign-in page
+            return self._authorize(form, approved=True)
+        if path != "/token":
+            return self._json(404, {"error": "not_found"})
         status, body = self.server.token(form)
         self._json(status, body)
 
-    def _authorize(self, query: dict[str, str]) -> None:
+    def _sign_in_page(self, query: dict[str, str]) -> None:
+        """What a real EHR shows: the user approves here, so the way back to the app starts on
+        this site (the browser's cross-site rules then apply to it)."""
+        fields = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in query.items())
+        page = (f'<!doctype html><title>EHR sign-in</title><form method="post" '
+                f'action="/authorize">{fields}<button>Approve</button></form>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def _authorize(self, query: dict[str, str], approved: bool = False) -> None:
         state = self.server.state
+        if state.sign_in_page and not approved:
+            return self._sign_in_page(query)
         with state.lock:
             state.authorize_requests.append(query)
-        if query.get("client_id") != CLIENT_ID or query.get("redirect_uri") != state.redirect_uri:
+        if query.get("client_id") != CLIENT_ID or \
+                query.get("redirect_uri") not in {state.redirect_uri, *state.also_redirect_to}:
             return self._json(400, {"error": "invalid_request",
                                     "error_description": "unknown client_id or redirect_uri"})
         error, patient = self.server.check_authorize(query)
@@ -109,9 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             target["error"] = error
         else:
             code = secrets.token_urlsafe(16)
-            assert patient is not None
             with state.lock:
-                state.grants[code] = Grant(CLIENT_ID, state.redirect_uri,
+                state.grants[code] = Grant(CLIENT_ID, query["redirect_uri"],
                                            query["code_challenge"], patient, query["scope"])
             target["code"] = code
         self._redirect(f"{query['redirect_uri']}?{urlencode(target)}")
@@ -123,6 +163,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, state: AuthState) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.state = state
+        self.key = _new_key()
 
     @property
     def base_url(self) -> str:
@@ -133,6 +174,7 @@ class _Server(ThreadingHTTPServer):
             "issuer": self.base_url,
             "authorization_endpoint": f"{self.base_url}/authorize",
             "token_endpoint": f"{self.base_url}/token",
+            "jwks_uri": f"{self.base_url}/jwks",
             "grant_types_supported": ["authorization_code"],
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
@@ -160,7 +202,26 @@ class _Server(ThreadingHTTPServer):
             return ("invalid_request", None) if patient is None else (None, patient)
         if "launch/patient" in scopes and state.standalone_patient:
             return None, state.standalone_patient
+        if {"openid", "fhirUser"} <= set(scopes) and state.user:
+            return None, None  # a sign-in: who the user is, no patient
         return "invalid_scope", None
+
+    def jwks(self) -> dict[str, Any]:
+        key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**key, "kid": KEY_ID, "use": "sig", "alg": "RS256"}]}
+
+    def id_token(self, grant: Grant) -> str | None:
+        state = self.state
+        if not {"openid", "fhirUser"} <= set(grant.scope.split()) or not state.user:
+            return None
+        if state.id_token_raw is not None:
+            return state.id_token_raw
+        now = int(time.time())
+        claims = {"iss": self.base_url, "sub": state.user.replace("/", "-"), "aud": CLIENT_ID,
+                  "iat": now, "exp": now + 300, "fhirUser": f"{self.base_url}/fhir/{state.user}",
+                  **state.id_token_claims}
+        key = _new_key() if state.stranger_key else self.key
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KEY_ID})
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         state = self.state
@@ -179,8 +240,11 @@ class _Server(ThreadingHTTPServer):
             return 400, {"error": "invalid_grant", "error_description": "PKCE check failed"}
         body: dict[str, Any] = {"access_token": secrets.token_urlsafe(32),
                                 "token_type": "Bearer", "expires_in": 3600, "scope": grant.scope}
-        if not state.omit_patient:
+        if not state.omit_patient and grant.patient is not None:
             body["patient"] = grant.patient
+        id_token = self.id_token(grant)
+        if id_token is not None:
+            body["id_token"] = id_token
         return 200, body
 
 

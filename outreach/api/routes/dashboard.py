@@ -1,6 +1,6 @@
 """The managers' dashboard at /dashboard: outcomes for a period, trends, a breakdown, open
 service-recovery Tasks and the appointments behind a number (ids only). Staff sign in with an
-admin token; server-rendered, no scripts."""
+admin token or at the EHR (routes.dashboard_smart); server-rendered, no scripts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
 from outreach.api.pages import page_headers, templates
+from outreach.api.routes.dashboard_smart import ehr_choices
 from outreach.core.ports import Runtime
 from outreach.reports.facts import AppointmentFacts
 from outreach.reports.outcomes import DIMENSIONS, HEADLINE, Period, UnknownFilter, show
@@ -152,9 +153,16 @@ async def behind(request: Request, rt: RuntimeDep, asked: Asked,
                        lambda chosen: appointments_behind(rt, chosen, filters, figure), render)
 
 
+def _sign_in_page(request: Request, rt: Runtime, status: int = 200,
+                  error: str | None = None) -> HTMLResponse:
+    """The token form and a "Sign in with <EHR>" link per EHR staff may sign in at."""
+    return _page(request, "sign_in.html", status, error=error,
+                 ehrs=ehr_choices(rt.settings), tokens=rt.settings.admin_tokens is not None)
+
+
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_page(request: Request) -> Response:
-    return _page(request, "sign_in.html")
+async def sign_in_page(request: Request, rt: RuntimeDep) -> Response:
+    return _sign_in_page(request, rt)
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
@@ -162,10 +170,10 @@ async def sign_in(request: Request, rt: RuntimeDep) -> Response:
     try:
         form = await bounded_form(request, limit=4096)
     except BadForm as exc:
-        return _page(request, "sign_in.html", exc.status, error="The form could not be read.")
+        return _sign_in_page(request, rt, exc.status, "The form could not be read.")
     caller = caller_for(rt.settings, form.get("token", "").strip())
     if caller is None:
-        return _page(request, "sign_in.html", 401, error="That token is not valid.")
+        return _sign_in_page(request, rt, 401, "That token is not valid.")
     response = RedirectResponse("/dashboard", status_code=303, headers=PAGE_HEADERS)
     response.set_cookie(COOKIE, seal(rt.settings, caller, datetime.now(UTC)),
                         max_age=int(SESSION.total_seconds()), path=COOKIE_PATH, httponly=True,

@@ -34,6 +34,10 @@ class LaunchError(Exception):
 class SmartEndpoints:
     authorize: str
     token: str
+    # OpenID Connect (the `sso-openid-connect` capability): who signs the id_token, and where
+    # its keys are. Only a staff sign-in needs them.
+    issuer: str | None = None
+    jwks_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,18 @@ class PendingLaunch:
     iss: str
     token_endpoint: str
     redirect_uri: str
+    issuer: str = ""  # the id_token's issuer and keys ("" when the EHR named none)
+    jwks_uri: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PendingLaunch | None:
+        optional = {"issuer", "jwks_uri"}
         try:
-            return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
+            return cls(**{k: str(data[k] if k not in optional else data.get(k, ""))
+                          for k in cls.__dataclass_fields__})
         except (KeyError, TypeError):
             return None
 
@@ -109,7 +117,8 @@ async def discover(client: httpx.AsyncClient, iss: str) -> SmartEndpoints:
             isinstance(methods, list) and "S256" not in methods):
         raise LaunchError("The EHR's SMART configuration lacks endpoints or PKCE (S256).", 502,
                           hint="Tell IT: the EHR must support SMART App Launch with PKCE.")
-    return SmartEndpoints(authorize, token)
+    return SmartEndpoints(authorize, token, _url(config.get("issuer")),
+                          _url(config.get("jwks_uri")))
 
 
 def _b64(data: bytes) -> str:
@@ -121,11 +130,13 @@ def challenge_of(verifier: str) -> str:
     return _b64(hashlib.sha256(verifier.encode()).digest())
 
 
-def new_pending_launch(settings: Settings, iss: str, endpoints: SmartEndpoints) -> PendingLaunch:
-    redirect_uri = settings.public("/smart/callback")
+def new_pending_launch(settings: Settings, iss: str, endpoints: SmartEndpoints,
+                       callback: str = "/smart/callback") -> PendingLaunch:
+    redirect_uri = settings.public(callback)
     assert redirect_uri is not None, "checked by the route"
     return PendingLaunch(state=secrets.token_urlsafe(24), verifier=_b64(secrets.token_bytes(48)),
-                         iss=iss, token_endpoint=endpoints.token, redirect_uri=redirect_uri)
+                         iss=iss, token_endpoint=endpoints.token, redirect_uri=redirect_uri,
+                         issuer=endpoints.issuer or "", jwks_uri=endpoints.jwks_uri or "")
 
 
 def scopes_for(settings: Settings, *, standalone: bool) -> str:
@@ -136,12 +147,14 @@ def scopes_for(settings: Settings, *, standalone: bool) -> str:
 
 
 def authorize_url(settings: Settings, endpoints: SmartEndpoints, pending: PendingLaunch,
-                  launch: str | None) -> str:
+                  launch: str | None, scope: str | None = None) -> str:
+    """`scope` replaces the clinician view's scopes (a staff sign-in asks only who the user
+    is)."""
     assert settings.smart_client_id is not None, "checked by the route"
     params = {
         "response_type": "code", "client_id": settings.smart_client_id,
         "redirect_uri": pending.redirect_uri,
-        "scope": scopes_for(settings, standalone=launch is None),
+        "scope": scope or scopes_for(settings, standalone=launch is None),
         "state": pending.state, "aud": pending.iss,
         "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
     }
@@ -160,6 +173,13 @@ def _refused(body: object) -> LaunchError:
 async def exchange_code(client: httpx.AsyncClient, pending: PendingLaunch, code: str,
                         client_id: str, now: datetime) -> TokenGrant:
     """Trade the authorization code (with the PKCE verifier) for a token with patient context."""
+    return _grant(await token_response(client, pending, code, client_id), now)
+
+
+async def token_response(client: httpx.AsyncClient, pending: PendingLaunch, code: str,
+                         client_id: str) -> dict[str, Any]:
+    """The token endpoint's answer to the authorization code and PKCE verifier, or a
+    LaunchError saying why there is none."""
     form = {"grant_type": "authorization_code", "code": code, "client_id": client_id,
             "redirect_uri": pending.redirect_uri, "code_verifier": pending.verifier}
     try:
@@ -172,12 +192,12 @@ async def exchange_code(client: httpx.AsyncClient, pending: PendingLaunch, code:
     if response.status_code != 200:
         raise _refused(body) if 400 <= response.status_code < 500 else LaunchError(
             f"The EHR's token endpoint failed (HTTP {response.status_code}).", 502)
-    return _grant(body, now)
-
-
-def _grant(body: object, now: datetime) -> TokenGrant:
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
         raise LaunchError("The EHR's token response had no access token.", 502)
+    return body
+
+
+def _grant(body: dict[str, Any], now: datetime) -> TokenGrant:
     patient = body.get("patient")
     if not isinstance(patient, str) or not FHIR_ID.fullmatch(patient):
         raise LaunchError("The EHR did not say which patient is open.",

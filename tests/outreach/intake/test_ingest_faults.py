@@ -126,7 +126,7 @@ def test_receiver_down_past_the_retry_window_then_the_reconciler_picks_everythin
     fhir.wait_for_deliveries(gave_up, timeout=15)
     assert processed(rt) == []  # every delivery failed and the emitter has given up
 
-    assert poll_once(rt) == {"Appointment": 5}
+    assert poll_once(rt) == {"Appointment": 5, "Task": 0}
     got = {(r.resource_id, r.source) for r in processed(rt)}
     assert got == {(a["id"], "poll") for a in booked}
     with rt.sessions() as session:

@@ -26,10 +26,10 @@ def test_poll_picks_up_every_change_once_and_moves_the_cursor(
     start = datetime.now(UTC) + timedelta(days=5)
     created = [rt.ehr.create(appointment(f"Patient/p{i}", start))[0] for i in range(120)]
 
-    assert poll_once(rt) == {"Appointment": 120}  # more than one page of 100
-    assert poll_once(rt) == {"Appointment": 0}    # the overlap re-reads; nothing is new
+    assert poll_once(rt) == {"Appointment": 120, "Task": 0}  # more than one page of 100
+    assert poll_once(rt) == {"Appointment": 0, "Task": 0}  # the overlap re-reads: nothing new
     rt.ehr.update({**created[0], "status": "cancelled"})
-    assert poll_once(rt) == {"Appointment": 1}
+    assert poll_once(rt) == {"Appointment": 1, "Task": 0}
 
     with rt.sessions() as session:
         assert session.scalar(select(func.count(ResourceChangeRecord.id))) == 121
@@ -58,11 +58,22 @@ def test_without_last_updated_a_date_window_is_swept(
               for d in (1, 8, 20)]
     rt.ehr.create(appointment("Patient/p1", now + timedelta(days=45)))  # beyond the window
 
-    assert poll_once(rt) == {"Appointment": 3}
+    assert poll_once(rt) == {"Appointment": 3}  # and no Task: not searchable by _lastUpdated
     assert sorted(_ids(rt, "poll-window")) == sorted(a["id"] for a in inside)
     assert poll_once(rt) == {"Appointment": 0}
     rt.ehr.update({**inside[1], "status": "cancelled"})
     assert poll_once(rt) == {"Appointment": 1}
+
+
+def test_our_tasks_are_not_followed_on_an_ehr_that_cannot_search_them_by_identifier(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fhir.features(without_search_params=["identifier"])
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+    assert rt.ehr is not None
+    rt.ehr.create(appointment("Patient/p1", datetime.now(UTC) + timedelta(days=3)))
+    assert poll_once(rt) == {"Appointment": 1}
+    assert "cannot search Tasks by identifier and _lastUpdated" in caplog.text
 
 
 def test_a_type_the_ehr_cannot_poll_is_refused_clearly(
@@ -89,7 +100,7 @@ def test_backfill_ingests_a_date_range_and_sets_the_cursor(
     assert sorted(_ids(rt, "backfill")) == sorted(a["id"] for a in wanted)
     with rt.sessions() as session:
         assert session.get_one(PollCursor, "Appointment").last_updated >= now
-    assert poll_once(rt) == {"Appointment": 0}  # nothing changed since the backfill began
+    assert poll_once(rt) == {"Appointment": 0, "Task": 0}  # nothing changed since the backfill
 
 
 def test_ehr_down_part_way_then_the_next_pass_resumes_from_the_cursor(
@@ -107,7 +118,7 @@ def test_ehr_down_part_way_then_the_next_pass_resumes_from_the_cursor(
     assert len(_ids(rt)) == 100  # the first page, ingested and behind the cursor
 
     fhir.outage(None)
-    assert poll_once(rt) == {"Appointment": 150}
+    assert poll_once(rt) == {"Appointment": 150, "Task": 0}
     assert len(_ids(rt)) == len(set(_ids(rt))) == 250
 
 
@@ -122,5 +133,5 @@ def test_429_with_retry_after_is_waited_out_inside_the_pass(
     fhir.outage(429, after=2, count=2, retry_after=0.2)
 
     began = time.monotonic()
-    assert poll_once(rt) == {"Appointment": 150}
+    assert poll_once(rt) == {"Appointment": 150, "Task": 0}
     assert time.monotonic() - began >= 0.4
