@@ -24,3 +24,10 @@ def format_when(local: datetime, language: str | None = None) -> str:
     if lang == "es":
         return f"{day} {local.day} de {month} a las {clock}"
     return f"{day} {local.day} {month} at {clock}"
+
+
+def format_short(local: datetime, language: str | None = None) -> str:
+    """'Tue 9 Dec 09:00' / 'mar 9 dic 09:00': one of several options in a text message."""
+    lang = language if language in _DAYS else "en"
+    day, month = _DAYS[lang][local.weekday()][:3], _MONTHS[lang][local.month - 1][:3]
+    return f"{day} {local.day} {month} {local.strftime('%H:%M')}"

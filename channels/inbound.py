@@ -24,8 +24,10 @@ Intent = Literal["stop", "start", "help", "confirm", "cancel", "reschedule", "sc
                  "empty"]
 
 # What a journey's `replies:` map may ask for: confirm the appointment, ask staff to cancel it
-# (a Task), cancel it in the EHR directly, read a 0-10 score, or ask for another time.
-REPLY_ACTIONS = frozenset({"confirm", "cancel", "cancel-appointment", "score", "reschedule"})
+# (a Task), cancel it in the EHR directly, read a 0-10 score, ask for another time, or ask for
+# times to book a new appointment (a recall).
+REPLY_ACTIONS = frozenset({"confirm", "cancel", "cancel-appointment", "score", "reschedule",
+                           "book"})
 _CANCEL_ACTIONS = ("cancel", "cancel-appointment")
 # Emoji patients use for yes; anything else non-verbal is read as nothing.
 _EMOJI_WORDS = {"👍": " yes ", "✅": " yes ", "👌": " ok "}
@@ -59,7 +61,10 @@ class Phrasebook:
     filler: tuple[str, ...] = ()
     cancel_words: tuple[str, ...] = ()
     appointment_words: tuple[str, ...] = ()
+    decline_whole: tuple[str, ...] = ()  # "no" to an offered time
     answers: Mapping[str, str] = field(default_factory=dict)
+    # Named phrase lists saying when the patient can come (read by channels.availability).
+    availability: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def normalize(text: str) -> str:
@@ -83,14 +88,26 @@ def _phrases(data: Mapping[str, object], key: str) -> tuple[str, ...]:
     return tuple(normalize(v) for v in values)
 
 
+def _sections(data: Mapping[str, object], key: str) -> dict[str, tuple[str, ...]]:
+    """A mapping of named phrase lists (`availability:`), each normalised like the others."""
+    section = data.get(key) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{key}: expected a mapping of phrase lists")
+    try:
+        return {str(name): _phrases(section, name) for name in section}
+    except ValueError as exc:
+        raise ValueError(f"{key}.{exc}") from None
+
+
 def load_phrasebook(path: Path) -> Phrasebook:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping")
     answers = data.get("answers") or {}
     lists = {name: _phrases(data, name) for name in Phrasebook.__dataclass_fields__
-             if name not in ("language", "answers")}
+             if name not in ("language", "answers", "availability")}
     return Phrasebook(language=path.stem, answers={str(k): str(v) for k, v in answers.items()},
+                      availability=_sections(data, "availability"),
                       **lists)
 
 
@@ -184,7 +201,7 @@ def _keyword(books: tuple[Phrasebook, ...], text: str, replies: Mapping[str, str
 
 def _act(action: str, rule: str, language: str | None) -> Reply:
     intent: Intent = ("confirm" if action == "confirm" else "cancel" if action in _CANCEL_ACTIONS
-                      else "reschedule" if action == "reschedule" else "text")
+                      else "reschedule" if action in ("reschedule", "book") else "text")
     return Reply(intent, action=action, rule=rule, language=language)
 
 
@@ -212,6 +229,9 @@ def _meaning(books: tuple[Phrasebook, ...], text: str,
     ((intent, (language, phrase)),) = matched.items()
     actions = set(replies.values())
     if intent == "confirm":
+        if "confirm" not in actions and "book" in actions:
+            # "Yes" to "time to book your check-up, reply B for times" asks for the times.
+            return _act("book", f"yes ({phrase!r}) to an invitation to book", language)
         if "confirm" not in actions:
             return Reply("text", rule=f"a confirmation ({phrase!r}) where the message asked for "
                                       "none", language=language)
@@ -220,7 +240,8 @@ def _meaning(books: tuple[Phrasebook, ...], text: str,
         # Cancelled in the EHR only where the journey says so; otherwise staff are asked.
         action = "cancel-appointment" if "cancel-appointment" in actions else "cancel"
         return _act(action, f"cancel phrase {phrase!r}", language)
-    return _act("reschedule", f"reschedule phrase {phrase!r}", language)
+    wanted = "book" if "book" in actions and "reschedule" not in actions else "reschedule"
+    return _act(wanted, f"reschedule phrase {phrase!r}", language)
 
 
 def _score(text: str, replies: Mapping[str, str],

@@ -35,7 +35,13 @@ class TemplateCatalog:
     def __init__(self, root: Path = SHIPPED) -> None:
         self._texts: dict[tuple[str, str], dict[str, str]] = {}
         for file in sorted(root.glob("*/*.yaml")):
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            try:
+                data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+                problem = getattr(exc, "problem", None) or "not valid YAML"
+                raise TemplateError(f"{where}: {problem} (quote a text that holds ': ')") from exc
             if not isinstance(data, dict) or not set(data) <= _FIELDS:
                 raise TemplateError(f"{file}: expected a mapping with keys from {sorted(_FIELDS)}")
             self._texts[(file.stem, file.parent.name)] = {k: str(v) for k, v in data.items()}

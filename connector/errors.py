@@ -4,6 +4,8 @@
      ├── InvalidResource          a payload that is not valid R4 (ours to reject: 400)
      ├── FhirNotFound             404 / 410 from the server
      ├── FhirConflict             409
+     │    ├── SlotTaken           the Slot is no longer free (taken, or changed in the EHR)
+     │    └── AppointmentChanged  the Appointment is not the version or status offered on
      ├── FhirPreconditionFailed   412 (If-Match lost a race)
      ├── FhirUnsupported          the EHR's CapabilityStatement says it cannot do what we need
      ├── FhirAuthError            the EHR's token endpoint refused our credentials
@@ -47,6 +49,15 @@ class FhirNotFound(FhirError):
 
 class FhirConflict(FhirError):
     pass
+
+
+class SlotTaken(FhirConflict):
+    """Booking lost: the Slot is busy, gone or moved. Offer the patient the next options."""
+
+
+class AppointmentChanged(FhirConflict):
+    """The Appointment changed in the EHR since the offer (another version, or a status we may
+    not move, such as cancelled): nothing was booked, and the Slot we took was freed again."""
 
 
 class FhirPreconditionFailed(FhirError):

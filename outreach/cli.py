@@ -86,6 +86,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from outreach.api.app import create_app
+    from outreach.api.server import uvicorn_config
 
     settings = _settings()
     if settings.webhook_secret is None:
@@ -97,7 +98,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     _report_write_back()
     from outreach.core import redact
 
-    config = uvicorn.Config(create_app(), host=host, port=port, log_level="info")
+    config = uvicorn_config(create_app(), settings, host=host, port=port)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # configured by Config
         redact.install(logging.getLogger(name))
     uvicorn.Server(config).run()
@@ -160,15 +161,20 @@ def rules_check(path: Path) -> None:
     """Validate journey files and the message templates: exit 0 when valid, 1 with
     file:line:col: message lines (SMS length, the STOP line, minimum-necessary fields)."""
     from channels.lint import lint_templates
-    from channels.templates import SHIPPED
+    from channels.templates import SHIPPED, TemplateError
     from outreach.runtime import load_templates
     from rules import JourneyError, load_journeys
 
     settings = _settings()
-    problems: list[str] = [str(p) for p in lint_templates(settings.templates_dir or SHIPPED)]
+    try:
+        problems: list[str] = [str(p) for p in lint_templates(settings.templates_dir or SHIPPED)]
+        names = load_templates(settings).names
+    except TemplateError as exc:  # a template file that is not even YAML: file:line:col
+        typer.echo(str(exc))
+        raise typer.Exit(1) from exc
     journeys = None
     try:
-        journeys = load_journeys(path, load_templates(settings).names)
+        journeys = load_journeys(path, names)
     except JourneyError as exc:
         problems = [str(p) for p in exc.problems] + problems
     if problems:
@@ -202,6 +208,9 @@ def simulate(
         help="ISO instant to run the clock to (default: a week after the last change or visit)")
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes to split the patients across (default: one per CPU, "
+                    "each with at least 1,000 versions)")] = None,
 ) -> None:
     """A forecast for an export: every message the journeys would send (who, when, which step
     and channel) or why not, and the volumes per day, hour, channel and journey, deferrals,
@@ -210,6 +219,7 @@ def simulate(
 
     from outreach.simulate import InputError, as_json, as_table, read_resources
     from outreach.simulate import simulate as run_simulation
+    from outreach.simulate_shards import default_workers
     from rules import JourneyError
 
     if output not in ("table", "json"):
@@ -222,8 +232,9 @@ def simulate(
         raise typer.Exit(2)
     _logging(logging.ERROR)
     try:
-        forecast = run_simulation(rules, read_resources(input_file), moment, _settings(),
-                                  horizon)
+        resources = read_resources(input_file)
+        forecast = run_simulation(rules, resources, moment, _settings(), horizon,
+                                  workers or default_workers(len(resources)))
     except JourneyError as exc:
         typer.echo(str(exc))
         raise typer.Exit(1) from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -182,12 +182,15 @@ def shift_out_of_quiet_hours(due: datetime, quiet: QuietHours, tz: ZoneInfo) -> 
 def plan_steps(
     journey: LoadedJourney, anchor_at: datetime, now: datetime, tz: ZoneInfo,
     sends: Sequence[Send] = (), policy: CapPolicy | None = DEFAULT_POLICY,
+    settled: Collection[str] = (),
 ) -> list[PlannedStep]:
     """Due times for every step; a step that can no longer be useful carries a skip reason.
 
     `sends` are the patient's other sent and scheduled messages (all journeys): with `policy`,
     a step that would exceed the per-patient caps is deferred (rules.caps), never dropped,
-    unless deferring pushes a reminder past its anchor."""
+    unless deferring pushes a reminder past its anchor. `settled` names steps a re-plan leaves
+    as they are (sent, cancelled): they take no cap room at their new time (a sent one is in
+    `sends` already, at the time it went)."""
     quiet = journey.spec.quiet_hours
 
     def adjust(moment: datetime) -> datetime:
@@ -206,7 +209,8 @@ def plan_steps(
             planned[index] = PlannedStep(step, now, f"due {due.isoformat()} had passed when "
                                                     "planned")
             continue
-        counted = policy is not None and counts_toward_caps(step.channel, step.cap_exempt, policy)
+        counted = policy is not None and step.id not in settled and counts_toward_caps(
+            step.channel, step.cap_exempt, policy)
         final = allowed_time(at, taken, tz, policy, adjust) if counted and policy else at
         before_anchor = offset.before_anchor or (offset.clock is not None and due < anchor_at)
         reason = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from datetime import time
+from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,14 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from rules.durations import AT_PATTERN, parse_at
+from rules.durations import AT_PATTERN, parse_at, parse_offset
 
 ChannelName = Literal["sms", "email", "console"]
 Category = Literal["notification", "reminder", "instruction", "alert"]
 # What a patient can opt out of, one at a time (STOP on SMS still stops every text to the number).
 ConsentCategory = Literal["appointments", "surveys", "campaigns"]
 CONSENT_CATEGORIES: tuple[str, ...] = ("appointments", "surveys", "campaigns")
-ReplyAction = Literal["confirm", "cancel", "cancel-appointment", "score", "reschedule"]
+ReplyAction = Literal["confirm", "cancel", "cancel-appointment", "score", "reschedule", "book"]
 Recipient = Literal["patient", "caregiver", "caregiver-or-patient"]
 Cycle = Literal["once", "year", "month", "week", "day"]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
@@ -187,7 +187,8 @@ class Step(_Strict):
     replies: dict[str, ReplyAction] | None = Field(
         default=None,
         description="reply keyword → action: confirm, cancel (staff are asked), cancel-appointment "
-                    "(cancelled in the EHR), score, reschedule; e.g. {C: confirm, X: cancel}")
+                    "(cancelled in the EHR), score, reschedule (new times offered), book (times "
+                    "offered for a new appointment, e.g. a recall); e.g. {C: confirm, X: cancel}")
     survey: Survey | None = None
     cap_exempt: bool = Field(
         default=False, description="not limited by, nor counted in, the per-patient caps")
@@ -243,6 +244,66 @@ class Step(_Strict):
         return value
 
 
+_DURATION = r"^\s*\d+\s*[mhdw]\s*$"
+
+
+def _positive_duration(value: str) -> str:
+    if not re.fullmatch(_DURATION, value) or _as_timedelta(value) <= timedelta(0):
+        raise ValueError(f"use a duration such as 2h, 1d or 30d (got {value!r})")
+    return value
+
+
+def _as_timedelta(value: str) -> timedelta:
+    return parse_offset(value) or timedelta(0)
+
+
+class Reschedule(_Strict):
+    """How a reply `reschedule` (or `book`) finds times: free Slots of the same practitioner,
+    location and service type as the appointment (or the visit a recall is about), no sooner
+    than `lead_time` and no later than `horizon` from the reply, inside the patient's stated
+    availability."""
+
+    options: int = Field(3, ge=1, le=5, description="how many times to offer (1-5)")
+    lead_time: str = Field("1d", json_schema_extra={"pattern": _DURATION},
+                           description="no time sooner than this after the reply, e.g. 1d")
+    horizon: str = Field("30d", json_schema_extra={"pattern": _DURATION},
+                         description="no time later than this after the reply, e.g. 30d")
+    hold: str = Field("2h", json_schema_extra={"pattern": _DURATION},
+                      description="how long the options stay open for an answer")
+
+    @field_validator("lead_time", "horizon", "hold")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _positive_duration(value)
+
+    def duration(self, name: Literal["lead_time", "horizon", "hold"]) -> timedelta:
+        return _as_timedelta(getattr(self, name))
+
+
+class Backfill(_Strict):
+    """A waitlist journey: when its trigger fires (an appointment cancelled), the freed time is
+    offered by SMS to waitlisted Appointments (status waitlist) of the same practitioner,
+    location and service type whose requestedPeriod holds it, `at_once` patients at a time, in
+    `order`; the first YES books it; after `hold` without one the next patients are asked."""
+
+    order: Literal["earliest-request", "latest-request"] = Field(
+        "earliest-request", description="who is asked first: the longest waiting by default")
+    at_once: int = Field(1, ge=1, le=10, description="patients asked at the same time")
+    hold: str = Field("2h", json_schema_extra={"pattern": _DURATION},
+                      description="how long each patient has to answer YES")
+    lead_time: str = Field("2h", json_schema_extra={"pattern": _DURATION},
+                           description="no offer for a time starting sooner than this")
+    max_patients: int = Field(20, ge=1, le=200, description="patients asked, at most, in all")
+
+    @field_validator("hold", "lead_time")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _positive_duration(value)
+
+    def duration(self, name: Literal["lead_time", "hold"]) -> timedelta:
+        return _as_timedelta(getattr(self, name))
+
+
 class QuietHours(_Strict):
     start: time = Field(alias="from")
     end: time = Field(alias="to")
@@ -266,7 +327,13 @@ class Journey(_Strict):
     cancel_when: str | None = None
     replan_on_change: list[str] = []
     recipient: Recipient = "patient"
-    steps: list[Step] = Field(min_length=1)
+    # Before `steps`, so the steps' check sees whether a backfill stands in for them.
+    backfill: Backfill | None = Field(
+        default=None, description="offer the time this trigger frees to the waitlist")
+    reschedule: Reschedule | None = Field(
+        default=None, description="how a reply `reschedule` offers new times (defaults apply "
+                                  "when a step's replies ask for reschedule)")
+    steps: list[Step] = Field(default=[], validate_default=True)
     quiet_hours: QuietHours | None = None
     consent_category: ConsentCategory | None = Field(
         default=None,
@@ -294,6 +361,22 @@ class Journey(_Strict):
             if isinstance(resource, str) and resource in DEFAULT_ANCHOR:
                 data = {**data, "anchor": DEFAULT_ANCHOR[resource]}
         return data
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_or_backfill(cls, value: list[Step], info: ValidationInfo) -> list[Step]:
+        if not value and info.data.get("backfill") is None:
+            raise ValueError("a journey needs at least one step (or a backfill)")
+        return value
+
+    @field_validator("backfill")
+    @classmethod
+    def _backfill_frees_a_time(cls, value: Backfill | None,
+                               info: ValidationInfo) -> Backfill | None:
+        trigger = info.data.get("trigger")
+        if value is not None and trigger is not None and trigger.resource != "Appointment":
+            raise ValueError("only an Appointment's cancellation frees a time")
+        return value
 
     @model_validator(mode="after")
     def _default_consent_category(self) -> Journey:

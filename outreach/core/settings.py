@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     # FHIR notification (a resource or a Bundle), and everything else (Twilio, admin, pages).
     max_notification_bytes: int = Field(default=5_000_000, ge=10_000, le=100_000_000)
     max_request_bytes: int = Field(default=65_536, ge=4_096, le=10_000_000)
+    # Slow or stuck requests (slowloris): the request line and headers must arrive within
+    # `header_timeout_seconds` and the whole body within `body_timeout_seconds` (else 408), and
+    # the request is cut off after `request_timeout_seconds` (503 if no response has started);
+    # an idle keep-alive connection is closed after `keep_alive_seconds`.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    request_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Host names this service answers to ("outreach.hospital.org,localhost"); unset, any.
     allowed_hosts: str | None = None
     # The outcome report's cost estimate: what one SMS segment costs (set your contract's).
@@ -111,6 +119,10 @@ class Settings(BaseSettings):
     smart_scopes: str = "openid fhirUser patient/*.read"
     smart_allowed_iss: str | None = None
     smart_session_secret: SecretStr | None = Field(default=None, validate_default=True)
+    # Staff sign-in to the managers' dashboard by the SMART standalone launch (same client):
+    # the scopes asked (who the user is, nothing of the chart), and the fhirUser types let in.
+    smart_staff_scopes: str = "openid fhirUser"
+    dashboard_staff_types: str = "Practitioner,PractitionerRole,Person"
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     poll_overlap_seconds: int = Field(default=60, ge=0)
@@ -178,6 +190,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"{issuer!r} is not an http(s) FHIR base URL")
         return value
 
+    @field_validator("smart_staff_scopes")
+    @classmethod
+    def _identity_scopes(cls, value: str) -> str:
+        scopes = value.split()
+        if "openid" not in scopes or "fhirUser" not in scopes:
+            raise ValueError("must include openid and fhirUser: the sign-in needs to know who "
+                             "the user is")
+        if any(s.startswith("launch") for s in scopes):
+            raise ValueError("a staff sign-in takes no launch scope (no patient is opened)")
+        return value
+
+    @field_validator("dashboard_staff_types")
+    @classmethod
+    def _staff_types(cls, value: str) -> str:
+        staff = {"Practitioner", "PractitionerRole", "Person"}
+        chosen = set(_split(value))
+        if not chosen or not chosen <= staff:
+            raise ValueError(f"a comma-separated choice among {', '.join(sorted(staff))} "
+                             "(patients and related persons never see the dashboard)")
+        return value
+
     @field_validator("preferences_secret")
     @classmethod
     def _preferences_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -240,6 +273,15 @@ class Settings(BaseSettings):
         token = sign(self.preferences_secret.get_secret_value().encode(), patient,
                      language or "en", now, timedelta(days=self.preferences_link_days))
         return self.public(f"/p/{token}")
+
+    def offer_link(self, uid: str, language: str, now: datetime, until: datetime) -> str | None:
+        """The signed link to the page of times offered to a patient, valid while they are held
+        (the same secret as the preference page, signed for another purpose)."""
+        if self.preferences_secret is None or self.public_url is None:
+            return None
+        token = sign(self.preferences_secret.get_secret_value().encode(), uid, language, now,
+                     max(until - now, timedelta(minutes=1)), purpose="offers")
+        return self.public(f"/o/{token}")
 
     @property
     def notify_endpoint(self) -> str | None:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.changes import make_change, make_deletion
+from outreach.access import waitlist
 from outreach.core.ports import Runtime
 from outreach.planning.enrollment import apply_journeys
 from outreach.planning.outcomes import JourneyOutcome, due_now, queue_for_outcomes
@@ -199,6 +200,7 @@ def _process(rt: Runtime, build: _VersionSource) -> IngestResult:
             outcomes = apply_journeys(session, rt.journeys, change, now,
                                       lambda _p: rt.settings.zone, may_be_enrolled=not fresh,
                                       policy=rt.settings.cap_policy)
+            waitlist.start(session, rt.journeys, outcomes, change, now)
             session.flush()
             ready = due_now(outcomes)
             requests = queue_for_outcomes(session, rt.settings.identifier_system, rt.journeys,

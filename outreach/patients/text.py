@@ -1,4 +1,5 @@
-"""The preference page's words, per language (the patient's own; English when we do not know)."""
+"""The patient pages' words (preferences, times offered), per language (the patient's own;
+English when we do not know)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,30 @@ TEXT: dict[str, dict[str, str]] = {
         "invalid_hint": "Please open the link exactly as it appears in our message.",
         "off": "This page is not available",
         "off_hint": "Please call us to change how we contact you.",
+        "offer_title": "Choose a new time",
+        "offer_intro": "These times are held for you until {until}. Choose one, then tap "
+                       "“Book this time”.",
+        "offer_book": "Book this time",
+        "offer_times": "Free times",
+        "offer_done_title": "Your appointment is booked",
+        "waitlist_title": "An appointment is free",
+        "waitlist_intro": "This time is held for you until {until}.",
+        "waitlist_yes": "Yes, book it",
+        "waitlist_no": "No thanks, keep me on the waiting list",
+        "offer_booked": "You are booked for {when}.",
+        "offer_over": "These times are no longer held",
+        "offer_over_hint": "The clinic will contact you, or you can call us.",
+        "offer_pick": "Please choose one of the times.",
+        "offer_gone": "This link has expired",
+        "offer_gone_hint": "These times were held for you for a limited time. Please call us to "
+                           "find another time.",
+        "offer_taken": "Sorry, that time was just taken. Here are the next free times.",
+        "offer_noted": "Thank you. These times suit when you said you can come.",
+        "offer_declined": "Thank you. You stay on the waiting list.",
+        "can_come": "None of these times suit you?",
+        "can_come_hint": "Tick when you can come, and we will look for other times.",
+        "can_come_show": "Show other times",
+        "can_come_pick": "Please tick at least one.",
     },
     "es": {
         "title": "Sus preferencias de mensajes",
@@ -70,6 +95,31 @@ TEXT: dict[str, dict[str, str]] = {
         "invalid_hint": "Abra el enlace exactamente como aparece en nuestro mensaje.",
         "off": "Esta página no está disponible",
         "off_hint": "Llámenos para cambiar cómo le contactamos.",
+        "offer_title": "Elija una nueva hora",
+        "offer_intro": "Estas horas están reservadas para usted hasta el {until}. Elija una y "
+                       "toque «Reservar esta hora».",
+        "offer_book": "Reservar esta hora",
+        "offer_times": "Horas libres",
+        "offer_done_title": "Su cita está reservada",
+        "waitlist_title": "Hay una cita libre",
+        "waitlist_intro": "Esta hora está reservada para usted hasta el {until}.",
+        "waitlist_yes": "Sí, reservarla",
+        "waitlist_no": "No, gracias; sigo en la lista de espera",
+        "offer_booked": "Su cita queda reservada para el {when}.",
+        "offer_over": "Estas horas ya no están reservadas",
+        "offer_over_hint": "La clínica se pondrá en contacto con usted, o puede llamarnos.",
+        "offer_pick": "Elija una de las horas.",
+        "offer_gone": "Este enlace ha caducado",
+        "offer_gone_hint": "Estas horas estaban reservadas para usted por un tiempo limitado. "
+                           "Llámenos para buscar otra hora.",
+        "offer_taken": "Lo sentimos, esa hora acaba de ocuparse. Estas son las siguientes horas "
+                       "libres.",
+        "offer_noted": "Gracias. Estas horas se ajustan a cuándo nos dijo que puede venir.",
+        "offer_declined": "Gracias. Sigue en la lista de espera.",
+        "can_come": "¿No le viene bien ninguna de estas horas?",
+        "can_come_hint": "Marque cuándo puede venir y buscaremos otras horas.",
+        "can_come_show": "Ver otras horas",
+        "can_come_pick": "Marque al menos una opción.",
     },
 }
 LANGUAGE_NAMES = {"en": "English", "es": "Español"}

@@ -164,10 +164,13 @@ def _place(step: ScheduledStep, planned: PlannedStep, now: datetime) -> None:
 
 def _plan(
     session: Session, journey: LoadedJourney, patient: str, anchor_at: datetime, now: datetime,
-    planning: Planning, exclude_enrollment: int | None = None,
+    planning: Planning, enrollment: Enrollment | None = None,
 ) -> list[PlannedStep]:
-    zone, sends = _zone_and_sends(session, patient, now, planning, exclude_enrollment)
-    return plan_steps(journey, anchor_at, now, zone, sends, planning.policy)
+    """The steps' times; re-planning an `enrollment`, the steps it will not move take no room."""
+    exclude = enrollment.id if enrollment is not None else None
+    zone, sends = _zone_and_sends(session, patient, now, planning, exclude)
+    settled = {s.step_id for s in enrollment.steps if not _replannable(s)} if enrollment else ()
+    return plan_steps(journey, anchor_at, now, zone, sends, planning.policy, settled)
 
 
 # Built once: constructing and cache-keying them per call was a visible share of the CPU.
@@ -253,7 +256,7 @@ def _carry_out(
     if patient is None:
         return JourneyOutcome(journey.name, "ignore", "no Patient participant")
     if enrollment is not None:
-        plans = _plan(session, journey, patient, decision.anchor_at, now, planning, enrollment.id)
+        plans = _plan(session, journey, patient, decision.anchor_at, now, planning, enrollment)
         return JourneyOutcome(journey.name, "replan", decision.reason,
                               _replan(enrollment, decision, now, plans), enrollment)
     plans = _plan(session, journey, patient, decision.anchor_at, now, planning)

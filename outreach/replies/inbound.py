@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from channels.inbound import Reply, classify, phrasebooks
+from channels.inbound import Reply, classify
 from channels.templates import TemplateError
 from connector.errors import FhirError
 from connector.replies import (
@@ -25,14 +25,24 @@ from connector.replies import (
     cancelled_by_patient,
     confirmed_by_patient,
 )
+from outreach.access import answers, reschedule
+from outreach.access.outcome import OfferReply
+from outreach.access.texts import say
 from outreach.core.ports import Runtime
+from outreach.store import replays
 from outreach.store.consent import opted_out
 from outreach.store.db import transaction
-from outreach.store.models import DeliveryAttempt, Enrollment, InboundMessage, ScheduledStep
+from outreach.store.models import (
+    DeliveryAttempt,
+    Enrollment,
+    InboundMessage,
+    ScheduledStep,
+    SlotOffer,
+)
 from outreach.writeback import outbox
 from outreach.writeback.consent import record_choice
-from rules.recipients import first_name, preferred_language
-from rules.schema import Survey
+from rules.recipients import first_name, patient_timezone, preferred_language
+from rules.schema import Reschedule, Survey
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +62,17 @@ class InboundResult:
 
 @dataclass(frozen=True)
 class _Context:
-    """The outbound message this reply most likely answers: the latest SMS sent to the number."""
+    """The outbound message this reply most likely answers: the latest SMS sent to the number,
+    or the offer of times it answered (no step)."""
 
-    step_id: int
-    step_uid: str
+    step_id: int | None
+    step_uid: str  # the identifier value of our outbound Communication
     replies: dict[str, str]
     patient: str
     about: str
     survey: Survey | None = None
     task_owner: str | None = None
+    reschedule: Reschedule | None = None  # new times are offered (the step asks for it)
 
 
 def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
@@ -77,19 +89,12 @@ def _context(rt: Runtime, session: Session, address: str) -> _Context | None:
     step, enrollment = row
     journey = rt.journeys.by_name(enrollment.journey)
     spec = journey.step(step.step_id) if journey else None
-    return _Context(step.id, step.uid, dict(spec.replies or {}) if spec else {},
-                    enrollment.patient, enrollment.anchor_reference,
-                    spec.survey if spec else None, journey.spec.task_owner if journey else None)
-
-
-def _answer(rt: Runtime, language: str | None, key: str) -> str:
-    """Our answer in the patient's language (English when we have none of theirs)."""
-    books = {book.language: book for book in phrasebooks()}
-    book = books.get(language or "en", books["en"])
-    phone = rt.settings.callback_phone
-    return (book.answers.get(key) or books["en"].answers[key]).format(
-        organization=rt.settings.organization_name or book.answers.get("clinic", "our clinic"),
-        callback=book.answers["callback"].format(callback_phone=phone) if phone else "")
+    replies: dict[str, str] = dict(spec.replies or {}) if spec else {}
+    offers_times = bool({"reschedule", "book"} & set(replies.values())) and journey is not None
+    return _Context(step.id, step.uid, replies, enrollment.patient, enrollment.anchor_reference,
+                    spec.survey if spec else None, journey.spec.task_owner if journey else None,
+                    (journey.spec.reschedule or Reschedule()) if offers_times and journey
+                    else None)
 
 
 def _patient(rt: Runtime, ctx: _Context | None) -> dict[str, Any]:
@@ -137,14 +142,32 @@ class _Handling:
     priority: str = "routine"
     opt_out: bool | None = None
     changed: dict[str, Any] | None = None
+    text: str | None = None  # our answer as written (an offer of times), over `answer`
+    # What the reply was read as when an offer of times, not the general reading, read it: the
+    # intent recorded is then `offer` (never free text for staff), the rule says how.
+    offer_rule: str | None = None
 
 
-def _appointment_action(rt: Runtime, reply: Reply, ctx: _Context) -> _Handling:
+def _offered(offered: OfferReply) -> _Handling:
+    return _Handling(offered.outcome, task=offered.task, changed=offered.changed,
+                     text=offered.answer, offer_rule=offered.read_as)
+
+
+def _appointment_action(rt: Runtime, reply: Reply, ctx: _Context,
+                        address: str | None = None) -> _Handling:
     """Confirm or cancel in the EHR, or ask staff to cancel or find another time."""
     action = reply.action or reply.intent
     if action == "cancel":
         return _Handling("cancel requested", "cancel",
                          "Patient asked by SMS to cancel this appointment.")
+    if action in ("reschedule", "book") and ctx.reschedule is not None and address is not None:
+        patient = _patient(rt, ctx)
+        offered = reschedule.offer_times(
+            rt, patient=ctx.patient, appointment=ctx.about, address=address,
+            language=preferred_language(patient) or reply.language,
+            zone=patient_timezone(patient) or rt.settings.zone, spec=ctx.reschedule,
+            kind="book" if action == "book" else "reschedule")
+        return _offered(offered)
     if action == "reschedule":
         return _Handling("new time requested", "reschedule",
                          "Patient asked by SMS for another time for this appointment.")
@@ -184,7 +207,12 @@ def _score(rt: Runtime, reply: Reply, survey: Survey | None) -> _Handling:
     return handling
 
 
-def _handle(rt: Runtime, reply: Reply, ctx: _Context | None) -> _Handling:
+def _handle(rt: Runtime, reply: Reply, ctx: _Context | None, offer: SlotOffer | None,
+            body: str, address: str) -> _Handling:
+    if offer is not None:
+        offered = answers.handle(rt, offer, body, reply)
+        if offered is not None:
+            return _offered(offered)
     if reply.intent in ("stop", "start"):
         stop = reply.intent == "stop"
         return _Handling("opted out" if stop else "opted in", reply.intent, opt_out=stop)
@@ -195,7 +223,7 @@ def _handle(rt: Runtime, reply: Reply, ctx: _Context | None) -> _Handling:
     if reply.intent == "score" and ctx is not None:
         return _score(rt, reply, ctx.survey)
     if reply.intent in ("confirm", "cancel", "reschedule") and ctx is not None:
-        return _appointment_action(rt, reply, ctx)
+        return _appointment_action(rt, reply, ctx, address)
     if reply.rule.startswith("ambiguous"):
         return _Handling("staff task", task="Patient's SMS reply could mean more than one thing "
                          f"({reply.rule}); please read and respond.")
@@ -218,9 +246,11 @@ def _check_input(message_id: str, from_: str, to: str, body: str) -> None:
 
 
 def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
-               provider: str = "twilio") -> InboundResult:
+               provider: str = "twilio", signature_sha256: str | None = None) -> InboundResult:
     """Record a patient's SMS once, read it in context (the message it answers, whether the
     number is opted out), act on it, answer in the patient's language, and write it back.
+    `signature_sha256` (of the webhook that carried it) is recorded with it: a concurrent
+    request under the same signature is a duplicate, recording nothing.
     UnstorableReply, before anything is read or written, for input no table can hold."""
     _check_input(message_id, from_, to, body)
     now = rt.clock.now()
@@ -230,13 +260,23 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
             return InboundResult("duplicate", duplicate=True)
         ctx = _context(rt, session, from_)
         stopped = bool(opted_out(session, [("sms", from_)]))
+    offer = answers.open_offer(rt, from_)
     survey = ctx.survey if ctx else None
     reply = classify(body, ctx.replies if ctx else None,
                      (survey.min, survey.max) if survey else None, opted_out=stopped)
-    handling = _handle(rt, reply, ctx)
-    patient = ctx.patient if ctx else None
+    handling = _handle(rt, reply, ctx, offer, body, from_)
+    intent, rule = (("offer", handling.offer_rule) if handling.offer_rule is not None
+                    else (reply.intent, reply.rule))
+    if offer is not None and handling.offer_rule is not None and (
+            ctx is None or ctx.about != offer.appointment):
+        # A waitlist offer answers for its own appointment, not the last reminder's.
+        ctx = _Context(None, f"offer-{offer.uid}", {}, offer.patient, offer.appointment)
+    patient = ctx.patient if ctx else offer.patient if offer else None
     system = rt.settings.identifier_system
     with transaction(rt.sessions) as session:
+        if signature_sha256 is not None and not replays.claim(
+                session, signature_sha256, "inbound", message_id, now):
+            return InboundResult("duplicate", duplicate=True)  # the same request, concurrently
         ids: list[int] = []
         if handling.opt_out is not None:
             changed, ids = record_choice(session, system, "sms", from_, handling.opt_out,
@@ -248,17 +288,17 @@ def handle_sms(rt: Runtime, *, message_id: str, from_: str, to: str, body: str,
                 session.add(InboundMessage(
                     provider=provider, provider_message_id=message_id, from_address=from_,
                     to_address=to, body=body, received_at=now, patient=patient,
-                    in_reply_to_step=ctx.step_id if ctx else None, intent=reply.intent,
-                    rule=reply.rule[:200], language=reply.language,
+                    in_reply_to_step=ctx.step_id if ctx else None, intent=intent,
+                    rule=rule[:200], language=reply.language,
                     outcome=handling.outcome or None,
                     **_score_columns(rt, reply, ctx, handling)))
         except IntegrityError:
             return InboundResult("duplicate", duplicate=True)  # a concurrent delivery won
         ids += _record(rt, session, now, message_id, body, ctx, reply, handling)
     rt.enqueue.write_back(ids)
-    log.info("inbound %s: intent %s (%s), patient %s", message_id, reply.intent, reply.rule,
+    log.info("inbound %s: intent %s (%s), patient %s", message_id, intent, rule,
              patient or "unknown")
-    return InboundResult(reply.intent, _answer_text(rt, ctx, reply, handling), reply.rule,
+    return InboundResult(intent, _answer_text(rt, ctx, reply, handling), rule,
                          handling.outcome, writeback_ids=ids, changed=handling.changed)
 
 
@@ -278,6 +318,8 @@ def _record(rt: Runtime, session: Session, now: datetime, message_id: str, body:
 def _answer_text(rt: Runtime, ctx: _Context | None, reply: Reply,
                  handling: _Handling) -> str | None:
     """In the patient's preferred language, else the language they wrote in."""
+    if handling.text is not None:
+        return handling.text
     if handling.answer is None:
         return None
     patient = _patient(rt, ctx)
@@ -286,7 +328,7 @@ def _answer_text(rt: Runtime, ctx: _Context | None, reply: Reply,
         recovery = _recovery_text(rt, ctx.survey, patient, language)
         if recovery is not None:
             return recovery
-    return _answer(rt, language, handling.answer)
+    return say(rt, language, handling.answer)
 
 
 def _record_reply(rt: Runtime, session: Session, now: datetime, message_id: str, body: str,

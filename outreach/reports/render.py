@@ -44,6 +44,9 @@ def as_table(result: Mapping[str, Any]) -> str:
         recovery = _count(survey["service_recovery_tasks"], "service-recovery task")
         lines.append(f"surveys: {_count(survey['answers'], 'answer')}, NPS-style "
                      f"{survey['nps']}, {recovery}")
+    if result.get("service_recovery"):
+        lines.append(_recovery_line(result["service_recovery"]))
+    lines += _access_lines(result.get("access") or {})
     for experiment in result.get("experiments", []):
         lines += ["", f"experiment {experiment['journey']}/{experiment['step']}:"]
         for name, arm in experiment["arms"].items():
@@ -60,12 +63,61 @@ def as_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _access_lines(access: Mapping[str, Any]) -> list[str]:
+    """One line per kind of offer made in the period, and the freed times; none without offers."""
+    lines = []
+    for kind, what in (("reschedule", "new times offered by reply"),
+                       ("book", "times offered to book a new appointment"),
+                       ("waitlist", "freed times offered to the waitlist")):
+        figures = access.get(kind) or {}
+        if figures.get("offers"):
+            gained = (f", {figures['moved_sooner']} moved sooner by "
+                      f"{figures['days_gained_total']} days in all" if figures["moved_sooner"]
+                      else "")
+            lines.append(f"{what}: {_count(figures['offers'], 'offer')} to "
+                         f"{_count(figures['patients'], 'patient')}, {figures['booked']} booked "
+                         f"({show(figures['acceptance_rate'])}), {figures['expired']} expired"
+                         f"{gained}")
+    backfills = access.get("backfills") or {}
+    if backfills.get("freed"):
+        lines.append(f"cancellations backfilled: {backfills['filled']} of {backfills['freed']} "
+                     f"({show(backfills['fill_rate'])})")
+    return lines
+
+
+def _hours(value: float | None) -> str:
+    return "—" if value is None else f"{value:g} h"
+
+
+def _recovery_line(recovery: Mapping[str, Any]) -> str:
+    to_close, open_ = recovery["hours_to_close"], recovery["hours_open"]
+    return (f"service recovery: {_count(recovery['created'], 'task')} opened, "
+            f"{recovery['open']} open now, {recovery['closed']} closed; closed after "
+            f"{_hours(to_close['median'])} median, {_hours(to_close['p90'])} p90; open "
+            f"{_hours(open_['median'])} median, {_hours(open_['p90'])} p90 (open ones until now)")
+
+
+def recovery_rows(recovery: Mapping[str, Any]) -> list[list[str]]:
+    """The service-recovery figures as (figure, value) rows; hours empty when there is none."""
+    rows = [[name, str(recovery[name])] for name in ("created", "open", "closed",
+                                                     "status_from_ehr")]
+    for spread in ("hours_open", "hours_to_close"):
+        rows += [[f"{spread}_{q}", "" if recovery[spread][q] is None else str(recovery[spread][q])]
+                 for q in ("median", "p90")]
+    return rows
+
+
 def as_csv(result: Mapping[str, Any]) -> str:
-    """Headline figures as dimension `all`, then every breakdown, one row per group."""
+    """Headline figures as dimension `all`, then every breakdown, one row per group; then, after
+    an empty line, the service-recovery figures as `service_recovery,value` rows."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["dimension", "value", *BREAKDOWN_COLUMNS])
     writer.writerow(["all", "all", *(str(result[c]) if result[c] is not None else ""
                                      for c in BREAKDOWN_COLUMNS)])
     writer.writerows(breakdown_rows(result))
+    if result.get("service_recovery"):
+        writer.writerow([])
+        writer.writerow(["service_recovery", "value"])
+        writer.writerows(recovery_rows(result["service_recovery"]))
     return out.getvalue()

@@ -3,15 +3,15 @@ time zone."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from outreach.core.ports import Runtime
 from outreach.reports import charts
+from outreach.reports.access import OfferFact, access_figures, load_offers
 from outreach.reports.facts import (
     AppointmentFacts,
     ScoreFact,
@@ -32,7 +32,7 @@ from outreach.reports.outcomes import (
     report,
     weekly,
 )
-from outreach.store.models import Writeback
+from outreach.reports.recovery import TaskFact, load_tasks, open_tasks, service_recovery
 
 
 class BadPeriod(ValueError):
@@ -60,6 +60,9 @@ class _Loaded:
     sent: list[SentFact]
     scores: list[ScoreFact]
     encounters: dict[str, int]
+    tasks: list[TaskFact]
+    offers: list[OfferFact]
+    backfills: Counter[str]
 
 
 def _bounds(rt: Runtime, chosen: Period) -> tuple[datetime, datetime]:
@@ -73,7 +76,9 @@ def _load(rt: Runtime, chosen: Period) -> _Loaded:
     with rt.sessions() as session:
         return _Loaded(load_appointments(session, start, end),
                        load_messages(session, start, end, rt.settings.zone),
-                       load_scores(session, start, end), load_encounters(session, start, end))
+                       load_scores(session, start, end), load_encounters(session, start, end),
+                       load_tasks(session, start, end),
+                       *load_offers(session, start, end, rt.clock.now()))
 
 
 def _report(rt: Runtime, chosen: Period, loaded: _Loaded,
@@ -83,22 +88,14 @@ def _report(rt: Runtime, chosen: Period, loaded: _Loaded,
                     rt.journeys, pricing, dict(filters), rt.settings.low_score_threshold)
     result["encounters"] = {"enrolled": sum(loaded.encounters.values()),
                             "by_status": loaded.encounters}
+    result["service_recovery"] = service_recovery(loaded.tasks, rt.clock.now())
+    result["access"] = access_figures(loaded.offers, loaded.backfills)
     return result
 
 
 def outcome_report(rt: Runtime, chosen: Period,
                    filters: Mapping[str, str] | None = None) -> dict[str, Any]:
     return _report(rt, chosen, _load(rt, chosen), filters or {})
-
-
-@dataclass(frozen=True, slots=True)
-class StaffTask:
-    id: int  # the outbox row
-    authored: datetime
-    priority: str
-    patient: str
-    description: str
-    written: str  # done | pending | local
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,25 +106,8 @@ class Dashboard:
     messages_chart: str
     options: dict[str, list[str]]
     dimension: str
-    tasks: list[StaffTask]
-
-
-def _tasks(rt: Runtime, chosen: Period, limit: int = 25) -> list[StaffTask]:
-    """Urgent Tasks raised in the period (service recovery, first): as far as we know open,
-    since Tasks completed in the EHR are not read back yet."""
-    start, end = _bounds(rt, chosen)
-    with rt.sessions() as session:
-        rows = session.scalars(select(Writeback).where(
-            Writeback.resource_type == "Task", Writeback.created_at >= start,
-            Writeback.created_at < end).order_by(Writeback.created_at.desc()).limit(500))
-        found = []
-        for row in rows:
-            task = row.resource
-            found.append(StaffTask(row.id, row.created_at, str(task.get("priority", "routine")),
-                                   str((task.get("for") or {}).get("reference", "—")),
-                                   str(task.get("description", "")), row.state))
-    found.sort(key=lambda t: (t.priority == "routine", -t.authored.timestamp()))
-    return found[:limit]
+    tasks: list[TaskFact]  # still open, service recovery first
+    now: datetime
 
 
 def dashboard(rt: Runtime, chosen: Period, filters: Mapping[str, str],
@@ -139,7 +119,8 @@ def dashboard(rt: Runtime, chosen: Period, filters: Mapping[str, str],
     weeks = weekly(apply_filters(loaded.facts, filters), rt.settings.zone)
     return Dashboard(result, weeks, charts.rates_by_week(weeks),
                      charts.messages_by_day(result["messages_per_day"]),
-                     filter_values(loaded.facts), dimension, _tasks(rt, chosen))
+                     filter_values(loaded.facts), dimension, open_tasks(loaded.tasks),
+                     rt.clock.now())
 
 
 def appointments_behind(rt: Runtime, chosen: Period, filters: Mapping[str, str],

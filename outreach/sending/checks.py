@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from channels import OutboundMessage
@@ -23,11 +23,18 @@ from outreach.sending.messages import message_context
 from outreach.store import preferences
 from outreach.store.consent import normalize, opted_out
 from outreach.store.controls import PAUSE_RECHECK, paused_journeys
+from outreach.store.db import flushed_connection
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
 from rules.loader import JourneySet, LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
-from rules.recipients import Recipient, choose_recipient, patient_timezone
+from rules.recipients import (
+    Recipient,
+    choose_recipient,
+    contact_for,
+    patient_timezone,
+    preferred_language,
+)
 from rules.schema import TRIGGER_TIME, QuietHours, Step
 
 log = logging.getLogger(__name__)
@@ -193,21 +200,24 @@ def _personal(prefs: preferences.Preferences,
     return recipients, quiet
 
 
+# Built once: every send-time check asks what the patient was sent lately.
+_SENT_RECENTLY = select(
+    ScheduledStep.sent_at, ScheduledStep.channel, ScheduledStep.step_id, Enrollment.journey
+).join(Enrollment, ScheduledStep.enrollment_id == Enrollment.id).where(
+    Enrollment.patient == bindparam("patient"), ScheduledStep.state == StepState.SENT,
+    ScheduledStep.sent_at >= bindparam("since"))
+_SENT_RECENTLY_BUT = _SENT_RECENTLY.where(ScheduledStep.id != bindparam("exclude"))
+
+
 def sent_recently(session: Session, patient: str, now: datetime, journeys: JourneySet,
                   exclude_step: int | None = None) -> list[Send]:
     """What the patient was actually sent in the last cap window (the send-time re-check counts
     only these: planned steps of other journeys do not hold this one back)."""
-    query = (
-        select(ScheduledStep.sent_at, ScheduledStep.channel, ScheduledStep.step_id,
-               Enrollment.journey)
-        .join(Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
-        .where(Enrollment.patient == patient, ScheduledStep.state == StepState.SENT,
-               ScheduledStep.sent_at >= now - CAP_WINDOW)
-    )
-    if exclude_step is not None:
-        query = query.where(ScheduledStep.id != exclude_step)
+    query = _SENT_RECENTLY if exclude_step is None else _SENT_RECENTLY_BUT
+    rows = flushed_connection(session).execute(
+        query, {"patient": patient, "since": now - CAP_WINDOW, "exclude": exclude_step})
     sends = []
-    for at, channel, step_id, journey in session.execute(query):
+    for at, channel, step_id, journey in rows:
         spec = journeys.step(journey, step_id)
         if at is not None:
             sends.append(Send(at, channel or "sms", spec is not None and spec.cap_exempt))
@@ -307,3 +317,34 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     if step.excluded_channels:
         detail += f"; failed before: {step.excluded_channels.replace(',', ', ')}"
     raise _NotNow(f"no channel the recipient can receive among [{listed}] ({detail})")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsContact:
+    """A patient we may text now about a category, outside any journey step (an offered time)."""
+
+    number: str  # E.164
+    language: str | None
+    zone: ZoneInfo
+
+
+def sms_contact(rt: Runtime, patient_ref: str, category: str) -> SmsContact | str:
+    """The patient's mobile number, language and zone; or why they cannot be texted about
+    `category` (no number, opted out here or in the EHR, the EHR unavailable)."""
+    try:
+        patient, choices = _patient(rt, patient_ref, 0)
+    except (_NotNow, FhirError) as exc:
+        return f"patient not read: {exc}"
+    found = contact_for(patient, "sms", rt.clock.now())
+    number = e164(found, rt.settings.default_country_code) if found else None
+    if number is None:
+        return "no mobile number that can be dialled"
+    with rt.sessions() as session:
+        prefs = preferences.load(session, patient_ref)
+        blocked = opted_out(session, [("sms", number)])
+    if blocked or category in prefs.categories_off:
+        return f"opted out of sms or of {category}"
+    if denied_by(choices, category, "sms", _spelling(rt)("sms", number)) is not None:
+        return "opted out in the EHR"
+    return SmsContact(number, prefs.language or preferred_language(patient),
+                      patient_timezone(patient) or rt.settings.zone)

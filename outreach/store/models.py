@@ -227,6 +227,8 @@ class PatientPreference(Base):
     quiet_from: Mapped[str | None] = mapped_column(String(5))  # "HH:MM", patient's local time
     quiet_to: Mapped[str | None] = mapped_column(String(5))
     categories_off: Mapped[str] = mapped_column(String(64), default="")  # comma-separated
+    # when the patient can come, as channels.availability codes ("mo-fr@08:00-12:00")
+    availability: Mapped[str | None] = mapped_column(String(200))
     changed_at: Mapped[datetime]
 
 
@@ -244,7 +246,8 @@ class InboundMessage(Base):
     received_at: Mapped[datetime]
     patient: Mapped[str | None] = mapped_column(String(128), index=True)
     in_reply_to_step: Mapped[int | None] = mapped_column(ForeignKey("scheduled_steps.id"))
-    # stop start help confirm cancel reschedule score text empty (channels.inbound.Intent)
+    # stop start help confirm cancel reschedule score text empty (channels.inbound.Intent), or
+    # offer: the answer to times offered (a number, YES/NO, when they can come; `rule` says which)
     intent: Mapped[str] = mapped_column(String(16))
     rule: Mapped[str | None] = mapped_column(String(200))  # which rule read it that way
     language: Mapped[str | None] = mapped_column(String(16))  # of the phrase that matched
@@ -253,6 +256,19 @@ class InboundMessage(Base):
     score_min: Mapped[int | None]  # the survey's scale when it was answered
     score_max: Mapped[int | None]
     score_low: Mapped[bool | None]  # it opened service recovery
+
+
+class WebhookSignature(Base):
+    """A provider webhook's signature, accepted once and kept for good: a Twilio signature never
+    expires, and a request's fields can be re-split under it. Kept apart from the reply it
+    carried, so that deleting the reply does not make the request usable again."""
+
+    __tablename__ = "webhook_signatures"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)  # of the signature header
+    kind: Mapped[str] = mapped_column(String(16))  # inbound | status
+    message_sid: Mapped[str] = mapped_column(String(64))  # the message it was accepted for
+    received_at: Mapped[datetime]
 
 
 class SubscriptionStatus(Base):
@@ -308,3 +324,54 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None]
+
+
+class Backfill(Base):
+    """A time freed by a cancellation, offered to waitlisted patients one wave at a time until one
+    takes it, the list runs out, or the time is too near."""
+
+    __tablename__ = "backfills"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    freed_by: Mapped[str] = mapped_column(String(128), unique=True)  # the cancelled Appointment
+    option: Mapped[dict[str, Any]]  # the freed time as a SlotOption (start, end, slot, actors)
+    # open: offering; filled: a patient took it; exhausted: nobody left to ask; gone: too near,
+    # or the EHR gave the time to someone else
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    next_at: Mapped[datetime] = mapped_column(index=True)  # when the sweep looks at it again
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    filled_by: Mapped[int | None]  # the SlotOffer that won
+
+
+class SlotOffer(Base):
+    """Times offered to one patient by SMS or on the offer page: options to move an appointment
+    (reschedule), or one freed time for a waitlisted appointment (waitlist). The patient answers
+    with a number, YES/NO, or on the page; the first answer that books ends it."""
+
+    __tablename__ = "slot_offers"
+    __table_args__ = (
+        Index("ix_slot_offers_open_address", "address", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)  # names the offer in its link
+    kind: Mapped[str] = mapped_column(String(16))  # reschedule | book | waitlist
+    backfill_id: Mapped[int | None] = mapped_column(ForeignKey("backfills.id"), index=True)
+    patient: Mapped[str] = mapped_column(String(128), index=True)
+    appointment: Mapped[str] = mapped_column(String(128))  # the one moved, or booked
+    appointment_version: Mapped[str | None] = mapped_column(String(64))
+    original_start: Mapped[datetime | None]  # when the patient would have come otherwise
+    address: Mapped[str] = mapped_column(String(255))  # the phone number the offer went to
+    language: Mapped[str] = mapped_column(String(8))
+    options: Mapped[dict[str, Any]]  # {"options": [SlotOption as JSON, ...]}
+    # open | booked | declined | expired | taken (someone else) | changed | failed
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    chosen: Mapped[int | None]  # 1-based option number booked
+    booked_start: Mapped[datetime | None]
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(200))

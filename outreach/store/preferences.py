@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from outreach.store.db import flushed_connection
 from outreach.store.models import PatientPreference
 from rules.schema import CONSENT_CATEGORIES
 
@@ -60,12 +63,20 @@ def _text(value: str | frozenset[str] | None) -> str | None:
     return value
 
 
+# Built once: every send reads the patient's choices.
+_LOAD = select(PatientPreference.language, PatientPreference.channel,
+               PatientPreference.quiet_from, PatientPreference.quiet_to,
+               PatientPreference.categories_off).where(
+    PatientPreference.patient == bindparam("patient"))
+
+
 def load(session: Session, patient: str) -> Preferences:
-    row = session.get(PatientPreference, patient)
+    row = flushed_connection(session).execute(_LOAD, {"patient": patient}).first()
     return Preferences() if row is None else _from_row(row)
 
 
-def _from_row(row: PatientPreference) -> Preferences:
+def _from_row(row: Any) -> Preferences:
+    # A PatientPreference, or a row of _LOAD's columns.
     return Preferences(row.language, row.channel, row.quiet_from, row.quiet_to,
                        frozenset(filter(None, row.categories_off.split(","))))
 
@@ -86,3 +97,22 @@ def save(session: Session, patient: str, new: Preferences,
     row.changed_at = now
     session.flush()
     return changed
+
+
+def availability(session: Session, patient: str) -> str | None:
+    """When the patient said they can come, as channels.availability codes, or None."""
+    row = session.get(PatientPreference, patient)
+    return None if row is None else row.availability
+
+
+def save_availability(session: Session, patient: str, codes: str | None, now: datetime) -> bool:
+    """Store when the patient can come; False when it is what we had."""
+    row = session.get(PatientPreference, patient, with_for_update=True)
+    if row is not None and row.availability == codes:
+        return False
+    if row is None:
+        row = PatientPreference(patient=patient, categories_off="")
+        session.add(row)
+    row.availability, row.changed_at = codes, now
+    session.flush()
+    return True

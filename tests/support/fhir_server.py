@@ -226,10 +226,15 @@ class FhirTestServer:
         self._admin("POST", "outage", {"status": status, "count": count, "after": after,
                                        "retryAfter": retry_after})
 
-    def features(self, *, without_search_params: list[str] | None = None) -> None:
-        """Behave like a less capable EHR until reset, e.g. one without ``_lastUpdated``:
-        the parameter leaves the CapabilityStatement and searching by it answers 400."""
-        self._admin("POST", "features", {"withoutSearchParams": without_search_params or []})
+    def features(
+        self, *, without_search_params: list[str] | None = None, ihe_scheduling: bool = False,
+    ) -> None:
+        """Behave like another kind of EHR until reset (each call replaces the last):
+        ``without_search_params``, e.g. ``_lastUpdated``, leave the CapabilityStatement and
+        searching by them answers 400; ``ihe_scheduling`` advertises and answers the IHE ITI
+        Scheduling operations Appointment ``$find``, ``$hold`` and ``$book`` over the Slots."""
+        self._admin("POST", "features", {"withoutSearchParams": without_search_params or [],
+                                         "iheScheduling": ihe_scheduling})
 
     def smart(self, client_id: str, jwks: dict[str, Any], *, token_lifetime: int = 300) -> None:
         """Require SMART Backend Services tokens from now until reset: ``client_id`` with the

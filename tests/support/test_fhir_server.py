@@ -411,3 +411,80 @@ def test_a_server_without_last_updated(server: FhirTestServer, fhir: httpx.Clien
     assert "_lastUpdated" not in names and "date" in names
     server.reset()
     assert fhir.get("/Appointment", params={"_lastUpdated": "gt2020-01-01"}).status_code == 200
+
+
+# -- scheduling: Schedule/Slot search, and the IHE operations mode --------------------------------
+
+
+def _free_slots(fhir: httpx.Client) -> tuple[str, list[str]]:
+    schedule = create(fhir, {"resourceType": "Schedule", "active": True,
+                             "actor": [{"reference": "Practitioner/lee"},
+                                       {"reference": "Location/main"}]})
+    create(fhir, {"resourceType": "Schedule", "actor": [{"reference": "Practitioner/lee"}]})
+    slots = [create(fhir, {"resourceType": "Slot", "status": status,
+                           "schedule": {"reference": f"Schedule/{schedule['id']}"},
+                           "start": f"2030-01-01T{hour}:00:00Z",
+                           "end": f"2030-01-01T{hour}:30:00Z"})["id"]
+             for hour, status in [("12", "free"), ("09", "busy"), ("10", "free"), ("11", "free")]]
+    return f"Schedule/{schedule['id']}", slots
+
+
+def test_schedules_by_actor_and_free_slots_by_schedule_and_start(fhir: httpx.Client) -> None:
+    schedule, slots = _free_slots(fhir)
+    both = fhir.get("/Schedule", params=[("actor", "Practitioner/lee"),
+                                         ("actor", "Location/main")]).json()
+    assert [f"Schedule/{e['resource']['id']}" for e in both["entry"]] == [schedule]
+    page = fhir.get("/Slot", params=[
+        ("schedule", f"{schedule},Schedule/other"), ("status", "free"),
+        ("start", "ge2030-01-01T09:00:00Z"), ("start", "lt2030-01-01T12:00:00Z"),
+        ("_sort", "start"), ("_count", "1")]).json()
+    assert [e["resource"]["id"] for e in page["entry"]] == [slots[2]]  # 10:00; 09:00 is busy
+    assert next(link for link in page["link"] if link["relation"] == "next")
+
+
+def _operation(fhir: httpx.Client, name: str, *parameter: dict[str, Any]) -> httpx.Response:
+    return fhir.post(f"/Appointment/${name}",
+                     json={"resourceType": "Parameters", "parameter": list(parameter)})
+
+
+def test_ihe_scheduling_mode_finds_holds_and_books(
+    server: FhirTestServer, fhir: httpx.Client,
+) -> None:
+    _, slots = _free_slots(fhir)
+    assert _operation(fhir, "find").status_code == 404  # off until switched on
+    server.features(ihe_scheduling=True)
+    appointment_support = next(r for r in fhir.get("/metadata").json()["rest"][0]["resource"]
+                               if r["type"] == "Appointment")
+    assert {op["name"] for op in appointment_support["operation"]} == {"find", "hold", "book"}
+
+    found = _operation(fhir, "find",
+                       {"name": "start", "valueDateTime": "2030-01-01T00:00:00Z"},
+                       {"name": "end", "valueDateTime": "2030-01-02T00:00:00Z"},
+                       {"name": "practitioner",
+                        "valueReference": {"reference": "Practitioner/lee"}},
+                       {"name": "_count", "valueInteger": 2}).json()
+    proposals = [e["resource"] for e in found["entry"]]
+    assert found["total"] == 3 and [p["status"] for p in proposals] == ["proposed", "proposed"]
+    assert [p["slot"][0]["reference"] for p in proposals] == [f"Slot/{slots[2]}",
+                                                               f"Slot/{slots[3]}"]
+    hold = {"name": "appointment-reference",
+            "valueReference": {"reference": f"Appointment/{proposals[0]['id']}"}}
+    held = _operation(fhir, "hold", hold)
+    assert held.json()["entry"][0]["resource"]["status"] == "pending"
+    assert fhir.get(f"/Slot/{slots[2]}").json()["status"] == "busy-tentative"
+    assert_operation_outcome(_operation(fhir, "hold", hold), 404)  # a proposal is held once
+
+    patient = create(fhir, {"resourceType": "Appointment", "status": "waitlist",
+                            "participant": [{"actor": {"reference": "Patient/x"},
+                                             "status": "accepted"}]})
+    booked = _operation(fhir, "book", hold, {"name": "appointment-resource", "resource": {
+        **patient, "status": "booked", "start": proposals[0]["start"],
+        "end": proposals[0]["end"], "slot": proposals[0]["slot"]}}).json()
+    assert booked["entry"][0]["resource"]["status"] == "booked"
+    assert fhir.get(f"/Slot/{slots[2]}").json()["status"] == "busy"
+    stale = _operation(fhir, "book", {"name": "appointment-resource", "resource": {
+        **patient, "status": "booked"}}).json()  # patient's meta.versionId is the old one
+    assert stale["entry"][0]["resource"]["issue"][0]["code"] == "conflict"
+    server.reset()
+    assert "operation" not in next(r for r in fhir.get("/metadata").json()["rest"][0]["resource"]
+                                   if r["type"] == "Appointment")

@@ -42,8 +42,9 @@ LINK = re.compile(r'href="(/dashboard/appointments\?[^"]+)">(\d+)<')
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's SQLite store: four appointments (fulfilled, no-show, cancelled by the patient,
-    unreachable), SMS and email, a confirmation, an opt-out and a Task. Only read here."""
+    """The demo's SQLite store: six appointments (fulfilled, no-show, cancelled by the patient,
+    unreachable, moved by the patient, booked from the waitlist), SMS and email, a
+    confirmation, an opt-out and a Task. Only read here."""
     out = tmp_path_factory.mktemp("demo")
     run_demo(out, io.StringIO(), load_settings(database_url="sqlite:///unused.db"))
     return out / "outreach.db"
@@ -204,7 +205,7 @@ def test_the_page_shows_the_figures_of_outreach_report(client: TestClient, rt: R
     assert 'name="from" value="2026-02-13"' in page.text  # the default: the last 28 days
     assert 'name="to" value="2026-03-12"' in page.text
     expected = outcome_report(rt, DEFAULT)
-    assert (expected["appointments"], expected["no_show"], expected["reached"]) == (4, 1, 3)
+    assert (expected["appointments"], expected["no_show"], expected["reached"]) == (6, 1, 5)
     linked, plain = _cards(page.text)
     labels = dict(HEADLINE)
     for key, _ in HEADLINE:
@@ -263,14 +264,15 @@ def test_the_drill_down_lists_exactly_the_appointments_behind_a_figure(
     assert _drill(client, "figure=no_show") == ["Appointment/appt-ben"]
     reached = _drill(client, "figure=reached")
     assert sorted(reached) == ["Appointment/appt-ana", "Appointment/appt-ben",
-                               "Appointment/appt-chloe"]
+                               "Appointment/appt-chloe", "Appointment/appt-fay",
+                               "Appointment/wait-gus"]
     assert _drill(client, "figure=unreached") == ["Appointment/appt-dan"]
     # With a filter: Ben was reached by email only.
     assert _drill(client, "figure=no_show&channel=email") == ["Appointment/appt-ben"]
     assert _drill(client, "figure=no_show&channel=sms") == []
     by_sms = _drill(client, "figure=reached&channel=sms")
     assert "Appointment/appt-ben" not in by_sms
-    assert len(by_sms) == outcome_report(rt, DEFAULT, {"channel": "sms"})["reached"] == 2
+    assert len(by_sms) == outcome_report(rt, DEFAULT, {"channel": "sms"})["reached"] == 4
     page = client.get("/dashboard/appointments?figure=no_show&channel=sms&by=step",
                       headers=AUTH)
     assert "0 appointments: no show, 2026-02-13 to 2026-03-12, channel = sms" in _text(page)

@@ -84,7 +84,7 @@ def test_a_manager_signs_in_filters_and_drills_down(
     _sign_in(page, api_server)
     assert "Signed in as manager" in page.inner_text("header")
     everything = outcome_report(rt, period(date(2026, 2, 13), date(2026, 3, 12)))
-    assert _card(page, "appointments") == str(everything["appointments"]) == "4"
+    assert _card(page, "appointments") == str(everything["appointments"]) == "6"
     assert _card(page, "no_show") == "1"
     assert all(width > 0 for width in _charts_loaded(page)) and len(_charts_loaded(page)) == 2
     for summary in page.query_selector_all("details summary"):
@@ -110,9 +110,9 @@ def test_a_manager_signs_in_filters_and_drills_down(
     page.click('a.card[href*="figure=reached"]')
     page.wait_for_url("**/dashboard/appointments?*figure=reached*")
     rows = page.query_selector_all("tbody tr")
-    assert len(rows) == sms["reached"] == 2
+    assert len(rows) == sms["reached"] == 4
     heading = page.inner_text("h2")
-    assert "2 appointments: reached, 2026-03-01 to 2026-03-10, channel = sms" in heading
+    assert "4 appointments: reached, 2026-03-01 to 2026-03-10, channel = sms" in heading
     assert all("sms" in row.inner_text() for row in rows)
     _shot(page, "dashboard-drilldown.png")
     _fits(page, LAPTOP["width"])
@@ -136,7 +136,7 @@ def test_the_dashboard_fits_a_tablet(rt: Runtime, api_server: ApiServer, chromiu
     assert len(set(boxes)) == 1
     page.click('a.card[href*="figure=appointments"]')  # every appointment, every message
     page.wait_for_url("**/dashboard/appointments?*figure=appointments*")
-    assert len(page.query_selector_all("tbody tr")) == 4
+    assert len(page.query_selector_all("tbody tr")) == 6
     _fits(page, TABLET["width"])
     page.click('button:has-text("Sign out")')
     page.wait_for_url(f"{api_server.url}/dashboard/sign-in")

@@ -119,7 +119,7 @@ def test_a_signed_payload_that_is_not_ours_is_invalid() -> None:
     for text in ["", "pat-1|en", "pat-1|en|zz", "pat 1|en|ff", "pat-1|EN|ff", "a|b|c|d",
                  "pat-1|en|" + "f" * 40]:
         payload = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode() or "AAAA"
-        token = f"{payload}.{_signature(SECRET, payload)}"
+        token = f"{payload}.{_signature(SECRET, payload, 'preferences')}"
         assert _reason(token) == "invalid", text
 
 
@@ -158,3 +158,14 @@ def test_settings_make_a_public_link_only_when_the_page_is_on() -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(SettingsError, match="OUTREACH_PREFERENCES_SECRET"):
         load_settings(preferences_secret="too-short")
+
+
+def test_a_link_for_one_page_does_not_open_another() -> None:
+    """An offer link is signed for offers: it is no preference link, and the reverse."""
+    token = sign(SECRET, "offer0123456789ab", "es", NOW, timedelta(days=1), purpose="offers")
+    claims = verify(SECRET, token, NOW, purpose="offers")
+    assert (claims.subject, claims.language) == ("offer0123456789ab", "es")
+    with pytest.raises(BadLink):
+        verify(SECRET, token, NOW)
+    with pytest.raises(BadLink):
+        verify(SECRET, _token("pat-1"), NOW, purpose="offers")

@@ -223,6 +223,25 @@ def test_a_replan_counts_the_enrollments_own_sent_texts_toward_the_cap(rt: Runti
         f"second text planned on {reminder.due_at} after one sent at {sent_at}")
 
 
+def test_a_replan_does_not_count_a_sent_text_again_at_its_new_time(rt: Runtime) -> None:
+    _apply(rt, _appt(1))
+    sent_at = START - timedelta(hours=72)
+    _mark_sent(rt, "reminder-72h", sent_at)
+    # Moved a day later just after the 72 h text went: that text is not sent again, so it must
+    # not take one of the week's three texts from the 2 h reminder.
+    moved = START + timedelta(days=1)
+
+    (outcome,) = _apply(rt, _appt(2, moved), previous=_appt(1),
+                        now=sent_at + timedelta(minutes=5))
+
+    assert outcome.action == "replan"
+    steps = _steps(rt)
+    assert (steps["reminder-24h"].state, steps["reminder-24h"].due_at) == (
+        StepState.SCHEDULED, moved - timedelta(hours=24))
+    assert (steps["reminder-2h"].state, steps["reminder-2h"].due_at) == (
+        StepState.SCHEDULED, moved - timedelta(hours=2))
+
+
 def test_enroll_resource_enrolls_once_per_cycle(rt: Runtime) -> None:
     journeys = load_journeys(SHIPPED_JOURNEYS / "library" / "birthday-greeting.yaml")
     (birthday,) = journeys.journeys
