@@ -4,7 +4,7 @@ books, as a number or YES by text would, and the patient may say when they can c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -14,16 +14,13 @@ from outreach.access import page
 from outreach.access.availability import PAGE_CHOICES
 from outreach.access.outcome import OfferReply
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
-from outreach.api.pages import page_headers, templates
+from outreach.api.pages import PATIENT_PAGE_HEADERS, bad_link_page, patient_page
 from outreach.core.links import BadLink, LinkClaims
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
-from outreach.patients.text import text_for
 
 router = APIRouter(prefix="/o", tags=["patients"], include_in_schema=False)
 
-PAGE_HEADERS = page_headers(form_action="'self'")
-_LINK_STATUS = {"expired": 410, "invalid": 404, "off": 404}
 # The page a link's problem shows: an offer's own words for an expired one.
 _LINK_PROBLEM = {"expired": "offer_gone"}
 # Why the patient was sent on to a new offer's page (a notice on it); nothing else is read.
@@ -32,17 +29,9 @@ _CAN_COME = "can-come"  # the button that says when the patient can come instead
 Error = Literal["pick", "can_come"]
 
 
-def _render(request: Request, name: str, language: str, status: int,
-            **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, f"patients/{name}", {**context, "lang": language, "t": text_for(language)},
-        status_code=status, headers=PAGE_HEADERS)
-
-
 def _bad_link(request: Request, exc: BadLink) -> HTMLResponse:
-    return _render(request, "problem.html", exc.language or "en",
-                   _LINK_STATUS.get(exc.reason, 404),
-                   problem=_LINK_PROBLEM.get(exc.reason, exc.reason))
+    return bad_link_page(request, exc.reason, exc.language or "en",
+                         _LINK_PROBLEM.get(exc.reason))
 
 
 def _show(request: Request, rt: Runtime, claims: LinkClaims, *, status: int = 200,
@@ -51,14 +40,14 @@ def _show(request: Request, rt: Runtime, claims: LinkClaims, *, status: int = 20
     offer = page.view(rt, claims)
     if offer is None:
         return _bad_link(request, BadLink("invalid", claims.language))
-    return _render(request, "offer.html", offer.language, status, offer=offer,
+    return patient_page(request, "offer.html", offer.language, status, offer=offer,
                    until=offer.holds_until, message=message, error=error, after=after)
 
 
 def _see(path: str, after: After | None = None) -> RedirectResponse:
     """Post/redirect/get: a reload shows what happened and books nothing again."""
     return RedirectResponse(f"{path}?after={after}" if after else path, status_code=303,
-                            headers=PAGE_HEADERS)
+                            headers=PATIENT_PAGE_HEADERS)
 
 
 def _answer(request: Request, rt: Runtime, claims: LinkClaims, form: dict[str, str],

@@ -3,14 +3,12 @@ no login; mobile-first, in the patient's language, no scripts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
-from outreach.api.pages import page_headers, templates
+from outreach.api.pages import PATIENT_PAGE_HEADERS, bad_link_page, patient_page
 from outreach.core.links import BadLink, LinkClaims
 from outreach.core.ports import Runtime
 from outreach.patients import preferences
@@ -20,22 +18,8 @@ from rules.schema import CONSENT_CATEGORIES
 
 router = APIRouter(prefix="/p", tags=["patients"], include_in_schema=False)
 
-# The token in the URL is the patient's key (no-referrer matters); the form posts only back here.
-PAGE_HEADERS = page_headers(form_action="'self'")
-_LINK_STATUS = {"expired": 410, "invalid": 404, "off": 404}
-
-
-def _render(request: Request, name: str, language: str, status: int,
-            **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, f"patients/{name}",
-        {**context, "lang": language, "t": text_for(language)},
-        status_code=status, headers=PAGE_HEADERS)
-
-
 def _bad_link(request: Request, exc: BadLink, language: str = "en") -> HTMLResponse:
-    return _render(request, "problem.html", language, _LINK_STATUS.get(exc.reason, 404),
-                   problem=exc.reason)
+    return bad_link_page(request, exc.reason, language)
 
 
 def _page(request: Request, rt: Runtime, claims: LinkClaims, *, status: int = 200,
@@ -45,7 +29,7 @@ def _page(request: Request, rt: Runtime, claims: LinkClaims, *, status: int = 20
     # Only a language the page speaks: `lang` must name the language of the words shown.
     language = prefs.language if prefs.language in LANGUAGES else preferences.page_language(claims)
     organization = rt.settings.organization_name or text_for(language)["us"]
-    return _render(request, "preferences.html", language, status, prefs=prefs, saved=saved,
+    return patient_page(request, "preferences.html", language, status, prefs=prefs, saved=saved,
                    error=error, organization=organization, categories=CONSENT_CATEGORIES,
                    channels=CHANNELS, languages=LANGUAGE_NAMES,
                    expires=claims.expires.date().isoformat())
@@ -80,4 +64,4 @@ async def save(token: str, request: Request, rt: RuntimeDep) -> Response:
     changed = await run_in_threadpool(preferences.update, rt, claims, chosen)
     # Post/redirect/get: a reload does not post again.
     return RedirectResponse(f"/p/{token}?saved={'yes' if changed else 'no'}", status_code=303,
-                            headers=PAGE_HEADERS)
+                            headers=PATIENT_PAGE_HEADERS)
