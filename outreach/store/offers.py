@@ -17,8 +17,9 @@ ANSWERED_LATE = timedelta(days=1)
 
 
 def new_uid() -> str:
-    """Names an offer in its link: 128 random bits, URL-safe, no patient data."""
-    return secrets.token_hex(16)
+    """Names an offer in its link: 64 random bits, no patient data. The link's own signature
+    (128 bits) is what keeps others out; this only has to be unique, and short in an SMS."""
+    return secrets.token_hex(8)
 
 
 def latest_for(session: Session, address: str, now: datetime) -> SlotOffer | None:
