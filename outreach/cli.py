@@ -157,13 +157,15 @@ def beat_command() -> None:
 
 
 @rules_app.command("check")
-def rules_check(path: Path) -> None:
-    """Validate journey files and the message templates: exit 0 when valid, 1 with
-    file:line:col: message lines (SMS length, the STOP line, minimum-necessary fields)."""
+def rules_check(paths: list[Path]) -> None:
+    """Validate journey files or folders (each folder a set of its own) and the message
+    templates: exit 0 when valid, 1 with file:line:col: message lines (SMS length, the STOP
+    line, minimum-necessary fields)."""
     from channels.lint import lint_templates
     from channels.templates import SHIPPED, TemplateError
     from outreach.runtime import load_templates
     from rules import JourneyError, load_journeys
+    from rules.loader import LoadedJourney
 
     settings = _settings()
     try:
@@ -172,18 +174,20 @@ def rules_check(path: Path) -> None:
     except TemplateError as exc:  # a template file that is not even YAML: file:line:col
         typer.echo(str(exc))
         raise typer.Exit(1) from exc
-    journeys = None
-    try:
-        journeys = load_journeys(path, names)
-    except JourneyError as exc:
-        problems = [str(p) for p in exc.problems] + problems
+    loaded: list[LoadedJourney] = []
+    found: list[str] = []
+    for path in paths:
+        try:
+            loaded += load_journeys(path, names).journeys
+        except JourneyError as exc:
+            found += [str(p) for p in exc.problems]
+    problems = found + problems
     if problems:
         typer.echo("\n".join(problems))
         files = len({p.split(":", 1)[0] for p in problems})
         typer.echo(f"{len(problems)} problem(s) in {files} file(s)", err=True)
         raise typer.Exit(1)
-    assert journeys is not None
-    for journey in journeys.journeys:
+    for journey in loaded:
         typer.echo(f"ok  {journey.path}: {journey.name} ({len(journey.spec.steps)} steps, "
                    f"consent category {journey.spec.consent})")
 

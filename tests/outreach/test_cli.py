@@ -116,3 +116,17 @@ def test_rules_check_names_a_template_that_is_not_yaml(
     assert result.exit_code == 1
     assert f"{tmp_path / 'en' / 'greeting.yaml'}:1:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rules_check_takes_several_paths_and_reports_each(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("journey: x\ntrigger:\n  resource: Appointment\n")
+    reminders = SHIPPED_JOURNEYS / "appointment-reminders.yaml"
+    good = runner.invoke(app, ["rules", "check", str(reminders), str(SHIPPED_JOURNEYS / "library")])
+    assert good.exit_code == 0
+    assert "ok  " in good.output and "waitlist-backfill" in good.output
+    assert "appointment-reminders" in good.output
+    both = runner.invoke(app, ["rules", "check", str(SHIPPED_JOURNEYS / "library"), str(bad),
+                               str(tmp_path / "missing")])
+    assert both.exit_code == 1
+    assert f"{bad}:1:1: steps:" in both.output and f"{tmp_path / 'missing'}:1:1:" in both.output
