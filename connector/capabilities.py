@@ -34,7 +34,18 @@ class Capabilities:
     resources: dict[str, ResourceSupport] = field(default_factory=dict)
     server_search_params: frozenset[str] = frozenset()
 
+    topics: frozenset[str] = frozenset()  # Backport IG topic canonicals the server advertises
+
+    @property
+    def silent(self) -> bool:
+        """The statement lists no resources at all: it says nothing, which is not "cannot".
+        Everything is then tried, and a failure is reported as what it is."""
+        return not self.resources
+
     def supports(self, resource_type: str, interaction: str) -> bool:
+        """Listed, or not known either way (a silent statement): worth trying."""
+        if self.silent:
+            return True
         support = self.resources.get(resource_type)
         return support is not None and interaction in support.interactions
 
@@ -51,7 +62,7 @@ class Capabilities:
         if not self.supports(resource_type, "search-type"):
             raise FhirUnsupported(f"the EHR does not allow searching {resource_type}")
         params = self.search_params(resource_type)
-        if "_lastUpdated" in params:
+        if "_lastUpdated" in params or self.silent:  # silent: try the cheap search first
             return PollStrategy.LAST_UPDATED
         if "date" in params:
             return PollStrategy.DATE_WINDOW
@@ -78,6 +89,22 @@ def _operation_name(operation: dict[str, Any]) -> str:
     return name.lstrip("$").removeprefix("Subscription-")
 
 
+TOPIC_CANONICAL = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    "capabilitystatement-subscriptiontopic-canonical"
+)
+
+
+def _topics(server: dict[str, Any]) -> frozenset[str]:
+    """Backport IG: topics are advertised by an extension on the Subscription resource entry
+    (some servers put it on `rest` itself)."""
+    holders = [server, *(r for r in server.get("resource", []) if r.get("type") == "Subscription")]
+    return frozenset(
+        str(ext["valueCanonical"]) for holder in holders for ext in holder.get("extension", [])
+        if ext.get("url") == TOPIC_CANONICAL and ext.get("valueCanonical")
+    )
+
+
 def parse_capabilities(statement: dict[str, Any]) -> Capabilities:
     if statement.get("resourceType") != "CapabilityStatement":
         raise FhirUnsupported("metadata did not answer a CapabilityStatement")
@@ -97,6 +124,7 @@ def parse_capabilities(statement: dict[str, Any]) -> Capabilities:
         fhir_version=statement.get("fhirVersion"),
         resources=resources,
         server_search_params=_names(server.get("searchParam"), "name"),
+        topics=_topics(server),
     )
 
 
@@ -119,3 +147,35 @@ def capabilities(client: FhirApi) -> Capabilities:
         cached = (time.monotonic(), discover(client))
         _cache[client] = cached
     return cached[1]
+
+
+def push_route(caps: Capabilities) -> tuple[str | None, str]:
+    """How the EHR can push changes ("rest-hook", "rest-hook + topic-based" or None), and the
+    CapabilityStatement's reason. A silent statement names nothing: the caller probes."""
+    if caps.silent:
+        return None, "CapabilityStatement lists no resources (unknown)"
+    if not caps.supports("Subscription", "create"):
+        return None, "CapabilityStatement: no Subscription resource (or no create on it)"
+    if caps.topics:
+        return "rest-hook + topic-based", (
+            f"CapabilityStatement: Subscription create listed, {len(caps.topics)} "
+            "Backport IG topic(s) advertised")
+    return "rest-hook", "CapabilityStatement: Subscription create listed"
+
+
+def poll_candidates(caps: Capabilities, resource_type: str) -> list[tuple[PollStrategy, str]]:
+    """The polling strategies to try for this type, best first, each with the statement's
+    reason; a silent statement offers both, to be probed."""
+    if caps.silent:
+        why = "CapabilityStatement lists no resources (unknown)"
+        return [(PollStrategy.LAST_UPDATED, why), (PollStrategy.DATE_WINDOW, why)]
+    if not caps.supports(resource_type, "search-type"):
+        return []
+    params = caps.search_params(resource_type)
+    found = []
+    for strategy, param in ((PollStrategy.LAST_UPDATED, "_lastUpdated"),
+                            (PollStrategy.DATE_WINDOW, "date")):
+        if param in params:
+            found.append((strategy, f"CapabilityStatement: {resource_type} search-type lists "
+                                    f"{param}"))
+    return found

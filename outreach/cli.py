@@ -19,6 +19,10 @@ rules_app = typer.Typer(help="Journey files.", no_args_is_help=True)
 subs_app = typer.Typer(help="The EHR's rest-hook Subscriptions.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(subs_app, name="subscriptions")
+hl7_app = typer.Typer(help="HL7 v2 feeds over MLLP.", no_args_is_help=True)
+app.add_typer(hl7_app, name="hl7")
+ehr_app = typer.Typer(help="The EHR connection.", no_args_is_help=True)
+app.add_typer(ehr_app, name="ehr")
 
 
 def _settings() -> Settings:
@@ -358,18 +362,83 @@ def _client(rt: Runtime) -> EhrClient:
     return rt.ehr
 
 
+@ehr_app.command("check")
+def ehr_check(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table")]
+    = False,
+) -> None:
+    """Go-live check: per resource type the journeys need, how changes arrive, what can be
+    written back, scheduling and SMART, each with its reason. Exit 0 when the enabled journeys
+    can run, 1 with what is missing, 2 when the EHR cannot be reached."""
+    import json
+
+    from outreach.intake.golive import EhrUnreachable, as_table, check
+
+    rt = _fhir_runtime()
+    _logging(logging.ERROR)
+    try:
+        report_ = check(rt, str(rt.settings.fhir_base_url))
+    except EhrUnreachable as exc:
+        typer.echo(f"{exc}\n(OUTREACH_FHIR_BASE_URL={rt.settings.fhir_base_url})", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(report_.as_dict(), indent=2, ensure_ascii=False) if as_json
+               else as_table(report_))
+    if report_.missing:
+        raise typer.Exit(1)
+
+
+def _push_less(rt: Runtime) -> str | None:
+    """Why this EHR takes no Subscriptions ("polling only: ..."), or None to go ahead."""
+    from connector.capabilities import capabilities, push_route
+    from connector.errors import FhirError
+
+    try:
+        caps = capabilities(_client(rt))
+    except FhirError as exc:
+        typer.echo(f"the EHR cannot be reached: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    route, reason = push_route(caps)
+    return reason if route is None and not caps.silent else None
+
+
+def _polling_only(reason: str) -> None:
+    typer.echo(f"polling only: {reason}; changes arrive by `outreach beat` polling "
+               "(see `outreach ehr check`)")
+
+
+def _subscriptions_failed(rt: Runtime, what: str, exc: Exception) -> None:
+    """An EHR whose CapabilityStatement said nothing was tried: its refusal means polling only
+    (exit 0). One that lists Subscription and still fails is a real problem (exit 1)."""
+    from connector.capabilities import capabilities
+
+    if capabilities(_client(rt)).silent:
+        _polling_only(f"the CapabilityStatement lists no resources and {what} failed: {exc}")
+        return
+    typer.echo(f"{what} failed: {exc}", err=True)
+    raise typer.Exit(1) from exc
+
+
 @subs_app.command("ensure")
 def subscriptions_ensure() -> None:
-    """Create or repair the EHR's rest-hook Subscriptions pointing at this service."""
+    """Create or repair the EHR's rest-hook Subscriptions pointing at this service; on an EHR
+    without Subscriptions, say so (polling only) and exit 0."""
     from connector import subscriptions
+    from connector.errors import FhirError
 
     rt = _fhir_runtime()
     endpoint, secret = rt.settings.notify_endpoint, rt.settings.webhook_secret
     if endpoint is None or secret is None:
         typer.echo("set OUTREACH_PUBLIC_URL and OUTREACH_WEBHOOK_SECRET first", err=True)
         raise typer.Exit(2)
-    states = subscriptions.ensure(_client(rt), rt.journeys.resource_types, endpoint,
-                                  secret.get_secret_value())
+    if (reason := _push_less(rt)) is not None:
+        _polling_only(reason)
+        return
+    try:
+        states = subscriptions.ensure(_client(rt), rt.journeys.resource_types, endpoint,
+                                      secret.get_secret_value())
+    except FhirError as exc:
+        _subscriptions_failed(rt, "creating or repairing a Subscription", exc)
+        return
     for state in states:
         typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
                    f"{state.status:<10} {state.action}")
@@ -377,15 +446,24 @@ def subscriptions_ensure() -> None:
 
 @subs_app.command("status")
 def subscriptions_status() -> None:
-    """Report the state of our Subscriptions in the EHR (exit 1 if any is missing or failing)."""
+    """Report the state of our Subscriptions in the EHR (exit 1 if any is missing or failing;
+    0 with "polling only" on an EHR without Subscriptions)."""
     from connector import subscriptions
+    from connector.errors import FhirError
 
     rt = _fhir_runtime()
     endpoint = rt.settings.notify_endpoint
     if endpoint is None:
         typer.echo("set OUTREACH_PUBLIC_URL first", err=True)
         raise typer.Exit(2)
-    states = subscriptions.status(_client(rt), rt.journeys.resource_types, endpoint)
+    if (reason := _push_less(rt)) is not None:
+        _polling_only(reason)
+        return
+    try:
+        states = subscriptions.status(_client(rt), rt.journeys.resource_types, endpoint)
+    except FhirError as exc:
+        _subscriptions_failed(rt, "reading the Subscriptions", exc)
+        return
     for state in states:
         error = f"  ({state.error})" if state.error else ""
         typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
@@ -429,6 +507,25 @@ def poll(
         raise typer.Exit(2)
     for rtype, count in counts.items():
         typer.echo(f"{rtype}: {count} new versions processed")
+
+
+@hl7_app.command("listen")
+def hl7_listen(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MLLP port (2575 is HL7's)")] = 2575,
+) -> None:
+    """Take SIU (S12-S15, S17, S26) and ADT (A03, A04) messages over MLLP; ACK each once stored."""
+    import asyncio
+    import contextlib
+
+    from outreach import runtime
+    from outreach.intake.hl7_listener import serve as serve_hl7
+
+    settings = _settings()
+    _require_schema(settings)
+    _logging()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how an operator stops it
+        asyncio.run(serve_hl7(runtime.current(), host, port))
 
 
 def main() -> None:

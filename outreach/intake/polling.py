@@ -55,14 +55,22 @@ def poll_once(rt: Runtime) -> dict[str, int]:
     logged with the reason."""
     assert rt.ehr is not None, "polling needs OUTREACH_FHIR_BASE_URL"
     counts: dict[str, int] = {}
+    silent = capabilities(rt.ehr).silent
     for rtype, strategy in plan(rt).items():
         if isinstance(strategy, FhirUnsupported):
             log.error("poll %s: not possible on this EHR: %s", rtype, strategy)
             continue
-        if strategy is PollStrategy.LAST_UPDATED:
-            counts[rtype] = _poll_last_updated(rt, rtype)
-        else:
-            counts[rtype] = _sweep_window(rt, rtype)
+        try:
+            counts[rtype] = _poll(rt, rtype, strategy)
+        except (FhirUnavailable, FhirAuthError):
+            raise  # the next pass resumes from the cursor
+        except FhirError as exc:
+            if not silent:
+                raise
+            # The CapabilityStatement said nothing, so we tried: say what the EHR answered.
+            log.error("poll %s: the EHR's CapabilityStatement lists no resources; tried polling "
+                      "by %s and the EHR refused: %s", rtype, strategy.value, exc)
+            continue
         log.info("poll %s (%s): %s new versions", rtype, strategy.value, counts[rtype])
     # Last: the journeys' own types come first, whatever the EHR makes of this search.
     if "Task" not in rt.journeys.resource_types:  # else the pass above read every Task
@@ -70,6 +78,12 @@ def poll_once(rt: Runtime) -> dict[str, int]:
         if tasks is not None:
             counts["Task"] = tasks
     return counts
+
+
+def _poll(rt: Runtime, rtype: str, strategy: PollStrategy) -> int:
+    if strategy is PollStrategy.LAST_UPDATED:
+        return _poll_last_updated(rt, rtype)
+    return _sweep_window(rt, rtype)
 
 
 def backfill(rt: Runtime, start: datetime, end: datetime) -> dict[str, int]:
@@ -101,8 +115,8 @@ def _poll_our_tasks(rt: Runtime) -> int | None:
     EHR), for the report's time open: one search a pass for all of them, by our identifier
     system, never a read per Task. None when the EHR cannot search Tasks that way."""
     assert rt.ehr is not None
-    params = capabilities(rt.ehr).search_params("Task")
-    if not {"_lastUpdated", "identifier"} <= params:
+    caps = capabilities(rt.ehr)
+    if not caps.silent and not {"_lastUpdated", "identifier"} <= caps.search_params("Task"):
         log.info("poll Task: the EHR cannot search Tasks by identifier and _lastUpdated; "
                  "service-recovery Tasks are reported with the status we wrote")
         return None

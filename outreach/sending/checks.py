@@ -24,6 +24,7 @@ from outreach.store import preferences
 from outreach.store.consent import normalize, opted_out
 from outreach.store.controls import PAUSE_RECHECK, paused_journeys
 from outreach.store.db import flushed_connection
+from outreach.store.ingested import IngestedEhr
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
 from rules.loader import JourneySet, LoadedJourney
@@ -90,7 +91,7 @@ def _journey(rt: Runtime, enrollment: Enrollment, step_id: str) -> tuple[LoadedJ
 
 def read(rt: Runtime, reference: str, attempts: int) -> dict[str, Any]:
     if rt.ehr is None:
-        raise _NotNow("no EHR configured to re-check against", StepState.FAILED)
+        return _stored(rt, reference)
     rtype, _, rid = reference.partition("/")
     try:
         return rt.ehr.read(rtype, rid)
@@ -100,6 +101,17 @@ def read(rt: Runtime, reference: str, attempts: int) -> dict[str, Any]:
         # Cannot re-check (still booked? still reachable?): do not send blind, try later.
         raise _NotNow(f"EHR unavailable: {exc}", StepState.SCHEDULED,
                    rt.clock.now() + backoff(attempts)) from exc
+
+
+def _stored(rt: Runtime, reference: str) -> dict[str, Any]:
+    """Without a FHIR endpoint (resources fed by HL7 v2) the latest version ingested is the
+    truth: its status and the patient's contact points came with the messages."""
+    rtype, _, rid = reference.partition("/")
+    try:
+        return IngestedEhr(rt.sessions).read(rtype, rid)
+    except FhirNotFound as exc:
+        raise _NotNow(f"{reference} no longer exists (deleted, or never stored)",
+                      StepState.CANCELLED) from exc
 
 
 def _spelling(rt: Runtime) -> Callable[[str, str], str]:

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.capabilities import PollStrategy, discover, parse_capabilities
+from connector.capabilities import (
+    TOPIC_CANONICAL,
+    PollStrategy,
+    discover,
+    parse_capabilities,
+    poll_candidates,
+    push_route,
+)
 from connector.client import FhirClient
 from connector.errors import FhirUnsupported
 from tests.support.fhir_server import FhirTestServer
@@ -68,3 +75,26 @@ def test_server_wide_search_params_and_operations_are_understood() -> None:
 def test_not_a_capability_statement_is_refused() -> None:
     with pytest.raises(FhirUnsupported):
         parse_capabilities({"resourceType": "OperationOutcome"})
+
+
+def test_a_statement_listing_no_resources_is_unknown_not_cannot() -> None:
+    caps = parse_capabilities({"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1",
+                               "rest": [{"mode": "server"}]})
+    assert caps.silent
+    assert caps.supports("Communication", "create")  # unknown: worth trying
+    caps.require("Subscription", "create")  # no FhirUnsupported
+    assert caps.poll_strategy("Appointment") is PollStrategy.LAST_UPDATED
+    assert [s for s, _ in poll_candidates(caps, "Appointment")] == [
+        PollStrategy.LAST_UPDATED, PollStrategy.DATE_WINDOW]
+    assert push_route(caps) == (None, "CapabilityStatement lists no resources (unknown)")
+    assert not caps.has_operation("Appointment", "find")  # operations are never assumed
+
+
+def test_backport_topics_are_read_from_the_subscription_entry() -> None:
+    caps = parse_capabilities({"resourceType": "CapabilityStatement", "rest": [{
+        "mode": "server", "resource": [{
+            "type": "Subscription", "interaction": [{"code": "create"}],
+            "extension": [{"url": TOPIC_CANONICAL,
+                           "valueCanonical": "http://example.org/topic/appointment"}]}]}]})
+    assert caps.topics == {"http://example.org/topic/appointment"}
+    assert push_route(caps)[0] == "rest-hook + topic-based"

@@ -175,7 +175,7 @@ const state = {
 
 function defaultFeatures() {
   // iheScheduling: advertise and answer Appointment $find/$hold/$book (scheduling.mjs).
-  return { withoutSearchParams: [], iheScheduling: false };
+  return { withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false };
 }
 
 function resetState() {
@@ -589,9 +589,15 @@ function metadata(base) {
   const hidden = state.features.withoutSearchParams;
   const withOperations = (res) =>
     state.features.iheScheduling && res.type === 'Appointment' ? { ...res, operation: SCHEDULING_OPERATIONS } : res;
+  // An Epic-like EHR lists no Subscription; some servers list no resources at all (silentMetadata).
+  const absent = state.features.withoutResources ?? [];
   const rest = capabilityStatement.rest.map((r) => ({
     ...r,
-    resource: r.resource.map((res) => withOperations({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
+    resource: state.features.silentMetadata
+      ? []
+      : r.resource
+          .filter((res) => !absent.includes(res.type))
+          .map((res) => withOperations({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
   }));
   return { ...capabilityStatement, rest, implementation: { description: 'test server', url: base } };
 }
@@ -685,6 +691,11 @@ async function handleFhir(req, res, url) {
     return send(res, 401, outcome('login', 'A valid bearer token is required'), FHIR_JSON, { 'WWW-Authenticate': 'Bearer' });
   }
   const body = parseBody(await readBody(req), req.headers['content-type']);
+  // A resource type taken away by /$admin/features does not exist here (Epic answers 400 too).
+  const wanted = path.split('/')[1];
+  if ((state.features.withoutResources ?? []).includes(wanted)) {
+    return send(res, 400, outcome('not-supported', `Resource type ${wanted} is not supported`));
+  }
   const scheduling = /^\/Appointment\/\$(find|hold|book)$/.exec(path);
   if (scheduling && state.features.iheScheduling) {
     const request = { operation: scheduling[1], method: req.method, body, query: url.searchParams, base };

@@ -228,13 +228,23 @@ class FhirTestServer:
 
     def features(
         self, *, without_search_params: list[str] | None = None, ihe_scheduling: bool = False,
+        without_resources: list[str] | None = None, silent_metadata: bool = False,
     ) -> None:
         """Behave like another kind of EHR until reset (each call replaces the last):
         ``without_search_params``, e.g. ``_lastUpdated``, leave the CapabilityStatement and
-        searching by them answers 400; ``ihe_scheduling`` advertises and answers the IHE ITI
-        Scheduling operations Appointment ``$find``, ``$hold`` and ``$book`` over the Slots."""
+        searching by them answers 400; ``without_resources``, e.g. ``Subscription``, leave it
+        and any request for that type answers 400; ``silent_metadata`` lists no resources at all
+        (a CapabilityStatement that says nothing); ``ihe_scheduling`` advertises and answers the
+        IHE ITI Scheduling operations Appointment ``$find``, ``$hold`` and ``$book``."""
         self._admin("POST", "features", {"withoutSearchParams": without_search_params or [],
+                                         "withoutResources": without_resources or [],
+                                         "silentMetadata": silent_metadata,
                                          "iheScheduling": ihe_scheduling})
+
+    def epic_like(self) -> None:
+        """An Epic-like EHR: no Subscription resource (push-less) and no `_lastUpdated` search
+        (so Appointments are polled by a date window)."""
+        self.features(without_search_params=["_lastUpdated"], without_resources=["Subscription"])
 
     def smart(self, client_id: str, jwks: dict[str, Any], *, token_lifetime: int = 300) -> None:
         """Require SMART Backend Services tokens from now until reset: ``client_id`` with the

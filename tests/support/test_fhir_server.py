@@ -413,6 +413,29 @@ def test_a_server_without_last_updated(server: FhirTestServer, fhir: httpx.Clien
     assert fhir.get("/Appointment", params={"_lastUpdated": "gt2020-01-01"}).status_code == 200
 
 
+def test_an_epic_like_server_has_no_subscription_and_no_last_updated(
+    server: FhirTestServer, fhir: httpx.Client,
+) -> None:
+    server.epic_like()
+    assert_operation_outcome(fhir.get("/Subscription"), 400)
+    assert_operation_outcome(fhir.post("/Subscription", json={"resourceType": "Subscription"}),
+                             400)
+    assert_operation_outcome(fhir.get("/Appointment", params={"_lastUpdated": "gt2020-01-01"}),
+                             400)
+    types = {r["type"] for r in fhir.get("/metadata").json()["rest"][0]["resource"]}
+    assert "Subscription" not in types and "Appointment" in types
+
+
+def test_a_silent_capability_statement_lists_nothing_but_everything_works(
+    server: FhirTestServer, fhir: httpx.Client,
+) -> None:
+    server.features(silent_metadata=True)
+    metadata = fhir.get("/metadata").json()
+    assert metadata["resourceType"] == "CapabilityStatement"
+    assert metadata["rest"][0]["resource"] == []
+    assert fhir.get("/Appointment").status_code == 200
+
+
 # -- scheduling: Schedule/Slot search, and the IHE operations mode --------------------------------
 
 

@@ -86,6 +86,27 @@ def test_a_type_the_ehr_cannot_poll_is_refused_clearly(
     assert "neither _lastUpdated nor date" in caplog.text
 
 
+def test_a_statement_listing_nothing_is_polled_anyway(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer,
+) -> None:
+    fhir.features(silent_metadata=True)
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+    assert rt.ehr is not None
+    rt.ehr.create(appointment("Patient/p1", datetime.now(UTC) + timedelta(days=3)))
+    assert poll_once(rt) == {"Appointment": 1, "Task": 0}
+
+
+def test_a_silent_statement_whose_search_fails_reports_what_failed(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fhir.features(silent_metadata=True, without_search_params=["_lastUpdated"])
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+
+    assert poll_once(rt) == {}  # refused by the EHR, not by us, and the pass goes on
+    assert "tried polling by last-updated and the EHR refused" in caplog.text
+    assert "400" in caplog.text
+
+
 def test_backfill_ingests_a_date_range_and_sets_the_cursor(
     make_runtime: RuntimeFactory, fhir: FhirTestServer
 ) -> None:

@@ -191,6 +191,24 @@ def test_a_write_the_ehr_cannot_take_is_kept_locally(
     assert len(_in_ehr(rt, "s1")) == 1 and _in_ehr(rt, "s2") == []
 
 
+def test_a_statement_listing_nothing_lets_the_write_be_tried(
+    rt: Runtime, fhir: FhirTestServer,
+) -> None:
+    fhir.features(silent_metadata=True)
+    assert outbox.support_report(rt) == []
+    written = _queue(rt, _communication("s1"), "s1", operation="upsert")
+    assert outbox.write_back(rt, written) == "done"
+    assert len(_in_ehr(rt, "s1")) == 1
+
+    # What fails is reported as the EHR's answer, and retried: not kept local unasked.
+    fhir.features(silent_metadata=True, without_resources=["Task"])
+    task = _queue(rt, {"resourceType": "Task", "status": "requested", "intent": "order"}, "t1",
+                  operation="upsert")
+    assert outbox.write_back(rt, task) == "retry"
+    row = _row(rt, task)
+    assert row.state == "pending" and "400" in (row.last_error or "")
+
+
 def test_without_an_ehr_the_write_back_waits_for_one(make_runtime: RuntimeFactory) -> None:
     rt = make_runtime(clock=SimulatedClock(NOW))
     assert rt.ehr is None
