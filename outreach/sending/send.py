@@ -22,7 +22,7 @@ from outreach.core.retry import backoff
 from outreach.sending.checks import Ready, Skip, check
 from outreach.store.db import transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
-from outreach.writeback import outbox
+from outreach.writeback import delivery_status, outbox
 from outreach.writeback.communication_requests import queue_requests
 from outreach.writeback.consent import record_choice
 
@@ -275,6 +275,7 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
             return _failed(rt, step, attempt_id, ready, exc)
     writeback_ids = _sent(rt, step, attempt_id, ready, provider_id)
     rt.enqueue.write_back(writeback_ids)
+    delivery_status.apply_early(rt, provider_id)  # a callback that beat our own record
     SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
     return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to,

@@ -375,3 +375,15 @@ class SlotOffer(Base):
     booked_start: Mapped[datetime | None]
     provider_message_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class EarlyStatus(Base):
+    """A provider's delivery status that came before we recorded the send it is about (Twilio
+    may call back before its API answer reaches us): kept, and applied once the send is."""
+
+    __tablename__ = "early_statuses"
+
+    provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime]

@@ -16,7 +16,7 @@ from outreach.sending import sweep as sweeper
 from outreach.sending.send import SendOutcome
 from outreach.sending.send import send_step as send
 from outreach.sending.sweep import SweepResult
-from outreach.writeback import outbox
+from outreach.writeback import delivery_status, outbox
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
 def sweep(rt: Runtime) -> SweepResult:
     """Due steps queued; then the waitlist: expired offers closed, the next patients asked."""
     result = sweeper.sweep(rt)
+    delivery_status.purge_early(rt)
     asked = waitlist.advance(rt)
     if any(asked.values()):
         log.info("waitlist: %(asked)d patients asked, %(closed)d backfills closed", asked)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import copy
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from connector.polling import fhir_instant
 from outreach.core.ports import Runtime
 from outreach.store import replays
 from outreach.store.db import transaction
-from outreach.store.models import DeliveryAttempt, ScheduledStep, Writeback
+from outreach.store.models import DeliveryAttempt, EarlyStatus, ScheduledStep, Writeback
 from outreach.writeback import outbox
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 _RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
          "delivered": 4, "undelivered": 4, "failed": 4, "read": 5, "canceled": 4}
 NOT_DELIVERED = ("undelivered", "failed")
+EARLY_KEPT = timedelta(days=1)  # how long a status waits for the send it is about
 
 
 def _communication_update(resource: dict[str, Any], status: str, error_code: str | None,
@@ -42,7 +44,8 @@ def _communication_update(resource: dict[str, Any], status: str, error_code: str
 def apply_status(rt: Runtime, provider_message_id: str, status: str,
                  error_code: str | None = None, signature_sha256: str | None = None) -> str:
     """Returns "updated", "ignored" (older or equal to what we have, or a request under a
-    `signature_sha256` already recorded) or "unknown". The signature is recorded in the same
+    `signature_sha256` already recorded) or "kept" (no send of ours has that id yet: the
+    status waits for it, see `apply_early`). The signature is recorded in the same
     transaction as the change."""
     status = status.lower()
     if status not in _RANK:
@@ -57,7 +60,8 @@ def apply_status(rt: Runtime, provider_message_id: str, status: str,
             DeliveryAttempt.provider_message_id == provider_message_id).with_for_update()
         ).first()
         if attempt is None:
-            return "unknown"
+            _keep(session, provider_message_id, status, error_code, now)
+            return "kept"
         if _RANK[status] <= _RANK.get(attempt.provider_status or "accepted", 0):
             return "ignored"
         attempt.provider_status, attempt.provider_status_at = status, now
@@ -74,3 +78,37 @@ def apply_status(rt: Runtime, provider_message_id: str, status: str,
         rt.enqueue.write_back([writeback_id])
     log.info("delivery %s: %s", provider_message_id, status)
     return "updated"
+
+
+def _keep(session: Session, provider_message_id: str, status: str, error_code: str | None,
+          now: datetime) -> None:
+    """Hold the furthest status seen for a send not recorded yet."""
+    held = session.get(EarlyStatus, provider_message_id, with_for_update=True)
+    if held is None:
+        session.add(EarlyStatus(provider_message_id=provider_message_id, status=status,
+                                error_code=error_code, received_at=now))
+    elif _RANK[status] > _RANK.get(held.status, 0):
+        held.status, held.error_code, held.received_at = status, error_code, now
+
+
+def apply_early(rt: Runtime, provider_message_id: str | None) -> str | None:
+    """Once a send is recorded: the status the provider sent before it, if any, applied."""
+    if provider_message_id is None:
+        return None
+    with transaction(rt.sessions) as session:
+        held = session.get(EarlyStatus, provider_message_id, with_for_update=True)
+        if held is None:
+            return None
+        status, error_code = held.status, held.error_code
+        session.delete(held)
+    log.info("delivery %s: applying the status that came before the send", provider_message_id)
+    return apply_status(rt, provider_message_id, status, error_code)
+
+
+def purge_early(rt: Runtime) -> int:
+    """Statuses still waiting after a day are for sends that are not ours (another app on the
+    account) or never recorded: dropped, so the table stays small."""
+    with transaction(rt.sessions) as session:
+        gone = session.execute(delete(EarlyStatus).where(
+            EarlyStatus.received_at < rt.clock.now() - EARLY_KEPT))
+    return int(gone.rowcount or 0)  # type: ignore[attr-defined]

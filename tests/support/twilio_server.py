@@ -47,6 +47,9 @@ class TwilioState:
     script: list[Scripted] = field(default_factory=list)
     unsubscribed: set[str] = field(default_factory=set)
     latency: float = 0.0
+    # A status to call back with before the create is answered: Twilio's callback can reach
+    # the service before its API answer does.
+    callback_first: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -109,6 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         with state.lock:
             state.messages.append(message)
+        if state.callback_first and message["status_callback"]:
+            status_callback(message, state.callback_first)
         self._reply(201, message)
 
     def do_GET(self) -> None:
@@ -162,12 +167,17 @@ class TwilioServer:
     def status_callback(self, message: dict[str, Any], status: str,
                         error_code: str | None = None) -> httpx.Response:
         """Post a delivery-status callback for `message` to its StatusCallback URL."""
-        params = {"MessageSid": message["sid"], "SmsSid": message["sid"],
-                  "MessageStatus": status, "SmsStatus": status, "To": message["to"],
-                  "From": message["from"], "AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01"}
-        if error_code:
-            params["ErrorCode"] = error_code
-        return signed_post(message["status_callback"], params)
+        return status_callback(message, status, error_code)
+
+
+def status_callback(message: dict[str, Any], status: str,
+                    error_code: str | None = None) -> httpx.Response:
+    params = {"MessageSid": message["sid"], "SmsSid": message["sid"],
+              "MessageStatus": status, "SmsStatus": status, "To": message["to"],
+              "From": message["from"], "AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01"}
+    if error_code:
+        params["ErrorCode"] = error_code
+    return signed_post(message["status_callback"], params)
 
 
 def signed_post(url: str, params: dict[str, str], token: str = AUTH_TOKEN,

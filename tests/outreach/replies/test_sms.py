@@ -17,6 +17,7 @@ from outreach.intake.ingest import ingest
 from outreach.store.models import (
     ContactConsent,
     DeliveryAttempt,
+    EarlyStatus,
     InboundMessage,
     ScheduledStep,
     StepState,
@@ -35,6 +36,7 @@ from tests.support.twilio_server import (
     TwilioServer,
     inbound_params,
     signed_post,
+    status_callback,
 )
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -270,6 +272,36 @@ def test_status_callbacks_move_forward_only_and_update_the_communication(
     (communication,) = _search(rt, "Communication")
     assert communication["status"] == "not-done"
     assert communication["statusReason"]["text"] == "undelivered (provider error 30003)"
+
+
+
+def test_a_status_that_comes_before_the_send_is_recorded_is_kept_and_applied(
+    rt: Runtime, twilio: TwilioServer
+) -> None:
+    """Twilio's callback can beat its own API answer to us: the status waits for the send."""
+    twilio.state.callback_first = "undelivered"
+    _book(rt)
+    drain(rt)
+    with rt.sessions() as session:
+        attempt = session.scalars(select(DeliveryAttempt)).one()
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 0
+    assert attempt.provider_status == "undelivered"
+    (communication,) = _search(rt, "Communication")
+    assert communication["status"] == "not-done"
+
+
+def test_a_status_for_a_message_that_never_comes_is_dropped_after_a_day(
+    rt: Runtime, clock: SimulatedClock, api_server: ApiServer
+) -> None:
+    message = {"sid": "SM" + "0" * 32, "to": MOBILE, "from": CLINIC,
+               "status_callback": f"{api_server.url}/channels/twilio/status"}
+    assert status_callback(message, "delivered").status_code == 204
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 1
+    clock.advance(timedelta(days=1, minutes=1))
+    jobs.sweep(rt)
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 0
 
 
 SURVEY = """

@@ -16,7 +16,7 @@ from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
 from outreach.store.db import transaction
-from outreach.store.models import DeliveryAttempt, ScheduledStep, StepState, Writeback
+from outreach.store.models import DeliveryAttempt, EarlyStatus, ScheduledStep, StepState, Writeback
 from outreach.writeback import outbox
 from outreach.writeback.delivery_status import apply_status
 from tests.conftest import RuntimeFactory
@@ -105,9 +105,15 @@ def test_a_late_or_repeated_status_never_moves_it_back(
     assert (attempt.provider_status, attempt.error_code) == ("delivered", None)
 
 
-def test_a_message_we_never_sent_is_unknown(rt: Runtime, communication_id: int) -> None:
-    assert apply_status(rt, "SM-not-ours", "delivered") == "unknown"
+def test_a_message_we_have_not_recorded_is_kept_for_later(rt: Runtime,
+                                                           communication_id: int) -> None:
+    assert apply_status(rt, "SM-not-ours", "sent") == "kept"
+    assert apply_status(rt, "SM-not-ours", "delivered") == "kept"
+    assert apply_status(rt, "SM-not-ours", "queued") == "kept"  # older: the furthest stays
     assert _attempt(rt).provider_status == "accepted"
+    with rt.sessions() as session:
+        held = session.get_one(EarlyStatus, "SM-not-ours")
+    assert held.status == "delivered"
 
 
 def test_a_status_we_do_not_know_is_ignored(rt: Runtime, communication_id: int) -> None:
