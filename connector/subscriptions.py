@@ -1,7 +1,9 @@
-"""R4 rest-hook Subscriptions: the shape we ask the EHR for, and creating or repairing them."""
+"""Our Subscriptions in the EHR: R4 rest-hook, or Backport IG topic-based where the EHR offers a
+topic for the resource type; the shape we ask for, and creating or repairing them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ class SubscriptionState:
     status: str
     action: str  # created | repaired | unchanged | missing
     error: str | None = None
+    kind: str = "rest-hook"  # rest-hook | topic-based
 
 
 def desired(resource_type: str, endpoint: str, secret: str) -> dict[str, Any]:
@@ -68,12 +71,33 @@ def desired_topic(
     }
 
 
+def _filtered_type(subscription: dict[str, Any]) -> str | None:
+    """The resource type a topic-based Subscription filters on (its filter criteria)."""
+    extensions = (subscription.get("_criteria") or {}).get("extension") or []
+    for extension in extensions if isinstance(extensions, list) else []:
+        if isinstance(extension, dict) and str(extension.get("url", "")).endswith(
+                "/backport-filter-criteria"):
+            return str(extension.get("valueString", "")).split("?")[0].strip() or None
+    return None
+
+
 def _ours(client: FhirApi, endpoint: str) -> dict[str, dict[str, Any]]:
+    """Our Subscriptions by the resource type they watch (rest-hook: the criteria's type;
+    topic-based: the filter's)."""
     found = {}
     for sub in client.search("Subscription", {"_count": 100}):
         if (sub.get("channel") or {}).get("endpoint") == endpoint:
-            found[str(sub.get("criteria", "")).split("?")[0]] = sub
+            criteria = str(sub.get("criteria", ""))
+            watched = _filtered_type(sub) if criteria.startswith(("http:", "https:")) else (
+                criteria.split("?")[0])
+            if watched:
+                found[watched] = sub
     return found
+
+
+def _kind(subscription: dict[str, Any]) -> str:
+    return "topic-based" if str(subscription.get("criteria", "")).startswith(
+        ("http:", "https:")) else "rest-hook"
 
 
 def _needs_repair(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -87,25 +111,30 @@ def _needs_repair(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def ensure(
-    client: FhirApi, resource_types: list[str], endpoint: str, secret: str
+    client: FhirApi, resource_types: list[str], endpoint: str, secret: str,
+    topics: Mapping[str, str] | None = None,
 ) -> list[SubscriptionState]:
-    """Create missing Subscriptions and repair ones in error, off, or with a stale secret."""
+    """Create missing Subscriptions and repair ones in error, off, with a stale secret or of
+    the other kind. `topics`: resource type → the topic canonical to subscribe to instead of a
+    rest-hook criteria (only topics the EHR advertises)."""
     existing = _ours(client, endpoint)
     states = []
     for rtype in resource_types:
-        wanted = desired(rtype, endpoint, secret)
+        topic = (topics or {}).get(rtype)
+        wanted = (desired_topic(topic, rtype, endpoint, secret) if topic
+                  else desired(rtype, endpoint, secret))
         current = existing.get(rtype)
         if current is None:
             created, _ = client.create(wanted)
             states.append(SubscriptionState(rtype, created.get("id"), created.get("status", "?"),
-                                            "created"))
+                                            "created", kind=_kind(wanted)))
         elif _needs_repair(current, wanted):
             updated = client.update({**wanted, "id": current["id"]})
             states.append(SubscriptionState(rtype, updated.get("id"), updated.get("status", "?"),
-                                            "repaired"))
+                                            "repaired", kind=_kind(wanted)))
         else:
             states.append(SubscriptionState(rtype, current.get("id"), current["status"],
-                                            "unchanged"))
+                                            "unchanged", kind=_kind(current)))
     return states
 
 
@@ -118,5 +147,5 @@ def status(client: FhirApi, resource_types: list[str], endpoint: str) -> list[Su
             states.append(SubscriptionState(rtype, None, "missing", "missing"))
         else:
             states.append(SubscriptionState(rtype, sub.get("id"), sub.get("status", "?"),
-                                            "unchanged", sub.get("error")))
+                                            "unchanged", sub.get("error"), _kind(sub)))
     return states

@@ -401,6 +401,22 @@ def _push_less(rt: Runtime) -> str | None:
     return reason if route is None and not caps.silent else None
 
 
+def _offered_topics(rt: Runtime) -> dict[str, str]:
+    """The configured topics (OUTREACH_SUBSCRIPTION_TOPICS) the EHR advertises; the others get
+    rest-hook criteria, and are named."""
+    from connector.capabilities import capabilities
+
+    wanted = rt.settings.topics
+    if not wanted:
+        return {}
+    advertised = capabilities(_client(rt)).topics
+    for rtype, topic in wanted.items():
+        if topic not in advertised:
+            typer.echo(f"{rtype}: topic {topic} is not advertised by the EHR; rest-hook instead",
+                       err=True)
+    return {rtype: topic for rtype, topic in wanted.items() if topic in advertised}
+
+
 def _polling_only(reason: str) -> None:
     typer.echo(f"polling only: {reason}; changes arrive by `outreach beat` polling "
                "(see `outreach ehr check`)")
@@ -420,8 +436,9 @@ def _subscriptions_failed(rt: Runtime, what: str, exc: Exception) -> None:
 
 @subs_app.command("ensure")
 def subscriptions_ensure() -> None:
-    """Create or repair the EHR's rest-hook Subscriptions pointing at this service; on an EHR
-    without Subscriptions, say so (polling only) and exit 0."""
+    """Create or repair the EHR's Subscriptions pointing at this service (topic-based where
+    OUTREACH_SUBSCRIPTION_TOPICS names a topic the EHR advertises, rest-hook otherwise); on an
+    EHR without Subscriptions, say so (polling only) and exit 0."""
     from connector import subscriptions
     from connector.errors import FhirError
 
@@ -435,13 +452,13 @@ def subscriptions_ensure() -> None:
         return
     try:
         states = subscriptions.ensure(_client(rt), rt.journeys.resource_types, endpoint,
-                                      secret.get_secret_value())
+                                      secret.get_secret_value(), _offered_topics(rt))
     except FhirError as exc:
         _subscriptions_failed(rt, "creating or repairing a Subscription", exc)
         return
     for state in states:
         typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
-                   f"{state.status:<10} {state.action}")
+                   f"{state.kind:<11} {state.status:<10} {state.action}")
 
 
 @subs_app.command("status")
@@ -467,7 +484,7 @@ def subscriptions_status() -> None:
     for state in states:
         error = f"  ({state.error})" if state.error else ""
         typer.echo(f"{state.resource_type:<12} Subscription/{state.subscription_id} "
-                   f"{state.status}{error}")
+                   f"{state.kind:<11} {state.status}{error}")
     if any(s.status != "active" for s in states):
         raise typer.Exit(1)
 

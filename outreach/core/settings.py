@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -89,6 +90,10 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Host names this service answers to ("outreach.hospital.org,localhost"); unset, any.
     allowed_hosts: str | None = None
+    # Backport IG topic-based Subscriptions instead of rest-hook criteria, per resource type:
+    # "Appointment=https://ehr.example/topics/appointment-change,Encounter=…"; used only where
+    # the EHR's CapabilityStatement advertises the topic.
+    subscription_topics: str | None = None
     # The outcome report's cost estimate: what one SMS segment costs (set your contract's).
     sms_price_per_segment: float = Field(default=0.0083, ge=0, le=10)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
@@ -261,6 +266,22 @@ class Settings(BaseSettings):
     @property
     def trusted_hosts(self) -> list[str]:
         return _split(self.allowed_hosts)
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """`subscription_topics` as resource type → topic canonical."""
+        return dict(item.split("=", 1) for item in _split(self.subscription_topics))
+
+    @field_validator("subscription_topics")
+    @classmethod
+    def _topic_pairs(cls, value: str | None) -> str | None:
+        for item in _split(value):
+            rtype, _, url = item.partition("=")
+            if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", rtype) or not re.fullmatch(
+                    r"https?://[^\s,=]{1,500}", url):
+                raise ValueError(f"{item[:80]!r}: use Type=https://topic-canonical, "
+                                 "comma-separated")
+        return value
 
     @property
     def cap_policy(self) -> CapPolicy:

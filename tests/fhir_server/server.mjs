@@ -175,7 +175,7 @@ const state = {
 
 function defaultFeatures() {
   // iheScheduling: advertise and answer Appointment $find/$hold/$book (scheduling.mjs).
-  return { withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false };
+  return { withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false, topics: [] };
 }
 
 function resetState() {
@@ -589,6 +589,13 @@ function metadata(base) {
   const hidden = state.features.withoutSearchParams;
   const withOperations = (res) =>
     state.features.iheScheduling && res.type === 'Appointment' ? { ...res, operation: SCHEDULING_OPERATIONS } : res;
+  // Backport IG: the topics a server offers are extensions on its Subscription entry.
+  const topicExtensions = (state.features.topics ?? []).map((url) => ({
+    url: 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical',
+    valueCanonical: url,
+  }));
+  const withTopics = (res) =>
+    res.type === 'Subscription' && topicExtensions.length ? { ...res, extension: topicExtensions } : res;
   // An Epic-like EHR lists no Subscription; some servers list no resources at all (silentMetadata).
   const absent = state.features.withoutResources ?? [];
   const rest = capabilityStatement.rest.map((r) => ({
@@ -597,7 +604,7 @@ function metadata(base) {
       ? []
       : r.resource
           .filter((res) => !absent.includes(res.type))
-          .map((res) => withOperations({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) })),
+          .map((res) => withTopics(withOperations({ ...res, searchParam: res.searchParam.filter((p) => !hidden.includes(p.name)) }))),
   }));
   return { ...capabilityStatement, rest, implementation: { description: 'test server', url: base } };
 }

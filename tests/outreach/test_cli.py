@@ -54,6 +54,39 @@ def test_subscriptions_ensure_then_status(env: None, fhir: FhirTestServer) -> No
     assert status.exit_code == 0 and "active" in status.output
 
 
+TOPIC = "http://hospital.example/topics/appointment-change"
+
+
+def test_ensure_subscribes_to_an_advertised_topic_and_status_shows_it(
+        env: None, fhir: FhirTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    fhir.features(topics=[TOPIC])
+    monkeypatch.setenv("OUTREACH_SUBSCRIPTION_TOPICS", f"Appointment={TOPIC}")
+    get_settings.cache_clear()
+    ensured = runner.invoke(app, ["subscriptions", "ensure"])
+    assert ensured.exit_code == 0, ensured.output
+    assert "topic-based" in ensured.output and "created" in ensured.output
+    with FhirClient(fhir.base_url) as client:
+        (sub,) = client.search("Subscription")
+    assert sub["criteria"] == TOPIC
+    assert sub["_criteria"]["extension"][0]["valueString"] == "Appointment?"
+    again = runner.invoke(app, ["subscriptions", "ensure"])
+    assert "unchanged" in again.output
+    status = runner.invoke(app, ["subscriptions", "status"])
+    assert status.exit_code == 0 and "topic-based" in status.output
+
+
+def test_a_topic_the_ehr_does_not_advertise_falls_back_to_rest_hook(
+        env: None, fhir: FhirTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_SUBSCRIPTION_TOPICS", f"Appointment={TOPIC}")
+    get_settings.cache_clear()
+    ensured = runner.invoke(app, ["subscriptions", "ensure"])
+    assert ensured.exit_code == 0, ensured.output
+    assert "is not advertised by the EHR; rest-hook instead" in ensured.output
+    with FhirClient(fhir.base_url) as client:
+        (sub,) = client.search("Subscription")
+    assert sub["criteria"] == "Appointment?"
+
+
 def test_poll_once_processes_new_versions(env: None, fhir: FhirTestServer) -> None:
     with FhirClient(fhir.base_url) as client:
         client.create(appointment("Patient/p1", datetime.now(UTC) + timedelta(days=3)))

@@ -229,16 +229,19 @@ class FhirTestServer:
     def features(
         self, *, without_search_params: list[str] | None = None, ihe_scheduling: bool = False,
         without_resources: list[str] | None = None, silent_metadata: bool = False,
+        topics: list[str] | None = None,
     ) -> None:
         """Behave like another kind of EHR until reset (each call replaces the last):
         ``without_search_params``, e.g. ``_lastUpdated``, leave the CapabilityStatement and
         searching by them answers 400; ``without_resources``, e.g. ``Subscription``, leave it
         and any request for that type answers 400; ``silent_metadata`` lists no resources at all
         (a CapabilityStatement that says nothing); ``ihe_scheduling`` advertises and answers the
-        IHE ITI Scheduling operations Appointment ``$find``, ``$hold`` and ``$book``."""
+        IHE ITI Scheduling operations Appointment ``$find``, ``$hold`` and ``$book``;
+        ``topics`` are advertised as Backport IG SubscriptionTopic canonicals."""
         self._admin("POST", "features", {"withoutSearchParams": without_search_params or [],
                                          "withoutResources": without_resources or [],
                                          "silentMetadata": silent_metadata,
+                                         "topics": topics or [],
                                          "iheScheduling": ihe_scheduling})
 
     def epic_like(self) -> None:
