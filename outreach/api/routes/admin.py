@@ -97,6 +97,19 @@ class TaskOut(BaseModel):
     written_to_ehr_as: str | None
 
 
+class WritebackOut(BaseModel):
+    """One record for the EHR, without its content (it may hold patient data)."""
+
+    id: int
+    resource_type: str
+    identifier: str  # our system|value: no patient data
+    state: str  # pending | done | local (the EHR cannot take it)
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    written_to_ehr_as: str | None
+
+
 class AuditOut(BaseModel):
     at: datetime
     actor: str
@@ -199,6 +212,25 @@ def tasks(rt: RuntimeDep, _caller: Caller,
                         created_at=r.created_at,
                         written_to_ehr_as=f"Task/{r.server_id}" if r.server_id else None)
                 for r in rows]
+
+
+@router.get("/writebacks")
+def writebacks(rt: RuntimeDep, _caller: Caller,
+               state: Annotated[Literal["pending", "done", "local"] | None, Query()] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[WritebackOut]:
+    """What is (or is not yet) written to the EHR: rows still pending with their last error,
+    and those kept here because the EHR cannot take them (`local`), newest first."""
+    query = select(Writeback).order_by(Writeback.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(Writeback.state == state)
+    with rt.sessions() as session:
+        return [WritebackOut(id=r.id, resource_type=r.resource_type, identifier=r.identifier,
+                             state=r.state, attempts=r.attempts,
+                             last_error=(r.last_error or "")[:300] or None,
+                             created_at=r.created_at,
+                             written_to_ehr_as=f"{r.resource_type}/{r.server_id}"
+                             if r.server_id else None)
+                for r in session.scalars(query)]
 
 
 @router.get("/audit")

@@ -58,7 +58,7 @@ def _drain(rt: Runtime) -> list[jobs.SendOutcome]:
 @pytest.mark.parametrize(("method", "path"), [
     ("get", "/admin/journeys"), ("get", "/admin/patients/p1/enrollments"),
     ("post", "/admin/steps/1/cancel"), ("post", "/admin/steps/1/resend"),
-    ("get", "/admin/tasks"), ("get", "/admin/audit"),
+    ("get", "/admin/tasks"), ("get", "/admin/audit"), ("get", "/admin/writebacks"),
     ("post", "/admin/journeys/appointment-reminders/pause"),
 ])
 def test_every_route_needs_a_valid_token(client: TestClient, method: str, path: str) -> None:
@@ -137,3 +137,17 @@ def test_staff_opt_out_stops_messages_and_is_audited(
     assert "PAT@example.org" not in str(entry)  # no contact details in the audit trail
     bad = client.put("/admin/patients/p1/consent", json={**body, "channel": "fax"}, headers=AUTH)
     assert bad.status_code == 422
+
+
+def test_writebacks_show_what_is_not_yet_in_the_ehr_without_its_content(
+        client: TestClient, rt: Runtime) -> None:
+    _book(rt)
+    _drain(rt)  # sent; its write-backs queued and not yet written
+    pending = client.get("/admin/writebacks?state=pending", headers=AUTH)
+    assert pending.status_code == 200
+    rows = pending.json()
+    assert {r["resource_type"] for r in rows} >= {"Communication"}
+    assert all(r["state"] == "pending" and "resource" not in r for r in rows)
+    assert "pat@example.org" not in pending.text
+    assert client.get("/admin/writebacks?state=done", headers=AUTH).json() == []
+    assert client.get("/admin/writebacks?state=lost", headers=AUTH).status_code == 422
