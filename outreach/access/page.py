@@ -17,7 +17,7 @@ from outreach.access import reschedule, waitlist
 from outreach.access.answers import new_availability, reschedule_spec
 from outreach.access.availability import choice_labels, from_choices
 from outreach.access.outcome import OfferReply
-from outreach.core.links import BadLink, LinkClaims, verify
+from outreach.core.links import LinkClaims, open_with
 from outreach.core.ports import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import SlotOffer
@@ -38,10 +38,8 @@ class OfferView:
 
 
 def open_link(rt: Runtime, token: str) -> LinkClaims:
-    secret = rt.settings.preferences_secret
-    if secret is None:
-        raise BadLink("off")
-    return verify(secret.get_secret_value().encode(), token, rt.clock.now(), purpose="offers")
+    """The claims of a genuine, unexpired offer link (BadLink otherwise)."""
+    return open_with(rt.settings.preferences_secret, token, rt.clock.now(), purpose="offers")
 
 
 def _load(rt: Runtime, uid: str) -> SlotOffer | None:

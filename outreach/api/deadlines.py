@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 
-from outreach.api.access_log import RedactPatientLinks
+from outreach.api.access_log import RedactPatientLinks, masked
 from outreach.api.limits import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class Deadlines:
                 message = await asyncio.wait_for(receive(), max(body_by - loop.time(), 0))
             except TimeoutError:
                 log.warning("%s %s cut off: body not received within %g seconds",
-                            scope.get("method"), scope.get("path"), body_seconds)
+                            scope.get("method"), masked(str(scope.get("path", ""))),
+                            body_seconds)
                 raise BodyTimeout(body_seconds) from None
             body_done = message.get("type") != "http.request" or not message.get("more_body")
             return message
@@ -88,7 +89,7 @@ class Deadlines:
         _abandoned.add(task)
         task.add_done_callback(_forget)
         log.warning("%s %s cut off: no response within %g seconds", scope.get("method"),
-                    scope.get("path"), request_seconds)
+                    masked(str(scope.get("path", ""))), request_seconds)
         if not started:
             await answer(send, 503, f"no response within {request_seconds:g} seconds; "
                                     "try again later")

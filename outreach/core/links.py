@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
+
 PATIENT_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TOKEN = re.compile(r"([A-Za-z0-9_-]{4,120})\.([A-Za-z0-9_-]{22})")
 _LANGUAGE = re.compile(r"[a-z]{2}")
@@ -84,3 +86,12 @@ def verify(secret: bytes, token: str, now: datetime, *,
     if expires <= now:
         raise BadLink("expired", language)
     return LinkClaims(patient_id, language, expires)
+
+
+def open_with(secret: SecretStr | None, token: str, now: datetime, *,
+              purpose: str = "preferences") -> LinkClaims:
+    """`verify` with the configured secret; BadLink `off` when the patient pages are off (no
+    OUTREACH_PREFERENCES_SECRET)."""
+    if secret is None:
+        raise BadLink("off")
+    return verify(secret.get_secret_value().encode(), token, now, purpose=purpose)

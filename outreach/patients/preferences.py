@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from outreach.core.links import BadLink, LinkClaims, verify
+from outreach.core.links import LinkClaims, open_with
 from outreach.core.ports import Runtime
 from outreach.store.preferences import LANGUAGES, Preferences, load
 from outreach.writeback.consent import record_preferences
@@ -41,10 +41,7 @@ class FormError(ValueError):
 
 def open_link(rt: Runtime, token: str) -> LinkClaims:
     """The claims of a genuine, unexpired link (BadLink: `off`, `invalid`, `expired`)."""
-    secret = rt.settings.preferences_secret
-    if secret is None:
-        raise BadLink("off")
-    return verify(secret.get_secret_value().encode(), token, rt.clock.now())
+    return open_with(rt.settings.preferences_secret, token, rt.clock.now())
 
 
 def page_language(claims: LinkClaims) -> str:
