@@ -62,6 +62,15 @@ def public_jwk(key: PrivateKey, alg: str) -> dict[str, str]:
     return {**jwk, "kid": thumbprint.decode(), "alg": alg, "use": "sig"}
 
 
+def client_assertion(key: PrivateKey, alg: str, client_id: str, audience: str, key_id: str,
+                     now: float) -> str:
+    """A private_key_jwt client assertion (RFC 7523, as SMART profiles it): issued by and about
+    the client, for one token endpoint, valid five minutes, with a fresh `jti`."""
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": int(now),
+              "exp": int(now) + ASSERTION_LIFETIME_S, "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": key_id, "typ": "JWT"})
+
+
 class SmartBackendAuth(httpx.Auth):
     """Gets an access token with a signed client assertion, caches it no longer than its
     `expires_in` allows, and fetches a fresh one on expiry or on a 401."""
@@ -127,11 +136,8 @@ class SmartBackendAuth(httpx.Auth):
         return endpoint
 
     def assertion(self) -> str:
-        now = int(self._clock())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url(),
-                  "iat": now, "exp": now + ASSERTION_LIFETIME_S, "jti": uuid.uuid4().hex}
-        return jwt.encode(claims, self._key, algorithm=self.alg,
-                          headers={"kid": self.key_id, "typ": "JWT"})
+        return client_assertion(self._key, self.alg, self.client_id, self.token_url(),
+                                self.key_id, self._clock())
 
     def _fetch(self) -> tuple[str, float]:
         fetched_at = self._clock()

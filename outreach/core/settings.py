@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,11 +17,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connector.auth import load_private_key
 from outreach import SHIPPED_JOURNEYS
 from outreach.core.links import sign
 from rules.caps import CapPolicy
@@ -121,9 +124,24 @@ class Settings(BaseSettings):
     # to launch us ("iss", comma-separated) default to OUTREACH_FHIR_BASE_URL; the session
     # secret encrypts the session cookie and has no default, so a deployment must choose one.
     smart_client_id: str | None = None
-    smart_scopes: str = "openid fhirUser patient/*.read"
+    # Unset: the least the view needs, in the syntax the EHR advertises (SMART v2 `.rs`, or v1
+    # `.read`); set, exactly these (the flow adds `launch` or `launch/patient`).
+    smart_scopes: str | None = None
     smart_allowed_iss: str | None = None
     smart_session_secret: SecretStr | None = Field(default=None, validate_default=True)
+    # How the app authenticates at the EHR's token endpoint: a public client (PKCE only), or a
+    # confidential one with a client secret (HTTP Basic) or a signed assertion (private_key_jwt,
+    # RSA → RS384 or EC P-384 → ES384, the Backend Services key format).
+    smart_client_auth: Literal["none", "client_secret_basic", "private_key_jwt"] = "none"
+    smart_client_secret: SecretStr | None = None
+    smart_private_key_file: Path | None = None
+    smart_key_id: str | None = None
+    # Origins allowed to frame the view (the EHR's web UI), comma-separated; unset, the origins
+    # of the allowed issuers.
+    smart_frame_ancestors: str | None = None
+    # When the browser sends no cookie in the EHR's frame (third-party cookies blocked), carry
+    # the launch in `state` and the session in a short-lived page token instead.
+    smart_cookieless: bool = True
     # Staff sign-in to the managers' dashboard by the SMART standalone launch (same client):
     # the scopes asked (who the user is, nothing of the chart), and the fhirUser types let in.
     smart_staff_scopes: str = "openid fhirUser"
@@ -251,6 +269,50 @@ class Settings(BaseSettings):
             raise ValueError("use at least 32 random characters")
         return value
 
+    @field_validator("smart_frame_ancestors")
+    @classmethod
+    def _origins(cls, value: str | None) -> str | None:
+        for origin in _split(value):
+            parsed = urlsplit(origin)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or \
+                    parsed.path not in ("", "/") or parsed.query or ";" in origin or \
+                    " " in origin:
+                raise ValueError(f"{origin[:80]!r} is not an origin (https://ehr.example)")
+        return value
+
+    @model_validator(mode="after")
+    def _client_credentials(self) -> Settings:
+        """A confidential client needs its credential, and only that one; a bad key stops the
+        start, not the first clinician's launch."""
+        auth, secret, key = (self.smart_client_auth, self.smart_client_secret,
+                             self.smart_private_key_file)
+        if auth == "client_secret_basic" and (secret is None or
+                                              len(secret.get_secret_value()) < 8):
+            raise ValueError("OUTREACH_SMART_CLIENT_SECRET is required (the secret the EHR "
+                             "issued) with OUTREACH_SMART_CLIENT_AUTH=client_secret_basic")
+        if auth == "private_key_jwt":
+            if key is None or not key.is_file():
+                raise ValueError("OUTREACH_SMART_PRIVATE_KEY_FILE must name a PEM file with "
+                                 "OUTREACH_SMART_CLIENT_AUTH=private_key_jwt")
+            _check_key(key)
+        if auth != "client_secret_basic" and secret is not None:
+            raise ValueError("OUTREACH_SMART_CLIENT_SECRET is set but OUTREACH_SMART_CLIENT_AUTH "
+                             "is not client_secret_basic")
+        return self
+
+    @property
+    def smart_ancestors(self) -> list[str]:
+        """Origins that may frame the SMART view: the configured ones, else the issuers'."""
+        configured = _split(self.smart_frame_ancestors) or self.smart_issuers
+        origins = []
+        for url in configured:
+            parsed = urlsplit(url)
+            host = f"[{parsed.hostname}]" if ":" in (parsed.hostname or "") else parsed.hostname
+            origin = f"{parsed.scheme}://{host}" + (f":{parsed.port}" if parsed.port else "")
+            if origin not in origins:
+                origins.append(origin)
+        return origins
+
     @property
     def smart_issuers(self) -> list[str]:
         """EHR FHIR bases allowed to launch the SMART view, without trailing slashes."""
@@ -344,6 +406,13 @@ def _split(value: str | None) -> list[str]:
     return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
+def _check_key(path: Path) -> None:
+    try:
+        load_private_key(path.read_bytes())
+    except (ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"OUTREACH_SMART_PRIVATE_KEY_FILE: {exc}") from exc
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; raise SettingsError naming each bad OUTREACH_ variable."""
     try:
@@ -351,8 +420,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a check across variables names them itself
+                lines.append(message)
+                continue
             name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+            lines.append(f"{name}: {message}")
         raise SettingsError("\n".join(lines)) from exc
 
 

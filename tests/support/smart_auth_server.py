@@ -10,7 +10,15 @@ S256 code_challenge, and redirects to redirect_uri with `code` and `state`; `POS
 scopes ask for `openid fhirUser` and a user is signed in (`AuthState.user`): a staff sign-in asks
 for only these, with no launch. Errors follow RFC 6749:
 an unknown client or redirect URI is answered here (never redirected to), anything else is
-redirected back with `error`; the token endpoint answers 400 `{"error": ...}`.
+redirected back with `error` (and `error_description`); the token endpoint answers 400
+`{"error": ..., "error_description": ...}`.
+
+A confidential client (`AuthState.client_auth`): the token endpoint then requires HTTP Basic
+with `client_secret` (`client_secret_basic`), or a `client_assertion` JWT signed by the key in
+`client_jwks`, for this token URL, unexpired, its `jti` used once (`private_key_jwt`); anything
+else is 401 `invalid_client` with a description. `v1_only` serves no `.well-known/
+smart-configuration` (404), only a CapabilityStatement at `{fhir}/metadata` with the SMART v1
+`oauth-uris` extension.
 
 The FHIR base it advertises (`fhir_base`, the launch's `iss`) serves only the discovery
 document: the clinician view reads its own store, not the EHR's FHIR API.
@@ -25,16 +33,20 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, unquote_plus, urlencode, urlparse
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 CLIENT_ID = "outreach-test-client"
+CLIENT_SECRET = "test-client-secret-" + "c" * 16
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
 @dataclass
@@ -71,6 +83,13 @@ class AuthState:
     deny: bool = False  # the user refuses access
     token_failure: int | None = None  # the token endpoint answers this HTTP status
     omit_patient: bool = False  # a token response without patient context
+    deny_description: str | None = None  # the error_description sent with access_denied
+    client_auth: str = "none"  # "none" | "client_secret_basic" | "private_key_jwt"
+    client_secret: str = CLIENT_SECRET
+    client_jwks: dict[str, Any] = field(default_factory=dict)  # the registered public keys
+    used_jtis: set[str] = field(default_factory=set)
+    v1_only: bool = False  # discovery only from the CapabilityStatement (SMART v1)
+    token_headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -103,7 +122,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/fhir/.well-known/smart-configuration":
+            if self.server.state.v1_only:
+                return self._json(404, {"error": "not_found"})
             return self._json(200, self.server.configuration())
+        if url.path == "/fhir/metadata":
+            return self._json(200, self.server.capability_statement())
         if url.path == "/jwks":
             return self._json(200, self.server.jwks())
         if url.path == "/authorize":
@@ -118,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._authorize(form, approved=True)
         if path != "/token":
             return self._json(404, {"error": "not_found"})
-        status, body = self.server.token(form)
+        status, body = self.server.token(form, {k.lower(): v for k, v in self.headers.items()})
         self._json(status, body)
 
     def _sign_in_page(self, query: dict[str, str]) -> None:
@@ -148,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = {"state": query.get("state", "")}
         if error:
             target["error"] = error
+            if error == "access_denied" and state.deny_description:
+                target["error_description"] = state.deny_description
         else:
             code = secrets.token_urlsafe(16)
             with state.lock:
@@ -180,10 +205,69 @@ class _Server(ThreadingHTTPServer):
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient",
                                  "patient/*.read", "patient/*.rs"],
-            "capabilities": ["launch-ehr", "launch-standalone", "client-public",
+            "token_endpoint_auth_methods_supported": self._auth_methods(),
+            "capabilities": ["launch-ehr", "launch-standalone", self._client_capability(),
                              "context-ehr-patient", "context-standalone-patient",
-                             "permission-patient", "sso-openid-connect"],
+                             "permission-patient", "permission-v1", "permission-v2",
+                             "sso-openid-connect"],
         }
+
+    def _auth_methods(self) -> list[str]:
+        return [self.state.client_auth] if self.state.client_auth != "none" else ["none"]
+
+    def _client_capability(self) -> str:
+        return {"client_secret_basic": "client-confidential-symmetric",
+                "private_key_jwt": "client-confidential-asymmetric"}.get(
+                    self.state.client_auth, "client-public")
+
+    def capability_statement(self) -> dict[str, Any]:
+        """A SMART v1 server's CapabilityStatement: the endpoints in `oauth-uris` only."""
+        return {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
+                "fhirVersion": "4.0.1", "format": ["json"], "rest": [{"mode": "server",
+                "security": {"service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR"}]}],
+                    "extension": [{"url": OAUTH_URIS, "extension": [
+                        {"url": "authorize", "valueUri": f"{self.base_url}/authorize"},
+                        {"url": "token", "valueUri": f"{self.base_url}/token"}]}]}}]}
+
+    def authenticate(self, form: dict[str, str], headers: Mapping[str, str]
+                     ) -> tuple[str | None, str]:
+        """(client id, "") of a client that proved itself as registered, or (None, why)."""
+        kind = self.state.client_auth
+        if kind == "none":
+            return form.get("client_id"), ""
+        if kind == "client_secret_basic":
+            scheme, _, encoded = headers.get("authorization", "").partition(" ")
+            try:
+                pair = base64.b64decode(encoded, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None, "client authentication failed: no HTTP Basic credentials"
+            client, _, secret = pair.partition(":")
+            if scheme != "Basic" or unquote_plus(client) != CLIENT_ID or \
+                    unquote_plus(secret) != self.state.client_secret:
+                return None, "client authentication failed: wrong client id or secret"
+            return CLIENT_ID, ""
+        return self._assertion(form)
+
+    def _assertion(self, form: dict[str, str]) -> tuple[str | None, str]:
+        if form.get("client_assertion_type") != ASSERTION_TYPE or \
+                "client_assertion" not in form:
+            return None, "client authentication failed: a client_assertion is required"
+        try:
+            keys = jwt.PyJWKSet.from_dict(self.state.client_jwks)
+            kid = jwt.get_unverified_header(form["client_assertion"]).get("kid")
+            key = next(k for k in keys.keys if k.key_id == kid)
+            claims = jwt.decode(form["client_assertion"], key, algorithms=["RS384", "ES384"],
+                                audience=f"{self.base_url}/token", issuer=CLIENT_ID,
+                                options={"require": ["exp", "jti", "sub", "iss", "aud"]})
+        except (jwt.PyJWTError, StopIteration) as exc:
+            return None, f"client authentication failed: {type(exc).__name__}"
+        if claims["sub"] != CLIENT_ID or claims["exp"] > time.time() + 300 or \
+                claims["jti"] in self.state.used_jtis:
+            return None, "client authentication failed: assertion claims"
+        self.state.used_jtis.add(claims["jti"])
+        return CLIENT_ID, ""
 
     def check_authorize(self, query: dict[str, str]) -> tuple[str | None, str | None]:
         """(error, patient): what the user would be shown and approve."""
@@ -223,16 +307,21 @@ class _Server(ThreadingHTTPServer):
         key = _new_key() if state.stranger_key else self.key
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KEY_ID})
 
-    def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def token(self, form: dict[str, str], headers: Mapping[str, str] | None = None
+              ) -> tuple[int, dict[str, Any]]:
         state = self.state
         with state.lock:
             state.token_requests.append(form)
+            state.token_headers.append(dict(headers or {}))
             grant = state.grants.get(form.get("code", ""))
             if state.token_failure is not None:
                 return state.token_failure, {"error": "server_error"}
             if form.get("grant_type") != "authorization_code":
                 return 400, {"error": "unsupported_grant_type"}
-            if grant is None or grant.used or grant.client_id != form.get("client_id") or \
+            client, why = self.authenticate(form, headers or {})
+            if client is None:
+                return 401, {"error": "invalid_client", "error_description": why}
+            if grant is None or grant.used or grant.client_id != client or \
                     grant.redirect_uri != form.get("redirect_uri"):
                 return 400, {"error": "invalid_grant"}
             grant.used = True  # codes are single-use

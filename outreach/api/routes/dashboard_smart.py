@@ -32,11 +32,12 @@ from outreach.staff.smart import (
     PendingLaunch,
     allowed_issuer,
     authorize_url,
+    client_auth,
     discover,
     new_pending_launch,
 )
 from outreach.staff.smart.identity import staff_member
-from outreach.staff.smart.launch import MAX_PARAM_LENGTH, token_response
+from outreach.staff.smart.launch import MAX_PARAM_LENGTH, refusal, token_response
 from outreach.staff.smart.session import LAUNCH_TTL_SECONDS
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ async def start(request: Request, rt: RuntimeDep, iss: Param = None) -> Response
         issuer = allowed_issuer(settings, iss or settings.smart_issuers[0])
         async with _http(settings) as client:
             endpoints = await discover(client, issuer)
+        client_auth(settings).check(endpoints)
     except LaunchError as exc:
         log.info("staff sign-in refused before the EHR (%s): %s", exc.status, exc.message)
         return _refused(request, settings, exc)
@@ -125,20 +127,21 @@ def _pending(box: CookieBox, settings: Settings, cookie: str | None, state: str 
 async def _member(settings: Settings, pending: PendingLaunch, code: str) -> str:
     assert settings.smart_client_id is not None
     async with _http(settings) as client:
-        body = await token_response(client, pending, code, settings.smart_client_id)
+        body = await token_response(client, pending, code, client_auth(settings))
         return await staff_member(client, pending, body, settings.smart_client_id,
                                   staff_types(settings), datetime.now(UTC))
 
 
 @router.get("/callback", response_class=HTMLResponse)
 async def callback(request: Request, rt: RuntimeDep, launch_cookie: LaunchCookie = None,
-                   code: Param = None, state: Param = None, error: Param = None) -> Response:
+                   code: Param = None, state: Param = None, error: Param = None,
+                   error_description: Param = None) -> Response:
     settings = rt.settings
     try:
         box = _box(settings)
         pending = _pending(box, settings, launch_cookie, state)
         if error or not code:
-            said = f" ({error[:40]})" if error and error.isascii() and error.isprintable() else ""
+            said = f" ({refusal(error, error_description)})" if error else ""
             raise LaunchError(f"The EHR did not sign you in{said}.", 403)
         member = await _member(settings, pending, code)
     except LaunchError as exc:

@@ -1,18 +1,25 @@
-"""The SMART on FHIR clinician view: EHR and standalone launch, callback, the patient's timeline."""
+"""The SMART on FHIR clinician view: EHR and standalone launch, callback, the patient's timeline.
+
+It is made to sit in an EHR's frame, on another site than the EHR: over https its cookies are
+`SameSite=None; Secure; Partitioned`, and where the browser sends none at all (third-party
+cookies blocked) the launch travels in `state` and the session in a page token (`session_token`)
+that the page's links and forms carry (outreach.staff.smart.session)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import APIRouter, Cookie, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from outreach import runtime
 from outreach.api.deps import RuntimeDep
 from outreach.api.pages import environment, page_headers, templates
 from outreach.core.ports import Runtime
@@ -20,14 +27,17 @@ from outreach.core.settings import Settings
 from outreach.staff.smart import (
     CookieBox,
     LaunchError,
+    PendingLaunch,
     allowed_issuer,
     authorize_url,
+    client_auth,
     discover,
     exchange_code,
     load_timeline,
     new_pending_launch,
 )
-from outreach.staff.smart.launch import MAX_PARAM_LENGTH
+from outreach.staff.smart.client_auth import public_keys
+from outreach.staff.smart.launch import MAX_PARAM_LENGTH, refusal
 from outreach.staff.smart.session import (
     COOKIE_PATH,
     LAUNCH_COOKIE,
@@ -56,17 +66,27 @@ def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
 
 
 environment.filters["when"] = _when
-# Made to sit in the EHR's frame; no form posts anywhere.
+# Made to sit in the EHR's frame; no form posts anywhere. The frame-ancestors allow-list is
+# per deployment: pages get it from `smart_headers`.
 PAGE_HEADERS = page_headers(framed=True)
+CALLBACK = "/smart/callback"
+# Where a page token comes from when the caller does not hand one over (a form field).
+SESSION_TOKEN = "session_token"
+SESSION_TOKEN_HEADER = "X-Outreach-Session-Token"
+MAX_PAGE_TOKEN = 16_384  # a sealed session with an EHR's (JWT) access token in it
 
 LaunchCookie = Annotated[str | None, Cookie(alias=LAUNCH_COOKIE)]
-SessionCookie = Annotated[str | None, Cookie(alias=SESSION_COOKIE)]
+
+
+def smart_headers(settings: Settings) -> dict[str, str]:
+    """The view's page headers: framed, and only by the configured EHR origins."""
+    return page_headers(framed=True, frame_ancestors=settings.smart_ancestors)
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, f"smart/{name}", {**context, "status": status},
                                       status_code=status,
-                                      headers=PAGE_HEADERS)
+                                      headers=smart_headers(runtime.current().settings))
 
 
 def _error(request: Request, exc: LaunchError) -> HTMLResponse:
@@ -87,6 +107,20 @@ def _secure(settings: Settings) -> bool:
     return str(settings.public_url).startswith("https://")
 
 
+def _set_cookie(response: Response, settings: Settings, name: str, value: str, max_age: int
+                ) -> None:
+    """Over https, a cookie the EHR's cross-site frame still gets: SameSite=None, and
+    Partitioned (CHIPS) so browsers that block third-party cookies keep it for this EHR's
+    frame only. Over plain http (development) Lax, the only SameSite a browser takes there."""
+    secure = _secure(settings)
+    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=True,
+                        samesite="none" if secure else "lax", secure=secure)
+    if secure:  # Starlette writes the attribute only on Python 3.14 (http.cookies)
+        key, header = response.raw_headers[-1]
+        assert key == b"set-cookie"
+        response.raw_headers[-1] = (key, header + b"; Partitioned")
+
+
 def _http(settings: Settings) -> httpx.AsyncClient:
     # No redirects: the endpoints come from the allow-listed EHR and must answer themselves.
     return httpx.AsyncClient(timeout=settings.fhir_timeout_seconds, follow_redirects=False)
@@ -100,16 +134,19 @@ async def _start(request: Request, rt: Runtime, iss: str | None, launch: str | N
         issuer = allowed_issuer(settings, iss)
         async with _http(settings) as client:
             endpoints = await discover(client, issuer)
+        client_auth(settings).check(endpoints)
     except LaunchError as exc:
         log.info("SMART launch refused (%s): %s", exc.status, exc.message)
         return _error(request, exc)
-    pending = new_pending_launch(settings, issuer, endpoints)
+    pending = new_pending_launch(settings, issuer, endpoints, callback=CALLBACK)
+    # The state is the sealed launch, so the callback can go on without the cookie.
+    pending = replace(pending, state=box.seal_state(pending.verifier, issuer))
     response = RedirectResponse(authorize_url(settings, endpoints, pending, launch),
-                                status_code=302)
-    response.set_cookie(LAUNCH_COOKIE, box.seal_launch(pending), max_age=LAUNCH_TTL_SECONDS,
-                        path=COOKIE_PATH, httponly=True, samesite="lax", secure=_secure(settings))
-    log.info("SMART %s launch from %s: sent to authorize", "EHR" if launch else "standalone",
-             issuer)
+                                status_code=302, headers=smart_headers(settings))
+    _set_cookie(response, settings, LAUNCH_COOKIE, box.seal_launch(pending), LAUNCH_TTL_SECONDS)
+    log.info("SMART %s launch from %s (%s client, SMART %s scopes): sent to authorize",
+             "EHR" if launch else "standalone", issuer, settings.smart_client_auth,
+             "v2" if endpoints.v2 else "v1")
     return response
 
 
@@ -132,54 +169,111 @@ async def standalone_launch(request: Request, rt: RuntimeDep, iss: str | None = 
     return await _start(request, rt, iss or (issuers[0] if issuers else None), None)
 
 
-@router.get("/callback", response_class=HTMLResponse)
-async def callback(request: Request, rt: RuntimeDep, pending_cookie: LaunchCookie = None,
-                   code: str | None = None, state: str | None = None,
-                   error: str | None = None) -> Response:
-    settings = rt.settings
-    try:
-        box = _box(settings)
-        pending = box.open_launch(pending_cookie)
-        if pending is None:
-            raise LaunchError("This sign-in has expired or was started in another browser.",
-                              hint="Open the app again from the patient's chart.")
+def _in_a_frame(request: Request) -> bool:
+    """The browser says this navigation is in a frame. Only then may a launch finish without
+    its cookie: frame-ancestors lets only the EHRs show our pages in a frame, so a callback
+    URL sent to someone else (to sign them in as another patient's viewer) opens nothing."""
+    return request.headers.get("sec-fetch-dest") == "iframe"
+
+
+async def _pending(request: Request, settings: Settings, box: CookieBox, cookie: str | None,
+                   state: str | None) -> tuple[PendingLaunch, bool]:
+    """The launch this callback finishes, and whether it came without its cookie."""
+    pending = box.open_launch(cookie)
+    if pending is not None:
         if not state or not hmac.compare_digest(state.encode(), pending.state.encode()):
             raise LaunchError("This sign-in does not match the one this browser started.",
                               hint="Open the app again from the patient's chart.")
+        return pending, False
+    opened = box.open_state(state) if state and len(state) <= MAX_PARAM_LENGTH else None
+    if opened is None or not settings.smart_cookieless or not _in_a_frame(request):
+        raise LaunchError("This sign-in has expired or was started in another browser.",
+                          hint="Open the app again from the patient's chart.")
+    verifier, iss = opened
+    assert state is not None, "it opened"
+    issuer = allowed_issuer(settings, iss)  # still allowed, ten minutes on
+    async with _http(settings) as client:
+        endpoints = await discover(client, issuer)
+    return replace(new_pending_launch(settings, issuer, endpoints, callback=CALLBACK),
+                   state=state, verifier=verifier), True
+
+
+@router.get("/callback", response_class=HTMLResponse)
+async def callback(request: Request, rt: RuntimeDep, pending_cookie: LaunchCookie = None,
+                   code: str | None = None, state: str | None = None,
+                   error: str | None = None, error_description: str | None = None) -> Response:
+    settings = rt.settings
+    try:
+        box = _box(settings)
+        pending, cookieless = await _pending(request, settings, box, pending_cookie, state)
         if error or not code:
             raise LaunchError("The EHR did not authorize the outreach view"
-                              + (f" ({error[:40]})." if error else "."),
+                              + (f" ({refusal(error, error_description)})." if error else "."),
                               hint="Open the app again, and approve access when asked.")
-        assert settings.smart_client_id is not None
+        if len(code) > MAX_PARAM_LENGTH:
+            raise LaunchError("The EHR sent back a malformed authorization code.")
         async with _http(settings) as client:
-            grant = await exchange_code(client, pending, code, settings.smart_client_id,
+            grant = await exchange_code(client, pending, code, client_auth(settings),
                                         datetime.now(UTC))
     except LaunchError as exc:
         log.info("SMART callback refused (%s): %s", exc.status, exc.message)
         return _error(request, exc)
+    session = SmartSession(grant.patient, pending.iss, grant.access_token, grant.expires_at)
     target = settings.public("/smart/timeline") or "/smart/timeline"
-    response = RedirectResponse(target, status_code=303)
-    max_age = int((grant.expires_at - datetime.now(UTC)).total_seconds())
-    response.set_cookie(SESSION_COOKIE, box.seal_session(grant, pending.iss), max_age=max_age,
-                        path=COOKIE_PATH, httponly=True, samesite="lax", secure=_secure(settings))
-    response.delete_cookie(LAUNCH_COOKIE, path=COOKIE_PATH)
-    log.info("SMART session started for %s from %s", grant.patient, pending.iss)
+    if cookieless:  # the page token stands in for the cookie this frame does not keep
+        target = str(httpx.URL(target, params={SESSION_TOKEN: box.seal_page(session)}))
+    response = RedirectResponse(target, status_code=303, headers=smart_headers(settings))
+    if not cookieless:
+        max_age = int((grant.expires_at - datetime.now(UTC)).total_seconds())
+        _set_cookie(response, settings, SESSION_COOKIE, box.seal_session(grant, pending.iss),
+                    max_age)
+        _set_cookie(response, settings, LAUNCH_COOKIE, "", 0)  # single use
+    log.info("SMART session started for %s from %s%s", grant.patient, pending.iss,
+             " (no cookies in this frame: page token)" if cookieless else "")
     return response
 
 
-def _session(settings: Settings, cookie: str | None) -> SmartSession | None:
+def current_session(request: Request, settings: Settings, token: str | None = None
+                    ) -> SmartSession | None:
+    """The open SMART session: from a page token (`token`, e.g. a form's `session_token`
+    field; else the `session_token` query parameter or the X-Outreach-Session-Token header),
+    which names the patient of the page the request came from, else from the session cookie."""
     try:
         box = _box(settings)
     except LaunchError:
         return None
-    return box.open_session(cookie, datetime.now(UTC))
+    now = datetime.now(UTC)
+    token = token or request.query_params.get(SESSION_TOKEN) or \
+        request.headers.get(SESSION_TOKEN_HEADER)
+    if token and len(token) <= MAX_PAGE_TOKEN:
+        session = box.open_page(token, now)
+        if session is not None:
+            return session
+    return box.open_session(request.cookies.get(SESSION_COOKIE), now)
+
+
+def page_token(request: Request, settings: Settings, session: SmartSession) -> str:
+    """What a page's links and forms carry as `session_token`: "" when the request's session
+    cookie holds this very session (cookies work here), else a fresh page token."""
+    box = _box(settings)
+    cookie = box.open_session(request.cookies.get(SESSION_COOKIE), datetime.now(UTC))
+    return "" if cookie == session else box.seal_page(session)
+
+
+@router.get("/jwks", include_in_schema=False)
+async def jwks(rt: RuntimeDep) -> Response:
+    """The app's public key (private_key_jwt): the JWK Set URL to register with the EHR."""
+    keys = public_keys(rt.settings)
+    if keys is None:
+        return JSONResponse({"error": "this app does not sign its token requests"}, 404)
+    return JSONResponse(keys, headers={"Cache-Control": "max-age=300"})
 
 
 @router.get("/timeline", response_class=HTMLResponse)
-async def timeline(request: Request, rt: RuntimeDep, session_cookie: SessionCookie = None
+async def timeline(request: Request, rt: RuntimeDep, session_token: str | None = None
                    ) -> Response:
-    """The patient comes from the session only: no id in the URL, nothing to tamper with."""
-    session = _session(rt.settings, session_cookie)
+    """The patient comes from the session only (cookie or page token): no id in the URL."""
+    session = current_session(request, rt.settings, session_token)
     if session is None:
         return _page(request, "error.html", 401, message="No patient is open.",
                      hint="Open the outreach view from the patient's chart in the EHR "
@@ -191,4 +285,4 @@ async def timeline(request: Request, rt: RuntimeDep, session_cookie: SessionCook
 
     found = await run_in_threadpool(query)
     return _page(request, "timeline.html", timeline=found, zone=rt.settings.zone,
-                 now=datetime.now(UTC))
+                 now=datetime.now(UTC), session_token=page_token(request, rt.settings, session))

@@ -1,5 +1,7 @@
 """The clinician view as a SMART on FHIR app: launch flow, encrypted session, timeline query."""
 
+from outreach.staff.smart.client_auth import ClientAuth, client_auth
+from outreach.staff.smart.discovery import discover
 from outreach.staff.smart.launch import (
     LaunchError,
     PendingLaunch,
@@ -7,7 +9,6 @@ from outreach.staff.smart.launch import (
     TokenGrant,
     allowed_issuer,
     authorize_url,
-    discover,
     exchange_code,
     new_pending_launch,
     scopes_for,
@@ -16,6 +17,7 @@ from outreach.staff.smart.session import CookieBox
 from outreach.staff.smart.timeline import Timeline, load_timeline
 
 __all__ = [
+    "ClientAuth",
     "CookieBox",
     "LaunchError",
     "PendingLaunch",
@@ -24,6 +26,7 @@ __all__ = [
     "TokenGrant",
     "allowed_issuer",
     "authorize_url",
+    "client_auth",
     "discover",
     "exchange_code",
     "load_timeline",

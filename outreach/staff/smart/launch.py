@@ -1,4 +1,4 @@
-"""SMART App Launch (EHR and standalone): issuer allow-list, discovery, PKCE, token exchange."""
+"""SMART App Launch (EHR and standalone): issuer allow-list, PKCE, scopes, token exchange."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from outreach.core.settings import Settings
+
+if TYPE_CHECKING:
+    from outreach.staff.smart.client_auth import ClientAuth
 
 # FHIR R4 id: the token's `patient` must be one, so it is safe to use as a reference.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -20,6 +23,11 @@ MAX_PARAM_LENGTH = 2048
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)
 # An EHR session rarely outlives a shift; the cookie never outlives this, whatever expires_in says.
 MAX_SESSION = timedelta(hours=12)
+# The least the view asks of the chart, in SMART v2 syntax and in v1 for servers without it.
+# openid fhirUser: who is acting, for what staff do on the page (not chart data).
+MINIMUM_SCOPES_V2 = "openid fhirUser patient/Patient.r patient/Appointment.rs"
+MINIMUM_SCOPES_V1 = "openid fhirUser patient/Patient.read patient/Appointment.read"
+MAX_DESCRIPTION = 200
 
 
 class LaunchError(Exception):
@@ -38,6 +46,9 @@ class SmartEndpoints:
     # its keys are. Only a staff sign-in needs them.
     issuer: str | None = None
     jwks_uri: str | None = None
+    v2: bool = False  # ask in SMART v2 scope syntax (the server advertises it)
+    auth_methods: tuple[str, ...] | None = None  # token_endpoint_auth_methods_supported
+
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ class TokenGrant:
     scope: str
 
 
-def _url(value: object) -> str | None:
+def http_url(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     try:
@@ -87,7 +98,7 @@ def _url(value: object) -> str | None:
 def allowed_issuer(settings: Settings, iss: str | None) -> str:
     """The allow-listed EHR base `iss` names; anything else stops here, before any request to
     it, so a crafted launch link cannot send the browser (or us) to an unknown host."""
-    if not iss or len(iss) > MAX_PARAM_LENGTH or _url(iss) is None:
+    if not iss or len(iss) > MAX_PARAM_LENGTH or http_url(iss) is None:
         raise LaunchError("The launch did not say which EHR it came from (missing or malformed "
                           "'iss').", hint="Open the app again from the patient's chart.")
     wanted = iss.rstrip("/")
@@ -96,29 +107,6 @@ def allowed_issuer(settings: Settings, iss: str | None) -> str:
             return issuer
     raise LaunchError("This EHR is not allowed to launch the outreach view.",
                       hint="Ask IT to add its FHIR base URL to OUTREACH_SMART_ALLOWED_ISS.")
-
-
-async def discover(client: httpx.AsyncClient, iss: str) -> SmartEndpoints:
-    """Read the authorize and token endpoints from {iss}/.well-known/smart-configuration."""
-    unavailable = LaunchError("The EHR's SMART configuration could not be read.", 502,
-                              hint="Try again in a moment; if it persists, tell IT.")
-    try:
-        response = await client.get(f"{iss}/.well-known/smart-configuration",
-                                    headers={"Accept": "application/json"})
-        config = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError) as exc:
-        raise unavailable from exc
-    if not isinstance(config, dict):
-        raise unavailable
-    authorize, token = _url(config.get("authorization_endpoint")), _url(
-        config.get("token_endpoint"))
-    methods = config.get("code_challenge_methods_supported")
-    if authorize is None or token is None or (
-            isinstance(methods, list) and "S256" not in methods):
-        raise LaunchError("The EHR's SMART configuration lacks endpoints or PKCE (S256).", 502,
-                          hint="Tell IT: the EHR must support SMART App Launch with PKCE.")
-    return SmartEndpoints(authorize, token, _url(config.get("issuer")),
-                          _url(config.get("jwks_uri")))
 
 
 def _b64(data: bytes) -> str:
@@ -139,10 +127,12 @@ def new_pending_launch(settings: Settings, iss: str, endpoints: SmartEndpoints,
                          issuer=endpoints.issuer or "", jwks_uri=endpoints.jwks_uri or "")
 
 
-def scopes_for(settings: Settings, *, standalone: bool) -> str:
-    """The configured scopes plus the launch scope: `launch` takes the EHR's context, while
-    `launch/patient` makes the authorization server ask which patient."""
-    scopes = [s for s in settings.smart_scopes.split() if not s.startswith("launch")]
+def scopes_for(settings: Settings, *, standalone: bool, v2: bool = True) -> str:
+    """The configured scopes (else the least the view needs, in the server's syntax) plus the
+    launch scope: `launch` takes the EHR's context, `launch/patient` makes the authorization
+    server ask which patient."""
+    chosen = settings.smart_scopes or (MINIMUM_SCOPES_V2 if v2 else MINIMUM_SCOPES_V1)
+    scopes = [s for s in chosen.split() if not s.startswith("launch")]
     return " ".join(["launch/patient" if standalone else "launch", *scopes])
 
 
@@ -154,7 +144,7 @@ def authorize_url(settings: Settings, endpoints: SmartEndpoints, pending: Pendin
     params = {
         "response_type": "code", "client_id": settings.smart_client_id,
         "redirect_uri": pending.redirect_uri,
-        "scope": scope or scopes_for(settings, standalone=launch is None),
+        "scope": scope or scopes_for(settings, standalone=launch is None, v2=endpoints.v2),
         "state": pending.state, "aud": pending.iss,
         "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
     }
@@ -163,35 +153,56 @@ def authorize_url(settings: Settings, endpoints: SmartEndpoints, pending: Pendin
     return str(httpx.URL(endpoints.authorize).copy_merge_params(params))
 
 
+def said(value: object, limit: int = MAX_DESCRIPTION) -> str | None:
+    """An EHR's error or error_description, fit to show and log: printable text, bounded."""
+    if not isinstance(value, str):
+        return None
+    text = "".join(c for c in value[:limit] if c.isprintable()).strip()
+    return text or None
+
+
+def refusal(error: object, description: object) -> str:
+    """"(error: description)", as the EHR said it, for the message shown and logged."""
+    code = said(error, 40)
+    detail = said(description)
+    return f"{code or 'unknown'}: {detail}" if detail else (code or "unknown")
+
+
 def _refused(body: object) -> LaunchError:
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error if isinstance(error, str) and re.fullmatch(r"[a-z_]{1,40}", error) else "unknown"
-    return LaunchError(f"The EHR refused the sign-in ({code}).",
-                       hint="Open the app again from the patient's chart.")
+    said_ = body if isinstance(body, dict) else {}
+    why = refusal(said_.get("error"), said_.get("error_description"))
+    return LaunchError(f"The EHR refused the sign-in ({why}).",
+                       hint="Open the app again from the patient's chart; if it keeps failing, "
+                            "tell IT what the EHR said.")
 
 
 async def exchange_code(client: httpx.AsyncClient, pending: PendingLaunch, code: str,
-                        client_id: str, now: datetime) -> TokenGrant:
+                        auth: ClientAuth, now: datetime) -> TokenGrant:
     """Trade the authorization code (with the PKCE verifier) for a token with patient context."""
-    return _grant(await token_response(client, pending, code, client_id), now)
+    return _grant(await token_response(client, pending, code, auth), now)
 
 
 async def token_response(client: httpx.AsyncClient, pending: PendingLaunch, code: str,
-                         client_id: str) -> dict[str, Any]:
+                         auth: ClientAuth) -> dict[str, Any]:
     """The token endpoint's answer to the authorization code and PKCE verifier, or a
-    LaunchError saying why there is none."""
-    form = {"grant_type": "authorization_code", "code": code, "client_id": client_id,
-            "redirect_uri": pending.redirect_uri, "code_verifier": pending.verifier}
+    LaunchError saying why there is none (with the EHR's own words when it refused)."""
+    fields, headers = auth.credentials(pending.token_endpoint)
+    form = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": pending.redirect_uri, "code_verifier": pending.verifier, **fields}
     try:
         response = await client.post(pending.token_endpoint, data=form,
-                                     headers={"Accept": "application/json"})
-        body = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+                                     headers={"Accept": "application/json", **headers})
+    except httpx.HTTPError as exc:
         raise LaunchError("The EHR's token endpoint did not answer.", 502,
                           hint="Try again in a moment; if it persists, tell IT.") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
     if response.status_code != 200:
         raise _refused(body) if 400 <= response.status_code < 500 else LaunchError(
-            f"The EHR's token endpoint failed (HTTP {response.status_code}).", 502)
+            f"The EHR's token endpoint failed (HTTP {response.status_code}).", 502,
+            hint="Try again in a moment; if it persists, tell IT.")
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
         raise LaunchError("The EHR's token response had no access token.", 502)
     return body

@@ -2,7 +2,13 @@
 
 Encrypted rather than only signed: the cookie carries the EHR's access token and the patient id,
 which a signed cookie would leave readable to anything that sees the request (a proxy's log).
-Each purpose derives its own key, so a launch cookie can never be replayed as a session.
+Each purpose derives its own key, so a launch cookie can never be replayed as a session, nor a
+`state` or a page token as either.
+
+Where the browser sends no cookie (an EHR's cross-site frame with third-party cookies blocked),
+the same seals travel without one: the launch in the `state` parameter (it carries the PKCE
+verifier, so it is encrypted too), and the session in a short-lived page token that the
+timeline's links and forms carry.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ LAUNCH_COOKIE = "outreach_smart_launch"
 SESSION_COOKIE = "outreach_smart"
 COOKIE_PATH = "/smart"
 LAUNCH_TTL_SECONDS = 600  # from /launch to /callback: a login page, not a coffee break
+# A page token outlives a page view by this much (each page mints a fresh one): long enough to
+# read the page and act on it, short enough that a copied URL soon opens nothing.
+PAGE_TOKEN_TTL_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class CookieBox:
     def __init__(self, secret: str) -> None:
         self._launch = _fernet(secret, "launch")
         self._session = _fernet(secret, "session")
+        self._state = _fernet(secret, "state")
+        self._page = _fernet(secret, "page")
 
     @staticmethod
     def _open(fernet: Fernet, token: str | None, ttl: int) -> dict[str, Any] | None:
@@ -63,14 +74,44 @@ class CookieBox:
         data = self._open(self._launch, token, LAUNCH_TTL_SECONDS)
         return PendingLaunch.from_dict(data) if data is not None else None
 
+    def seal_state(self, verifier: str, iss: str) -> str:
+        """The `state` of a launch: what /callback needs when no launch cookie comes back."""
+        return self._state.encrypt(json.dumps({"v": verifier, "i": iss}).encode()).decode()
+
+    def open_state(self, state: str | None) -> tuple[str, str] | None:
+        """(PKCE verifier, iss) of a `state` this server sealed in the last ten minutes."""
+        data = self._open(self._state, state, LAUNCH_TTL_SECONDS)
+        if data is None or not isinstance(data.get("v"), str) or not isinstance(
+                data.get("i"), str):
+            return None
+        return data["v"], data["i"]
+
     def seal_session(self, grant: TokenGrant, iss: str) -> str:
-        data = {"patient": grant.patient, "iss": iss, "access_token": grant.access_token,
-                "expires_at": grant.expires_at.timestamp()}
-        return self._session.encrypt(json.dumps(data).encode()).decode()
+        return self._seal_session(self._session, SmartSession(grant.patient, iss,
+                                                              grant.access_token,
+                                                              grant.expires_at))
+
+    def seal_page(self, session: SmartSession) -> str:
+        """A page token: the session for a page's links and forms, for half an hour."""
+        return self._seal_session(self._page, session)
+
+    @staticmethod
+    def _seal_session(fernet: Fernet, session: SmartSession) -> str:
+        data = {"patient": session.patient, "iss": session.iss,
+                "access_token": session.access_token,
+                "expires_at": session.expires_at.timestamp()}
+        return fernet.encrypt(json.dumps(data).encode()).decode()
 
     def open_session(self, token: str | None, now: datetime) -> SmartSession | None:
         # The Fernet TTL only bounds the cookie's age; the token's own expiry decides.
-        data = self._open(self._session, token, int(MAX_SESSION.total_seconds()))
+        return self._open_session(self._session, token, int(MAX_SESSION.total_seconds()), now)
+
+    def open_page(self, token: str | None, now: datetime) -> SmartSession | None:
+        return self._open_session(self._page, token, PAGE_TOKEN_TTL_SECONDS, now)
+
+    def _open_session(self, fernet: Fernet, token: str | None, ttl: int, now: datetime
+                      ) -> SmartSession | None:
+        data = self._open(fernet, token, ttl)
         if data is None:
             return None
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
-from outreach.staff.smart import LaunchError, PendingLaunch, exchange_code
+from outreach.staff.smart import ClientAuth, LaunchError, PendingLaunch, exchange_code
 from outreach.staff.smart.launch import challenge_of
 from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE
 from tests.conftest import RuntimeFactory
@@ -44,7 +44,9 @@ def test_ehr_launch_redirects_to_authorize_with_pkce_state_and_launch(
     query = _query(location)
     assert query["response_type"] == "code" and query["client_id"] == CLIENT_ID
     assert query["redirect_uri"] == f"{api_server.url}/smart/callback"
-    assert query["scope"].split() == ["launch", "openid", "fhirUser", "patient/*.read"]
+    # The least the page needs, in SMART v2 syntax (the server advertises permission-v2).
+    assert query["scope"].split() == ["launch", "openid", "fhirUser", "patient/Patient.r",
+                                      "patient/Appointment.rs"]
     assert query["aud"] == auth.fhir_base and query["launch"] == "xyz"
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
     assert len(query["state"]) >= 32
@@ -217,7 +219,8 @@ def test_the_pkce_verifier_is_what_the_ehr_checks(auth: SmartAuthServer) -> None
             from datetime import UTC, datetime
 
             async with httpx.AsyncClient() as client:
-                return await exchange_code(client, pending, code, CLIENT_ID, datetime.now(UTC))
+                return await exchange_code(client, pending, code, ClientAuth.public(CLIENT_ID),
+                                           datetime.now(UTC))
 
         return asyncio.run(run())
 
@@ -246,7 +249,10 @@ def test_the_cookies_are_secure_when_the_public_url_is_https(
 ) -> None:
     make_runtime(**{**smart_settings, "public_url": "https://outreach.hospital.example"})
     response = _launch(client, auth)
-    assert "Secure" in response.headers["set-cookie"]
+    # Kept inside the EHR's cross-site frame: SameSite=None needs Secure; Partitioned (CHIPS)
+    # keeps it where third-party cookies are blocked.
+    cookie = response.headers["set-cookie"]
+    assert "Secure" in cookie and "SameSite=none" in cookie and "Partitioned" in cookie
     assert _query(response.headers["location"])["redirect_uri"] == \
         "https://outreach.hospital.example/smart/callback"
 
