@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -39,3 +40,34 @@ def client(api_server: ApiServer) -> Iterator[httpx.Client]:
     """An HTTP client that keeps cookies and does not follow redirects, so each hop is seen."""
     with httpx.Client(base_url=api_server.url, follow_redirects=False, timeout=10) as client:
         yield client
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_log(api_server: ApiServer) -> Iterator[list[str]]:
+    """The lines uvicorn's access log writes during the test, after our redaction filter (the
+    test server logs at warning; this turns the access log on for new connections)."""
+    logger = logging.getLogger("uvicorn.access")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def assert_no_launch_secrets(lines: list[str], *secrets: str) -> None:
+    """The access log saw the SMART requests, and none of the launch's secrets."""
+    assert any("/smart/callback?" in line and "code=…" in line and "state=…" in line
+               for line in lines), lines
+    for line in lines:
+        for secret in secrets:
+            assert secret not in line, (secret, line)
