@@ -21,15 +21,19 @@ needs_chromium = pytest.mark.skipif(
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+# Chromium as a browser that blocks third-party cookies (Chrome's own test switch for it): a
+# cross-site frame then gets no cookie at all, whatever its SameSite.
+NO_THIRD_PARTY_COOKIES = ["--test-third-party-cookie-phaseout"]
 # Screenshots are kept as test artefacts, at the repository root.
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-def launch() -> Iterator[Any]:
-    """A browser for one test (the `chromium` fixture)."""
+def launch(extra_args: list[str] | None = None) -> Iterator[Any]:
+    """A browser for one test (the `chromium` fixture), with `extra_args` switches."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=[*CHROMIUM_ARGS, *(extra_args or [])])
         yield browser
         browser.close()
