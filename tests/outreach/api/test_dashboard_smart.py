@@ -21,7 +21,12 @@ from outreach.staff.smart.launch import challenge_of
 from outreach.staff.smart.session import LAUNCH_COOKIE as CLINICIAN_LAUNCH_COOKIE
 from tests.conftest import RuntimeFactory
 from tests.support.api_server import ApiServer
-from tests.support.smart_auth_server import CLIENT_ID, SmartAuthServer, follow_to_callback
+from tests.support.smart_auth_server import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    SmartAuthServer,
+    follow_to_callback,
+)
 
 SESSION_SECRET = "smart-session-secret-for-tests-" + "s" * 16
 STAFF_LAUNCH_COOKIE = "outreach_staff_launch"
@@ -115,6 +120,26 @@ def test_a_practitioner_signs_in_and_sees_the_dashboard(
     assert board.status_code == 200, board.text
     assert f"Signed in as {DOCTOR}" in _text(board)
     assert "Appointments" in board.text
+
+
+@pytest.mark.parametrize("secret, signed_in", [
+    (CLIENT_SECRET, True), ("a-secret-the-ehr-never-issued", False)])
+def test_a_confidential_client_signs_staff_in_with_its_secret(
+    make_runtime: RuntimeFactory, smart_settings: dict[str, Any], client: httpx.Client,
+    auth: SmartAuthServer, secret: str, signed_in: bool,
+) -> None:
+    auth.state.client_auth = "client_secret_basic"
+    make_runtime(**smart_settings, smart_client_auth="client_secret_basic",
+                 smart_client_secret=secret)
+    answer = _sign_in(client)
+    (headers,) = auth.state.token_headers
+    assert headers["authorization"].startswith("Basic ")
+    if signed_in:
+        assert answer.status_code == 200 and f"Signed in as {DOCTOR}" in _text(answer)
+    else:  # the EHR's own words, on the sign-in page
+        assert answer.status_code == 400
+        assert "(invalid_client: client authentication failed: wrong client id or secret)" \
+            in _text(answer)
 
 
 def test_the_same_code_cannot_sign_in_twice(
