@@ -8,14 +8,11 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
 from outreach.core.settings import Settings
-
-if TYPE_CHECKING:
-    from outreach.staff.smart.client_auth import ClientAuth
 
 # FHIR R4 id: the token's `patient` must be one, so it is safe to use as a reference.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -75,6 +72,13 @@ class PendingLaunch:
                           for k in cls.__dataclass_fields__})
         except (KeyError, TypeError):
             return None
+
+
+class ClientAuth(Protocol):
+    """How the app proves itself at the token endpoint (outreach.staff.smart.client_auth)."""
+
+    def credentials(self, token_endpoint: str, now: float | None = None
+                    ) -> tuple[dict[str, str], dict[str, str]]: ...
 
 
 @dataclass(frozen=True)

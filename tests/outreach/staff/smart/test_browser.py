@@ -19,8 +19,8 @@ from outreach.intake.ingest import ingest
 from outreach.store.models import ScheduledStep
 from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
-from tests.support.api_server import ApiServer
 from tests.outreach.staff.smart.conftest import assert_no_launch_secrets
+from tests.support.api_server import ApiServer
 from tests.support.browser import ARTIFACTS, NO_THIRD_PARTY_COOKIES, launch, needs_chromium
 from tests.support.drain import drain
 from tests.support.ehr_page import EhrPage
