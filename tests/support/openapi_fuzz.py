@@ -168,7 +168,7 @@ def _pages() -> dict[str, Any]:
         "/dashboard/sign-in/smart": {"get": _get(_param("iss", "query", format="uri"))},
         "/dashboard/sign-in/smart/callback": {"get": _get(
             _param("code", "query"), _param("state", "query"), _param("error", "query"),
-            _param(STAFF_LAUNCH_COOKIE, "cookie"))},
+            _param("error_description", "query"), _param(STAFF_LAUNCH_COOKIE, "cookie"))},
         "/p/{token}": {
             "get": _get(token, {"name": "saved", "in": "query", "required": False,
                                 "schema": {"enum": ["yes", "no"]}}),
@@ -187,8 +187,13 @@ def _pages() -> dict[str, Any]:
         "/smart/standalone": {"get": _get(_param("iss", "query", format="uri"))},
         "/smart/callback": {"get": _get(_param("code", "query"), _param("state", "query"),
                                         _param("error", "query"),
+                                        _param("error_description", "query"),
+                                        _param("Sec-Fetch-Dest", "header"),
                                         _param(LAUNCH_COOKIE, "cookie"))},
-        "/smart/timeline": {"get": _get(_param(SESSION_COOKIE, "cookie"))},
+        "/smart/timeline": {"get": _get(_param(SESSION_COOKIE, "cookie"),
+                                        _param("session_token", "query"),
+                                        _param("X-Outreach-Session-Token", "header"))},
+        "/smart/jwks": {"get": _get()},
     }
 
 
