@@ -3,7 +3,6 @@ replies and Task texts come from patients and staff) and the security headers.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,15 @@ templates = Jinja2Templates(env=environment)
 
 
 def page_headers(*, form_action: str = "'none'", images: str = "'none'",
-                 framed: bool = False, frame_ancestors: Sequence[str] = ()) -> dict[str, str]:
+                 framed: bool = False) -> dict[str, str]:
     """Pages carry patient or staff data: never cached, never leaking the URL as a referrer,
     no scripts at all; forms post only where `form_action` says. Only a page made to sit in an
-    EHR's frame (`framed`, the SMART view) may be framed, and then only by `frame_ancestors`
-    (the EHRs' origins) when given."""
+    EHR's frame (`framed`, the SMART view) may be framed."""
     policy = (f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; "
               f"base-uri 'none'; form-action {form_action}")
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                "X-Content-Type-Options": "nosniff"}
-    if frame_ancestors:
-        policy += f"; frame-ancestors {' '.join(frame_ancestors)}"
-    elif not framed:
+    if not framed:
         policy += "; frame-ancestors 'none'"
         headers["X-Frame-Options"] = "DENY"
     return {**headers, "Content-Security-Policy": policy}

@@ -67,7 +67,7 @@ def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
 
 environment.filters["when"] = _when
 # Made to sit in the EHR's frame; no form posts anywhere. The frame-ancestors allow-list is
-# per deployment: pages get it from `smart_headers`.
+# per deployment: `smart_headers` adds it.
 PAGE_HEADERS = page_headers(framed=True)
 CALLBACK = "/smart/callback"
 # Where a page token comes from when the caller does not hand one over (a form field).
@@ -79,8 +79,12 @@ LaunchCookie = Annotated[str | None, Cookie(alias=LAUNCH_COOKIE)]
 
 
 def smart_headers(settings: Settings) -> dict[str, str]:
-    """The view's page headers: framed, and only by the configured EHR origins."""
-    return page_headers(framed=True, frame_ancestors=settings.smart_ancestors)
+    """PAGE_HEADERS, with framing allowed to the configured EHR origins only."""
+    ancestors = " ".join(settings.smart_ancestors)
+    if not ancestors:
+        return PAGE_HEADERS
+    policy = f"{PAGE_HEADERS['Content-Security-Policy']}; frame-ancestors {ancestors}"
+    return {**PAGE_HEADERS, "Content-Security-Policy": policy}
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -233,11 +237,26 @@ async def callback(request: Request, rt: RuntimeDep, pending_cookie: LaunchCooki
     return response
 
 
+def _cookie_may_act(request: Request, settings: Settings) -> bool:
+    """Whether the session cookie may stand for the user on this request. Over https it is
+    SameSite=None (the EHR's frame needs it), so a browser sends it with any site's form post
+    too: a request that changes something must come from our own pages (Sec-Fetch-Site, else
+    Origin); a page token in the form needs no such check, no other site can know it."""
+    if request.method in ("GET", "HEAD"):
+        return True
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin, public = request.headers.get("origin"), httpx.URL(str(settings.public_url))
+    return origin is None or origin == f"{public.scheme}://{public.netloc.decode()}"
+
+
 def current_session(request: Request, settings: Settings, token: str | None = None
                     ) -> SmartSession | None:
     """The open SMART session: from a page token (`token`, e.g. a form's `session_token`
     field; else the `session_token` query parameter or the X-Outreach-Session-Token header),
-    which names the patient of the page the request came from, else from the session cookie."""
+    which names the patient of the page the request came from, else from the session cookie
+    (for a request that changes something, only when it comes from our own pages)."""
     try:
         box = _box(settings)
     except LaunchError:
@@ -249,6 +268,8 @@ def current_session(request: Request, settings: Settings, token: str | None = No
         session = box.open_page(token, now)
         if session is not None:
             return session
+    if not _cookie_may_act(request, settings):
+        return None
     return box.open_session(request.cookies.get(SESSION_COOKIE), now)
 
 

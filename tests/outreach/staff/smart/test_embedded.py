@@ -13,9 +13,10 @@ from fastapi import Request
 
 from outreach.api.routes.smart import current_session
 from outreach.core.ports import Runtime
-from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE
+from outreach.staff.smart import CookieBox
+from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE, SmartSession
 from tests.conftest import RuntimeFactory
-from tests.outreach.staff.smart.conftest import PATIENT_ID
+from tests.outreach.staff.smart.conftest import PATIENT_ID, SESSION_SECRET
 from tests.support.api_server import ApiServer
 from tests.support.smart_auth_server import SmartAuthServer, follow_to_callback
 
@@ -141,3 +142,50 @@ def test_only_the_ehrs_may_frame_the_view(
         policy = response.headers["content-security-policy"]
         assert policy.endswith(expected.format(auth_origin=auth.base_url)), policy
         assert "x-frame-options" not in response.headers
+
+
+def test_another_sites_form_post_cannot_act_with_the_session_cookie(
+    smart_rt: Runtime, auth: SmartAuthServer, client: httpx.Client
+) -> None:
+    """Over https the cookie is SameSite=None, so a browser sends it with any site's form post:
+    a post only acts from our own pages, or with the page's token."""
+    settings = smart_rt.settings
+    assert client.get(follow_to_callback(client, client.get(
+        "/smart/launch", params={"iss": auth.fhir_base, "launch": "xyz"}
+    ).headers["location"])).status_code == 303
+    cookie = client.cookies[SESSION_COOKIE]
+
+    def post(site: str, origin: str | None = None, token: str | None = None) -> object:
+        headers = [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())]
+        if site:
+            headers.append((b"sec-fetch-site", site.encode()))
+        if origin:
+            headers.append((b"origin", origin.encode()))
+        scope = {"type": "http", "method": "POST", "path": "/smart/timeline",
+                 "query_string": b"", "headers": headers}
+        return current_session(Request(scope), settings, token=token)
+
+    assert post("same-origin") is not None
+    assert post("cross-site") is None and post("same-site") is None
+    assert post("", origin="https://evil.example") is None
+    assert post("", origin=str(settings.public_url).rstrip("/")) is not None
+    session = post("same-origin")
+    assert isinstance(session, SmartSession)
+    token = CookieBox(SESSION_SECRET).seal_page(session)
+    assert post("cross-site", token=token) == session  # the token is proof enough
+
+
+def test_the_page_token_names_the_patient_of_its_page_even_when_the_cookie_names_another(
+    smart_rt: Runtime, auth: SmartAuthServer, api_server: ApiServer, client: httpx.Client
+) -> None:
+    """A clinician opened another chart since (a new cookie): a form on the old page still
+    acts on the old page's patient."""
+    auth.register_launch("second-chart", "pat-2")
+    target = _no_cookie_get(_frame_callback(auth, api_server), IN_A_FRAME).headers["location"]
+    token = parse_qs(urlparse(target).query)["session_token"][0]
+    assert client.get(follow_to_callback(client, client.get(
+        "/smart/launch", params={"iss": auth.fhir_base, "launch": "second-chart"}
+    ).headers["location"])).status_code == 303
+    assert "Patient/pat-2" in client.get("/smart/timeline").text
+    page = client.get("/smart/timeline", params={"session_token": token})
+    assert f"Patient/{PATIENT_ID}" in page.text and "Patient/pat-2" not in page.text
