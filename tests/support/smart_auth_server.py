@@ -89,6 +89,7 @@ class AuthState:
     client_jwks: dict[str, Any] = field(default_factory=dict)  # the registered public keys
     used_jtis: set[str] = field(default_factory=set)
     v1_only: bool = False  # discovery only from the CapabilityStatement (SMART v1)
+    discovery_failure: int | None = None  # .well-known answers this HTTP status
     token_headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/fhir/.well-known/smart-configuration":
+            if self.server.state.discovery_failure is not None:
+                return self._json(self.server.state.discovery_failure, {"error": "down"})
             if self.server.state.v1_only:
                 return self._json(404, {"error": "not_found"})
             return self._json(200, self.server.configuration())

@@ -196,3 +196,13 @@ def test_settings_refuse_a_confidential_client_without_its_credential(tmp_path: 
     assert load_settings(smart_client_auth="client_secret_basic",
                          smart_client_secret=CLIENT_SECRET).smart_client_auth == \
         "client_secret_basic"
+
+
+def test_an_ehr_whose_discovery_fails_is_a_try_again_page(
+    smart_rt: Any, client: httpx.Client, auth: SmartAuthServer
+) -> None:
+    auth.state.discovery_failure = 503
+    response = client.get("/smart/launch", params={"iss": auth.fhir_base, "launch": "xyz"})
+    text = html.unescape(response.text)
+    assert response.status_code == 502 and "location" not in response.headers
+    assert "SMART configuration could not be read" in text and "Try again in a moment" in text
