@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -11,7 +12,6 @@ from zoneinfo import ZoneInfo
 import httpx
 from fastapi import APIRouter, Cookie, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import RuntimeDep
 from outreach.api.pages import environment, page_headers, templates
@@ -23,10 +23,9 @@ from outreach.staff.smart import (
     allowed_issuer,
     authorize_url,
     discover,
-    exchange_code,
-    load_timeline,
     new_pending_launch,
 )
+from outreach.staff.smart.clinician import clinician_grant
 from outreach.staff.smart.launch import MAX_PARAM_LENGTH
 from outreach.staff.smart.session import (
     COOKIE_PATH,
@@ -35,7 +34,8 @@ from outreach.staff.smart.session import (
     SESSION_COOKIE,
     SmartSession,
 )
-from outreach.staff.smart.timeline import Timeline
+from outreach.staff.smart.staff_actions import csrf_token, sender_note
+from outreach.staff.smart.view import timeline_view
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
 
 
 environment.filters["when"] = _when
-# Made to sit in the EHR's frame; no form posts anywhere.
-PAGE_HEADERS = page_headers(framed=True)
+# Made to sit in the EHR's frame; forms (staff replies, tasks done) post only back here.
+PAGE_HEADERS = page_headers(framed=True, form_action="'self'")
 
 LaunchCookie = Annotated[str | None, Cookie(alias=LAUNCH_COOKIE)]
 SessionCookie = Annotated[str | None, Cookie(alias=SESSION_COOKIE)]
@@ -152,15 +152,15 @@ async def callback(request: Request, rt: RuntimeDep, pending_cookie: LaunchCooki
                               hint="Open the app again, and approve access when asked.")
         assert settings.smart_client_id is not None
         async with _http(settings) as client:
-            grant = await exchange_code(client, pending, code, settings.smart_client_id,
-                                        datetime.now(UTC))
+            grant, user = await clinician_grant(client, pending, code,
+                                                settings.smart_client_id, datetime.now(UTC))
     except LaunchError as exc:
         log.info("SMART callback refused (%s): %s", exc.status, exc.message)
         return _error(request, exc)
     target = settings.public("/smart/timeline") or "/smart/timeline"
     response = RedirectResponse(target, status_code=303)
     max_age = int((grant.expires_at - datetime.now(UTC)).total_seconds())
-    response.set_cookie(SESSION_COOKIE, box.seal_session(grant, pending.iss), max_age=max_age,
+    response.set_cookie(SESSION_COOKIE, box.seal_session(grant, pending.iss, user), max_age=max_age,
                         path=COOKIE_PATH, httponly=True, samesite="lax", secure=_secure(settings))
     response.delete_cookie(LAUNCH_COOKIE, path=COOKIE_PATH)
     log.info("SMART session started for %s from %s", grant.patient, pending.iss)
@@ -184,11 +184,20 @@ async def timeline(request: Request, rt: RuntimeDep, session_cookie: SessionCook
         return _page(request, "error.html", 401, message="No patient is open.",
                      hint="Open the outreach view from the patient's chart in the EHR "
                           "(or sign in again: sessions end with the EHR's token).")
+    return await timeline_page(request, rt, session)
 
-    def query() -> Timeline:
-        with rt.sessions() as db:
-            return load_timeline(db, rt.journeys, session.patient)
 
-    found = await run_in_threadpool(query)
-    return _page(request, "timeline.html", timeline=found, zone=rt.settings.zone,
-                 now=datetime.now(UTC))
+async def timeline_page(request: Request, rt: Runtime, session: SmartSession, *,
+                        status: int = 200, notice: str | None = None,
+                        session_token: str | None = None) -> HTMLResponse:
+    """The timeline with what the EHR says now, and the staff forms (each with this session's
+    CSRF token and a fresh id, so a form sent twice acts once)."""
+    view = await timeline_view(rt, session)
+    secret = rt.settings.smart_session_secret
+    assert secret is not None, "a session was opened with it"
+    return _page(request, "timeline.html", status, timeline=view.timeline, ehr=view.ehr,
+                 banner=view.banner, zone=rt.settings.zone, now=datetime.now(UTC),
+                 today=datetime.now(rt.settings.zone).date(),
+                 csrf=csrf_token(secret.get_secret_value(), session),
+                 reply_uid=secrets.token_urlsafe(24), notice=notice,
+                 sender_note=sender_note(session), session_token=session_token)

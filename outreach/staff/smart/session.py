@@ -31,6 +31,8 @@ class SmartSession:
     iss: str
     access_token: str
     expires_at: datetime
+    need_patient_banner: bool = True
+    fhir_user: str | None = None  # "Practitioner/{id}", from the verified id_token, if any
 
 
 def _fernet(secret: str, purpose: str) -> Fernet:
@@ -63,9 +65,10 @@ class CookieBox:
         data = self._open(self._launch, token, LAUNCH_TTL_SECONDS)
         return PendingLaunch.from_dict(data) if data is not None else None
 
-    def seal_session(self, grant: TokenGrant, iss: str) -> str:
+    def seal_session(self, grant: TokenGrant, iss: str, fhir_user: str | None = None) -> str:
         data = {"patient": grant.patient, "iss": iss, "access_token": grant.access_token,
-                "expires_at": grant.expires_at.timestamp()}
+                "expires_at": grant.expires_at.timestamp(),
+                "need_patient_banner": grant.need_patient_banner, "fhir_user": fhir_user}
         return self._session.encrypt(json.dumps(data).encode()).decode()
 
     def open_session(self, token: str | None, now: datetime) -> SmartSession | None:
@@ -74,9 +77,12 @@ class CookieBox:
         if data is None:
             return None
         try:
+            user = data.get("fhir_user")
             session = SmartSession(str(data["patient"]), str(data["iss"]),
                                    str(data["access_token"]),
-                                   datetime.fromtimestamp(float(data["expires_at"]), UTC))
+                                   datetime.fromtimestamp(float(data["expires_at"]), UTC),
+                                   data.get("need_patient_banner") is not False,
+                                   user if isinstance(user, str) else None)
         except (KeyError, TypeError, ValueError):
             return None
         return session if session.expires_at > now else None
