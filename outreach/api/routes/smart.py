@@ -34,7 +34,7 @@ from outreach.staff.smart.session import (
     SESSION_COOKIE,
     SmartSession,
 )
-from outreach.staff.smart.staff_actions import csrf_token, sender_note
+from outreach.staff.smart.staff_actions import NOTICES, OK_NOTICES, csrf_token, sender_note
 from outreach.staff.smart.view import timeline_view
 
 log = logging.getLogger(__name__)
@@ -176,19 +176,21 @@ def _session(settings: Settings, cookie: str | None) -> SmartSession | None:
 
 
 @router.get("/timeline", response_class=HTMLResponse)
-async def timeline(request: Request, rt: RuntimeDep, session_cookie: SessionCookie = None
-                   ) -> Response:
-    """The patient comes from the session only: no id in the URL, nothing to tamper with."""
+async def timeline(request: Request, rt: RuntimeDep, session_cookie: SessionCookie = None,
+                   notice: str | None = None) -> Response:
+    """The patient comes from the session only: no id in the URL, nothing to tamper with.
+    `notice` names what a staff action just did (a key: anything else is ignored)."""
     session = _session(rt.settings, session_cookie)
     if session is None:
         return _page(request, "error.html", 401, message="No patient is open.",
                      hint="Open the outreach view from the patient's chart in the EHR "
                           "(or sign in again: sessions end with the EHR's token).")
-    return await timeline_page(request, rt, session)
+    return await timeline_page(request, rt, session, notice=NOTICES.get(notice or ""),
+                               warn=notice not in OK_NOTICES)
 
 
 async def timeline_page(request: Request, rt: Runtime, session: SmartSession, *,
-                        status: int = 200, notice: str | None = None,
+                        status: int = 200, notice: str | None = None, warn: bool = False,
                         session_token: str | None = None) -> HTMLResponse:
     """The timeline with what the EHR says now, and the staff forms (each with this session's
     CSRF token and a fresh id, so a form sent twice acts once)."""
@@ -200,4 +202,5 @@ async def timeline_page(request: Request, rt: Runtime, session: SmartSession, *,
                  today=datetime.now(rt.settings.zone).date(),
                  csrf=csrf_token(secret.get_secret_value(), session),
                  reply_uid=secrets.token_urlsafe(24), notice=notice,
+                 notice_warn=warn or status >= 400,
                  sender_note=sender_note(session), session_token=session_token)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from outreach.api.deps import BadForm, RuntimeDep, bounded_form
@@ -15,6 +15,7 @@ from outreach.api.routes.smart import _page, _session, timeline_page
 from outreach.core.settings import Settings
 from outreach.staff.smart.session import SESSION_COOKIE, SmartSession
 from outreach.staff.smart.staff_actions import (
+    OK_NOTICES,
     BadAction,
     Outcome,
     complete_task,
@@ -60,18 +61,22 @@ async def _act(request: Request, rt: RuntimeDep,
                      "outreach page.", hint="Reload the page and try again; nothing was done.")
     try:
         outcome = await run_in_threadpool(action, session, form)
-    except BadAction as exc:
+    except BadAction as exc:  # nothing was done: the page again, saying why
         return await timeline_page(request, rt, session, status=400, notice=str(exc),
                                    session_token=token)
+    if token is None:
+        # Post/redirect/get: a reload shows the page, it does not send the form again.
+        target = rt.settings.public("/smart/timeline") or "/smart/timeline"
+        return RedirectResponse(f"{target}?notice={outcome.state}", status_code=303)
+    # A cookie-less session travels in the form, never in a URL: the page is the answer.
     status = 502 if outcome.state == "failed" else 200
     return await timeline_page(request, rt, session, status=status, notice=outcome.message,
-                               session_token=token)
+                               warn=outcome.state not in OK_NOTICES, session_token=token)
 
 
 @router.post("/reply", response_class=HTMLResponse)
 async def reply(request: Request, rt: RuntimeDep) -> Response:
-    """Send the patient a message by SMS, recorded and written back naming the sender. The
-    page is answered directly (no redirect): a cookie-less session travels in the form."""
+    """Send the patient a message by SMS, recorded and written back naming the sender."""
     return await _act(request, rt, lambda session, form: send_reply(
         rt, session, form.get("uid", ""), form.get("text", ""), form.get("about") or None))
 

@@ -47,10 +47,27 @@ class BadAction(ValueError):
     """A form the page did not produce, or text that cannot be sent; shown to the user."""
 
 
+# Why a reply was recorded but not sent (also the Communication's statusReason).
+NOT_SENT = {"no-number": "no mobile number on record for this patient",
+            "opted-out": "the patient has opted out of SMS",
+            "no-sms": "SMS is not set up on this server"}
+# What the page tells the member of staff; the page after an action is named by its key (a
+# redirect carries the key, never the message or anything of the patient's).
+NOTICES = {"sent": "Sent by SMS.", "duplicate": "This message was already recorded.",
+           **{key: f"Recorded, not sent: {why}." for key, why in NOT_SENT.items()},
+           "failed": "Recorded, but the SMS could not be sent; try again later.",
+           "done": "Task marked done.", "already-done": "This task was already done."}
+
+OK_NOTICES = frozenset({"sent", "duplicate", "done", "already-done"})
+
+
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # sent | failed | not-sent | duplicate | done | already-done
-    message: str  # what the page tells the member of staff
+    state: str  # a key of NOTICES
+
+    @property
+    def message(self) -> str:
+        return NOTICES[self.state]
 
 
 def csrf_token(secret: str, session: SmartSession) -> str:
@@ -151,10 +168,10 @@ def send_reply(rt: Runtime, session: SmartSession, uid: str, text: str,
     now = rt.clock.now()
     with transaction(rt.sessions) as db:
         number = _sms_number(db, session.patient)
-        reason = "no mobile number on record for this patient" if number is None else \
-            "the patient has opted out of SMS" if opted_out(db, [("sms", number)]) else None
-        if reason is None and rt.channels.get("sms") is None:
-            reason = "SMS is not set up on this server"
+        unsent = "no-number" if number is None else \
+            "opted-out" if opted_out(db, [("sms", number)]) else \
+            "no-sms" if rt.channels.get("sms") is None else None
+        reason = NOT_SENT[unsent] if unsent else None
         target = _about(db, session.patient, about)
         try:
             with db.begin_nested():
@@ -165,12 +182,12 @@ def send_reply(rt: Runtime, session: SmartSession, uid: str, text: str,
                                        reason=reason, created_at=now)
                 db.add(message)
         except IntegrityError:
-            return Outcome("duplicate", "This message was already recorded.")
+            return Outcome("duplicate")
         message_id = message.id
-    if reason is not None:
+    if unsent is not None:
         _record(rt, session, message_id, uid, text, target, "not-sent", reason, None)
-        log.info("staff reply %s to %s not sent (%s)", message_id, session.patient, reason)
-        return Outcome("not-sent", f"Recorded, not sent: {reason}.")
+        log.info("staff reply %s to %s not sent (%s)", message_id, session.patient, unsent)
+        return Outcome(unsent)
     assert number is not None
     try:
         receipt = rt.channels["sms"].send(OutboundMessage(key=f"{STAFF_PREFIX}{uid}", to=number,
@@ -179,12 +196,11 @@ def send_reply(rt: Runtime, session: SmartSession, uid: str, text: str,
         _record(rt, session, message_id, uid, text, target, "failed", f"not sent: {exc}", None)
         log.warning("staff reply %s to %s failed (%s)", message_id, session.patient,
                     type(exc).__name__)
-        return Outcome("failed", "Recorded, but the SMS could not be sent; try again later.")
+        return Outcome("failed")
     _record(rt, session, message_id, uid, text, target, "sent", None,
             receipt.provider_message_id)
     log.info("staff reply %s sent to %s", message_id, session.patient)
-    _, no_sender = _sender(session)
-    return Outcome("sent", "Sent by SMS." + (f" Note: {no_sender}." if no_sender else ""))
+    return Outcome("sent")
 
 
 def _task_row(db: Session, session: SmartSession, identifier: str) -> Writeback:
@@ -207,7 +223,7 @@ def complete_task(rt: Runtime, session: SmartSession, identifier: str) -> Outcom
         row = _task_row(db, session, identifier)
         resource: dict[str, Any] = row.resource
         if resource.get("status") not in OPEN_TASK_STATUSES:
-            return Outcome("already-done", "This task was already done.")
+            return Outcome("already-done")
         done = {**resource, "status": "completed", "lastModified": fhir_instant(now)}
         system, _, value = identifier.partition("|")
         row_id = outbox.put(db, done, system, value, now, operation="upsert")
@@ -215,4 +231,4 @@ def complete_task(rt: Runtime, session: SmartSession, identifier: str) -> Outcom
               {"patient": session.patient})
     rt.enqueue.write_back([row_id])
     log.info("task %s marked done by %s", value, staff_of(session))
-    return Outcome("done", "Task marked done.")
+    return Outcome("done")

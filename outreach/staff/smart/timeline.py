@@ -277,7 +277,7 @@ def _conversation(session: Session, patient: str) -> list[Message]:
         Writeback.resource["subject"]["reference"].as_string() == patient,
     ).order_by(Writeback.created_at.desc(), Writeback.id.desc()).limit(MAX_CONVERSATION))
     found = [m for m in (_message(r, patient) for r in rows) if m is not None]
-    return sorted(found, key=lambda m: m.at)
+    return sorted(reversed(found), key=lambda m: m.at)  # at the same instant: as recorded
 
 
 def _group_order(group: Group) -> tuple[bool, float]:

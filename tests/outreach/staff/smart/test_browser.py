@@ -1,89 +1,38 @@
 """The clinician view in a real headless Chromium (Debian's), driven by Playwright: the EHR
 launch through the local authorization server to the timeline, on data made by the real
-pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks)."""
+pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks); a clinician
+answers the patient and closes the Task from the page."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
-from outreach.intake.ingest import ingest
-from outreach.store.models import ScheduledStep
-from outreach.worker import jobs
-from tests.conftest import RuntimeFactory
+from tests.outreach.staff.smart.conftest import DOCTOR, run_outreach
 from tests.support.api_server import ApiServer
 from tests.support.browser import ARTIFACTS, needs_chromium
 from tests.support.drain import drain
-from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
-from tests.support.journeys import SMS_REMINDERS
 from tests.support.smart_auth_server import SmartAuthServer
-from tests.support.twilio_server import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    TwilioServer,
-    inbound_params,
-    signed_post,
-)
+from tests.support.twilio_server import TwilioServer
 
 pytestmark = needs_chromium
-NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
-CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
 
 
 @pytest.fixture
-def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirTestServer,
-       twilio: TwilioServer, tmp_path: Path) -> Runtime:
-    (tmp_path / "sms-reminders.yaml").write_text(SMS_REMINDERS)
-    return make_runtime(
-        rules_dir=tmp_path, clock=SimulatedClock(NOW), fhir_base_url=fhir.base_url,
-        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
-        twilio_base_url=twilio.base_url, sms_rate_per_second=100,
-        organization_name="St Example", **smart_settings)
-
-
-def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
-    response = signed_post(f"{api.url}/channels/twilio/inbound",
-                           inbound_params(MOBILE, CLINIC, body))
-    assert response.status_code == 200, response.text
-    drain(rt)
-
-
-def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
-    """Book, confirm by SMS, send the 72 h reminder (delivered), then a free-text reply (a Task
-    for staff) and STOP. Returns the patient's id."""
-    assert rt.ehr is not None
-    pat, _ = rt.ehr.create(patient(email=None, mobile=MOBILE))
-    appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
-    ingest(rt, appt, source="test")
-    drain(rt)
-    with rt.sessions() as session:
-        due = session.scalars(select(ScheduledStep.due_at).where(
-            ScheduledStep.step_id == "reminder-72h")).one()
-    rt.clock.set(due)  # type: ignore[attr-defined]
-    jobs.sweep(rt)
-    drain(rt)
-    assert len(twilio.messages) == 2
-    assert twilio.status_callback(twilio.messages[1], "delivered").status_code == 204
-    rt.clock.set(due + timedelta(minutes=10))  # type: ignore[attr-defined]
-    _reply(rt, api, "Can I bring my daughter?")
-    rt.clock.set(due + timedelta(minutes=25))  # type: ignore[attr-defined]
-    _reply(rt, api, "STOP")
-    return str(pat["id"])
+def rt(ehr_rt: Runtime) -> Runtime:
+    return ehr_rt
 
 
 def test_a_clinician_launches_from_the_ehr_and_sees_the_outreach_timeline(
     rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
     chromium: Any,
 ) -> None:
-    patient_id = _outreach(rt, api_server, twilio)
+    patient_id = run_outreach(rt, api_server, twilio)
     auth.register_launch("xyz", patient_id)
     page = chromium.new_page(viewport=PANEL)
     visited: list[str] = []
@@ -121,3 +70,43 @@ def test_a_bad_iss_shows_the_error_page_and_the_browser_stays_on_our_host(
     assert all(url.startswith(api_server.url) for url in visited)
     page.goto(f"{api_server.url}/smart/timeline")
     assert "No patient is open" in page.inner_text("body")
+
+
+def test_a_clinician_answers_the_patient_and_closes_the_task_from_the_timeline(
+    rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
+    fhir: FhirTestServer, chromium: Any,
+) -> None:
+    patient_id = run_outreach(rt, api_server, twilio, stop=False)
+    auth.register_launch("xyz", patient_id)
+    auth.state.need_patient_banner = True
+    page = chromium.new_page(viewport=PANEL)
+    page.goto(f"{api_server.url}/smart/launch?iss={auth.fhir_base}&launch=xyz")
+    page.wait_for_url(f"{api_server.url}/smart/timeline")
+
+    banner = page.get_by_role("banner", name="Patient").inner_text()
+    assert "Maria Example" in banner and "DOB 12 Mar 1961" in banner
+    visit = page.inner_text("body")
+    assert "Follow-up visit" in visit and "Main Street Clinic" in visit
+    assert "Dr Dana Whitfield" in visit
+
+    rt.clock.set(rt.clock.now() + timedelta(minutes=7))  # type: ignore[attr-defined]
+    page.fill("#reply-text", "Yes, of course. Please bring her along on the day.")
+    page.click("text=Send reply")
+    page.wait_for_selector("text=Sent by SMS.")
+    assert twilio.messages[-1]["body"] == "Yes, of course. Please bring her along on the day."
+    thread = page.inner_text("ol.thread")
+    assert thread.index("Can I bring my daughter?") < thread.index("Please bring her along")
+    assert DOCTOR in thread  # the staff message names who wrote it
+
+    page.click("text=Mark done")
+    page.wait_for_selector("text=Task marked done.")
+    assert "Open tasks for staff (0)" in page.inner_text("body")
+    drain(rt)  # the write-backs: the reply and the Task, as the worker would
+    assert rt.ehr is not None
+    (task,) = rt.ehr.search("Task", {"patient": f"Patient/{patient_id}"})
+    assert task["status"] == "completed"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PANEL["width"]
+    page.reload()  # a GET: nothing is sent again
+    assert len([m for m in twilio.messages if "bring her along" in (m["body"] or "")]) == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "smart-staff-reply.png"), full_page=True)
