@@ -188,7 +188,15 @@ def _pages() -> dict[str, Any]:
         "/smart/callback": {"get": _get(_param("code", "query"), _param("state", "query"),
                                         _param("error", "query"),
                                         _param(LAUNCH_COOKIE, "cookie"))},
-        "/smart/timeline": {"get": _get(_param(SESSION_COOKIE, "cookie"))},
+        "/smart/timeline": {"get": _get(_param(SESSION_COOKIE, "cookie"),
+                                        _param("notice", "query", maxLength=40))},
+        "/smart/reply": {"post": _post(_body(FORM, {"type": "object", "properties": {
+            "csrf": _string(maxLength=100), "session_token": _string(maxLength=100),
+            "uid": _string(maxLength=80), "text": _string(maxLength=1200),
+            "about": _string(maxLength=200)}}), _param(SESSION_COOKIE, "cookie"))},
+        "/smart/tasks/done": {"post": _post(_body(FORM, {"type": "object", "properties": {
+            "csrf": _string(maxLength=100), "session_token": _string(maxLength=100),
+            "task": _string(maxLength=300)}}), _param(SESSION_COOKIE, "cookie"))},
     }
 
 

@@ -70,6 +70,11 @@ class _Unreadable(Exception):
     pass
 
 
+def _list(value: object) -> list[Any]:
+    """A FHIR array as given, or empty for anything else (the EHR's JSON is not trusted)."""
+    return value if isinstance(value, list) else []
+
+
 def _text(value: object) -> str | None:
     return (value.strip()[:MAX_TEXT] or None) if isinstance(value, str) else None
 
@@ -78,25 +83,21 @@ def _concept(value: object) -> str | None:
     """A CodeableConcept's text, else its first coding's display (or code)."""
     if not isinstance(value, dict):
         return None
-    codings = value.get("coding")
-    first = codings[0] if isinstance(codings, list) and codings and \
-        isinstance(codings[0], dict) else {}
+    codings = _list(value.get("coding"))
+    first = codings[0] if codings and isinstance(codings[0], dict) else {}
     return _text(value.get("text")) or _text(first.get("display")) or _text(first.get("code"))
 
 
 def human_name(resource: dict[str, Any]) -> str | None:
     """The official (else first) HumanName as one line: its text, or given names and family."""
-    names = [n for n in resource.get("name") or [] if isinstance(n, dict)] \
-        if isinstance(resource.get("name"), list) else []
+    names = [n for n in _list(resource.get("name")) if isinstance(n, dict)]
     if not names:
         return _text(resource.get("name"))  # a Location's name is a string
     name = next((n for n in names if n.get("use") == "official"), names[0])
     if _text(name.get("text")):
         return _text(name.get("text"))
-    given = [g for g in name.get("given") or [] if isinstance(g, str)] \
-        if isinstance(name.get("given"), list) else []
-    prefix = [p for p in name.get("prefix") or [] if isinstance(p, str)] \
-        if isinstance(name.get("prefix"), list) else []
+    given = [g for g in _list(name.get("given")) if isinstance(g, str)]
+    prefix = [p for p in _list(name.get("prefix")) if isinstance(p, str)]
     family = str(name["family"]) if isinstance(name.get("family"), str) else ""
     return _text(" ".join([*prefix, *given, family]))
 
@@ -137,7 +138,7 @@ async def _banner(client: httpx.AsyncClient, base: str, patient: str) -> Banner:
 def _actors(appointment: dict[str, Any]) -> list[tuple[str, str | None]]:
     """(reference, display) of each participant's actor."""
     found = []
-    for participant in appointment.get("participant") or []:
+    for participant in _list(appointment.get("participant")):
         actor = participant.get("actor") if isinstance(participant, dict) else None
         if isinstance(actor, dict) and isinstance(actor.get("reference"), str):
             found.append((actor["reference"], _text(actor.get("display"))))
@@ -191,8 +192,8 @@ async def _appointments(client: httpx.AsyncClient, base: str, references: list[s
     names = await _names(client, base, missing) if missing else {}
     details = {}
     for reference, resource in read.items():
-        types = resource.get("serviceType")
-        service = _concept(types[0]) if isinstance(types, list) and types else None
+        types = _list(resource.get("serviceType"))
+        service = _concept(types[0]) if types else None
         actors = _actors(resource)
         details[reference] = AppointmentDetails(
             _concept(resource.get("appointmentType")) or service,
@@ -209,11 +210,11 @@ async def _task_status(client: httpx.AsyncClient, base: str, identifiers: list[s
     bundle = await _json(client, f"{base}/Task", {"identifier": ",".join(wanted),
                                                    "_count": str(len(wanted))})
     status: dict[str, str] = {}
-    for entry in bundle.get("entry") or []:
+    for entry in _list(bundle.get("entry")):
         task = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(task, dict) or task.get("resourceType") != "Task":
             continue
-        for ident in task.get("identifier") or []:
+        for ident in _list(task.get("identifier")):
             key = f"{ident.get('system')}|{ident.get('value')}" if isinstance(ident, dict) \
                 else ""
             if key in wanted and isinstance(task.get("status"), str):
