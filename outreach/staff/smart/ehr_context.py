@@ -32,6 +32,10 @@ _REFERENCE = re.compile(r"(Appointment|Location|Practitioner|PractitionerRole)/"
                         r"([A-Za-z0-9\-.]{1,64})")
 
 
+_ORDER = ["patient details", "some appointment details", "task status in the EHR",
+          "details the EHR was too slow to give"]
+
+
 @dataclass(frozen=True)
 class Banner:
     name: str
@@ -63,6 +67,7 @@ class EhrContext:
     banner: Banner | None = None
     appointments: dict[str, AppointmentDetails] = field(default_factory=dict)
     task_status: dict[str, str] = field(default_factory=dict)  # "system|value" → status
+    people: dict[str, str] = field(default_factory=dict)  # "Practitioner/{id}" → name
     unavailable: list[str] = field(default_factory=list)  # what could not be read, said so
 
 
@@ -223,9 +228,11 @@ async def _task_status(client: httpx.AsyncClient, base: str, identifiers: list[s
 
 
 async def read_context(session: SmartSession, appointments: list[str], tasks: list[str],
-                       *, with_banner: bool = True) -> EhrContext:
+                       *, with_banner: bool = True, people: tuple[str, ...] = ()
+                       ) -> EhrContext:
     """Everything the page reads from the EHR, concurrently, as the signed-in user (the
-    patient only when a banner is to be shown)."""
+    patient only when a banner is to be shown; `people`, staff who wrote to the patient, by
+    name)."""
     context = EhrContext()
     headers = {"Authorization": f"Bearer {session.access_token}",
                "Accept": "application/fhir+json"}
@@ -251,11 +258,16 @@ async def read_context(session: SmartSession, appointments: list[str], tasks: li
                 log.info("clinician view: Task status not readable (%s)", exc)
                 context.unavailable.append("task status in the EHR")
 
+        async def names() -> None:
+            wanted = sorted({p for p in people if _REFERENCE.fullmatch(p)})
+            context.people = await _names(client, base, wanted)
+
         jobs = [*([banner()] if with_banner else []), visits(),
-                *([task_status()] if tasks else [])]
+                *([task_status()] if tasks else []), *([names()] if people else [])]
         try:
             await asyncio.wait_for(asyncio.gather(*jobs), TOTAL_TIMEOUT_S)
         except TimeoutError:
             log.info("clinician view: EHR reads took over %ss", TOTAL_TIMEOUT_S)
             context.unavailable.append("details the EHR was too slow to give")
+    context.unavailable.sort(key=_ORDER.index)  # as the page reads, whichever failed first
     return context

@@ -28,6 +28,8 @@ async def timeline_view(rt: Runtime, session: SmartSession) -> TimelineView:
     # Only Tasks the EHR has been given can have changed there.
     ehr = await read_context(session, timeline.appointments,
                              [t.identifier for t in timeline.tasks if t.in_ehr],
-                             with_banner=session.need_patient_banner)
+                             with_banner=session.need_patient_banner,
+                             people=tuple(m.sender for m in timeline.conversation
+                                          if m.who == "staff" and m.sender))
     return TimelineView(timeline.with_ehr_status(ehr.task_status), ehr,
                         session.need_patient_banner)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from outreach.core.ports import Runtime
-from tests.outreach.staff.smart.conftest import DOCTOR, run_outreach
+from tests.outreach.staff.smart.conftest import run_outreach
 from tests.support.api_server import ApiServer
 from tests.support.browser import ARTIFACTS, needs_chromium
 from tests.support.drain import drain
@@ -77,6 +77,9 @@ def test_a_clinician_answers_the_patient_and_closes_the_task_from_the_timeline(
     fhir: FhirTestServer, chromium: Any,
 ) -> None:
     patient_id = run_outreach(rt, api_server, twilio, stop=False)
+    assert rt.ehr is not None
+    (doctor,) = rt.ehr.search("Practitioner", {"family": "Whitfield"})
+    auth.state.user = f"Practitioner/{doctor['id']}"  # the visit's clinician answers
     auth.register_launch("xyz", patient_id)
     auth.state.need_patient_banner = True
     page = chromium.new_page(viewport=PANEL)
@@ -96,13 +99,13 @@ def test_a_clinician_answers_the_patient_and_closes_the_task_from_the_timeline(
     assert twilio.messages[-1]["body"] == "Yes, of course. Please bring her along on the day."
     thread = page.inner_text("ol.thread")
     assert thread.index("Can I bring my daughter?") < thread.index("Please bring her along")
-    assert DOCTOR in thread  # the staff message names who wrote it
+    # The staff message names who wrote it, as the EHR names them.
+    assert "Dr Dana Whitfield · SMS" in thread
 
     page.click("text=Mark done")
     page.wait_for_selector("text=Task marked done.")
     assert "Open tasks for staff (0)" in page.inner_text("body")
     drain(rt)  # the write-backs: the reply and the Task, as the worker would
-    assert rt.ehr is not None
     (task,) = rt.ehr.search("Task", {"patient": f"Patient/{patient_id}"})
     assert task["status"] == "completed"
     assert page.evaluate("document.documentElement.scrollWidth") <= PANEL["width"]

@@ -93,7 +93,8 @@ def test_an_ehr_that_cannot_answer_leaves_ids_and_says_so(
     assert f"Patient/{patient_id}" in text
     assert "Name and birth date unavailable from the EHR" in text
     assert "Visit details unavailable from the EHR" in text
-    assert "Not available from the EHR just now: patient details" in text
+    assert "Not available from the EHR just now: patient details, some appointment details, " \
+        "task status in the EHR." in text
     assert "Can I bring my daughter?" in text  # our own record is all there
 
 
