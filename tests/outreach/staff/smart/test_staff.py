@@ -228,3 +228,19 @@ def test_a_user_who_is_not_a_practitioner_may_answer_but_is_not_named_sender(
     with ehr_rt.sessions() as session:
         (audit,) = session.scalars(select(AuditEntry).where(AuditEntry.action == "smart.reply"))
     assert audit.actor == "PractitionerRole/desk-1"
+
+
+def test_an_id_token_that_does_not_verify_names_nobody(
+    ehr_rt: Runtime, api_server: ApiServer, twilio: TwilioServer, auth: SmartAuthServer,
+    client: httpx.Client,
+) -> None:
+    auth.state.stranger_key = True  # signed with a key the EHR does not publish
+    patient_id, page = _open(ehr_rt, api_server, twilio, auth, client)
+    assert "the EHR did not say who is signed in" in page  # the view still opens
+    assert _reply(client, page).headers["location"].endswith("?notice=sent")
+    drain(ehr_rt)
+    (written,) = _communications(ehr_rt, patient_id)
+    assert "sender" not in written
+    with ehr_rt.sessions() as session:
+        (audit,) = session.scalars(select(AuditEntry).where(AuditEntry.action == "smart.reply"))
+    assert audit.actor == "unknown"
