@@ -31,6 +31,9 @@ class SentMessage:
     subject: str | None = None
     recipient: str | None = None
     based_on: str | None = None  # our identifier value of the CommunicationRequest
+    sender: str | None = None  # who wrote it, when a person did ("Practitioner/{id}")
+    status: str = "completed"  # not-done: recorded, not sent (status_reason says why)
+    status_reason: str | None = None
 
 
 def request_identifier(step_uid: str) -> str:
@@ -52,7 +55,7 @@ def build_communication(message: SentMessage) -> dict[str, Any]:
     communication: dict[str, Any] = {
         "resourceType": "Communication",
         "identifier": [{"system": message.identifier_system, "value": message.identifier_value}],
-        "status": "completed",
+        "status": message.status,
         "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": message.category}]}],
         "medium": [_medium(message.channel)],
         "subject": {"reference": message.patient},
@@ -63,6 +66,10 @@ def build_communication(message: SentMessage) -> dict[str, Any]:
     }
     if message.subject:
         communication["topic"] = {"text": message.subject}
+    if message.sender:
+        communication["sender"] = {"reference": message.sender}
+    if message.status_reason:
+        communication["statusReason"] = {"text": message.status_reason}
     if message.based_on:
         communication["basedOn"] = [{"identifier": {"system": message.identifier_system,
                                                     "value": message.based_on}}]

@@ -25,6 +25,7 @@ from outreach.api.routes import (
     offers,
     patients,
     smart,
+    smart_staff,
     twilio,
 )
 from outreach.staff.signin import caller_for
@@ -43,6 +44,7 @@ def create_app() -> FastAPI:
     app.include_router(twilio.router)
     app.include_router(admin.router)
     app.include_router(smart.router)
+    app.include_router(smart_staff.router)
     app.include_router(patients.router)
     app.include_router(offers.router)
     app.include_router(dashboard.router)

@@ -258,6 +258,27 @@ class InboundMessage(Base):
     score_low: Mapped[bool | None]  # it opened service recovery
 
 
+class StaffMessage(Base):
+    """A message a member of staff wrote to a patient from the clinician view: recorded before
+    it is sent (its uid is the provider's de-duplication key, so a resubmitted form sends once),
+    then marked sent, failed or not sent (opted out, no number) with the reason."""
+
+    __tablename__ = "staff_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)  # from the form: one per page view
+    patient: Mapped[str] = mapped_column(String(128), index=True)
+    about: Mapped[str | None] = mapped_column(String(128))  # the appointment it is about
+    staff: Mapped[str] = mapped_column(String(128))  # fhirUser ("Practitioner/{id}") or "unknown"
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # sending | sent | failed | not-sent
+    reason: Mapped[str | None] = mapped_column(String(200))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
 class WebhookSignature(Base):
     """A provider webhook's signature, accepted once and kept for good: a Twilio signature never
     expires, and a request's fields can be re-split under it. Kept apart from the reply it

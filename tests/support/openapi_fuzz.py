@@ -192,8 +192,16 @@ def _pages() -> dict[str, Any]:
                                         _param(LAUNCH_COOKIE, "cookie"))},
         "/smart/timeline": {"get": _get(_param(SESSION_COOKIE, "cookie"),
                                         _param("session_token", "query"),
-                                        _param("X-Outreach-Session-Token", "header"))},
+                                        _param("X-Outreach-Session-Token", "header"),
+                                        _param("notice", "query", maxLength=40))},
         "/smart/jwks": {"get": _get()},
+        "/smart/reply": {"post": _post(_body(FORM, {"type": "object", "properties": {
+            "csrf": _string(maxLength=100), "session_token": _string(maxLength=100),
+            "uid": _string(maxLength=80), "text": _string(maxLength=1200),
+            "about": _string(maxLength=200)}}), _param(SESSION_COOKIE, "cookie"))},
+        "/smart/tasks/done": {"post": _post(_body(FORM, {"type": "object", "properties": {
+            "csrf": _string(maxLength=100), "session_token": _string(maxLength=100),
+            "task": _string(maxLength=300)}}), _param(SESSION_COOKIE, "cookie"))},
     }
 
 

@@ -20,8 +20,10 @@ else is 401 `invalid_client` with a description. `v1_only` serves no `.well-know
 smart-configuration` (404), only a CapabilityStatement at `{fhir}/metadata` with the SMART v1
 `oauth-uris` extension.
 
-The FHIR base it advertises (`fhir_base`, the launch's `iss`) serves only the discovery
-document: the clinician view reads its own store, not the EHR's FHIR API.
+The FHIR base it advertises (`fhir_base`, the launch's `iss`) serves the discovery document
+and, when `AuthState.fhir_upstream` names the real FHIR test server, its FHIR API for GETs
+carrying a Bearer access token this server issued (else 401): what the clinician view reads as
+the signed-in user. `AuthState.need_patient_banner` is sent in the token response when set.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class AuthState:
     v1_only: bool = False  # discovery only from the CapabilityStatement (SMART v1)
     discovery_failure: int | None = None  # .well-known answers this HTTP status
     token_headers: list[dict[str, str]] = field(default_factory=list)
+    need_patient_banner: bool | None = None  # sent in the token response when not None
+    fhir_upstream: str | None = None  # the FHIR server behind `fhir_base` (GETs only)
+    fhir_failure: int | None = None  # the FHIR API answers this HTTP status
+    issued: set[str] = field(default_factory=set)  # access tokens given out
+    fhir_requests: list[dict[str, Any]] = field(default_factory=list)  # path, query, authorized
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -134,7 +141,30 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, self.server.jwks())
         if url.path == "/authorize":
             return self._authorize({k: v[0] for k, v in parse_qs(url.query).items()})
+        if url.path.startswith("/fhir/") and self.server.state.fhir_upstream:
+            return self._fhir(url.path.removeprefix("/fhir"), url.query)
         self._json(404, {"error": "not_found"})
+
+    def _fhir(self, path: str, query: str) -> None:
+        """The EHR's FHIR API as the signed-in user sees it: a token we issued, or nothing."""
+        state = self.server.state
+        auth = self.headers.get("Authorization", "")
+        authorized = auth.startswith("Bearer ") and auth.removeprefix("Bearer ") in state.issued
+        with state.lock:
+            state.fhir_requests.append({"path": path, "query": query, "authorized": authorized})
+        if not authorized:
+            return self._json(401, {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "login", "diagnostics": "no valid token"}]})
+        if state.fhir_failure is not None:
+            return self._json(state.fhir_failure, {"resourceType": "OperationOutcome"})
+        assert state.fhir_upstream is not None
+        answer = httpx.get(f"{state.fhir_upstream}{path}" + (f"?{query}" if query else ""),
+                           headers={"Accept": "application/fhir+json"}, timeout=10)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
 
     def do_POST(self) -> None:
         path = urlparse(self.path).path
@@ -334,6 +364,10 @@ class _Server(ThreadingHTTPServer):
                                 "token_type": "Bearer", "expires_in": 3600, "scope": grant.scope}
         if not state.omit_patient and grant.patient is not None:
             body["patient"] = grant.patient
+        if state.need_patient_banner is not None:
+            body["need_patient_banner"] = state.need_patient_banner
+        with state.lock:
+            state.issued.add(body["access_token"])
         id_token = self.id_token(grant)
         if id_token is not None:
             body["id_token"] = id_token

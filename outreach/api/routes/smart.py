@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -32,11 +33,10 @@ from outreach.staff.smart import (
     authorize_url,
     client_auth,
     discover,
-    exchange_code,
-    load_timeline,
     new_pending_launch,
 )
 from outreach.staff.smart.client_auth import public_keys
+from outreach.staff.smart.clinician import clinician_grant
 from outreach.staff.smart.launch import MAX_PARAM_LENGTH, refusal
 from outreach.staff.smart.session import (
     COOKIE_PATH,
@@ -45,7 +45,8 @@ from outreach.staff.smart.session import (
     SESSION_COOKIE,
     SmartSession,
 )
-from outreach.staff.smart.timeline import Timeline
+from outreach.staff.smart.staff_actions import NOTICES, OK_NOTICES, csrf_token, sender_note
+from outreach.staff.smart.view import timeline_view
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ def _when(value: datetime | str | None, zone: ZoneInfo) -> str:
 
 
 environment.filters["when"] = _when
-# Made to sit in the EHR's frame; no form posts anywhere. The frame-ancestors allow-list is
-# per deployment: `smart_headers` adds it.
-PAGE_HEADERS = page_headers(framed=True)
+# Made to sit in the EHR's frame; forms (staff replies, tasks done) post only back here. The
+# frame-ancestors allow-list is per deployment: `smart_headers` adds it.
+PAGE_HEADERS = page_headers(framed=True, form_action="'self'")
 CALLBACK = "/smart/callback"
 # Where a page token comes from when the caller does not hand one over (a form field).
 SESSION_TOKEN = "session_token"
@@ -216,20 +217,22 @@ async def callback(request: Request, rt: RuntimeDep, pending_cookie: LaunchCooki
                               hint="Open the app again, and approve access when asked.")
         if len(code) > MAX_PARAM_LENGTH:
             raise LaunchError("The EHR sent back a malformed authorization code.")
+        assert settings.smart_client_id is not None, "_box checked it"
         async with _http(settings) as client:
-            grant = await exchange_code(client, pending, code, client_auth(settings),
-                                        datetime.now(UTC))
+            grant, user = await clinician_grant(client, pending, code, client_auth(settings),
+                                                settings.smart_client_id, datetime.now(UTC))
     except LaunchError as exc:
         log.info("SMART callback refused (%s): %s", exc.status, exc.message)
         return _error(request, exc)
-    session = SmartSession(grant.patient, pending.iss, grant.access_token, grant.expires_at)
+    session = SmartSession(grant.patient, pending.iss, grant.access_token, grant.expires_at,
+                           grant.need_patient_banner, user)
     target = settings.public("/smart/timeline") or "/smart/timeline"
     if cookieless:  # the page token stands in for the cookie this frame does not keep
         target = str(httpx.URL(target, params={SESSION_TOKEN: box.seal_page(session)}))
     response = RedirectResponse(target, status_code=303, headers=smart_headers(settings))
     if not cookieless:
         max_age = int((grant.expires_at - datetime.now(UTC)).total_seconds())
-        _set_cookie(response, settings, SESSION_COOKIE, box.seal_session(grant, pending.iss),
+        _set_cookie(response, settings, SESSION_COOKIE, box.seal_session(session),
                     max_age)
         _set_cookie(response, settings, LAUNCH_COOKIE, "", 0)  # single use
     log.info("SMART session started for %s from %s%s", grant.patient, pending.iss,
@@ -291,19 +294,32 @@ async def jwks(rt: RuntimeDep) -> Response:
 
 
 @router.get("/timeline", response_class=HTMLResponse)
-async def timeline(request: Request, rt: RuntimeDep, session_token: str | None = None
-                   ) -> Response:
-    """The patient comes from the session only (cookie or page token): no id in the URL."""
+async def timeline(request: Request, rt: RuntimeDep, session_token: str | None = None,
+                   notice: str | None = None) -> Response:
+    """The patient comes from the session only (cookie or page token): no id in the URL.
+    `notice` names what a staff action just did (a key: anything else is ignored)."""
     session = current_session(request, rt.settings, session_token)
     if session is None:
         return _page(request, "error.html", 401, message="No patient is open.",
                      hint="Open the outreach view from the patient's chart in the EHR "
                           "(or sign in again: sessions end with the EHR's token).")
+    return await timeline_page(request, rt, session, notice=NOTICES.get(notice or ""),
+                               warn=notice not in OK_NOTICES,
+                               session_token=page_token(request, rt.settings, session))
 
-    def query() -> Timeline:
-        with rt.sessions() as db:
-            return load_timeline(db, rt.journeys, session.patient)
 
-    found = await run_in_threadpool(query)
-    return _page(request, "timeline.html", timeline=found, zone=rt.settings.zone,
-                 now=datetime.now(UTC), session_token=page_token(request, rt.settings, session))
+async def timeline_page(request: Request, rt: Runtime, session: SmartSession, *,
+                        status: int = 200, notice: str | None = None, warn: bool = False,
+                        session_token: str | None = None) -> HTMLResponse:
+    """The timeline with what the EHR says now, and the staff forms (each with this session's
+    CSRF token and a fresh id, so a form sent twice acts once)."""
+    view = await timeline_view(rt, session)
+    secret = rt.settings.smart_session_secret
+    assert secret is not None, "a session was opened with it"
+    return _page(request, "timeline.html", status, timeline=view.timeline, ehr=view.ehr,
+                 banner=view.banner, zone=rt.settings.zone, now=datetime.now(UTC),
+                 today=datetime.now(rt.settings.zone).date(),
+                 csrf=csrf_token(secret.get_secret_value(), session),
+                 reply_uid=secrets.token_urlsafe(24), notice=notice,
+                 notice_warn=warn or status >= 400,
+                 sender_note=sender_note(session), session_token=session_token)

@@ -87,6 +87,9 @@ class TokenGrant:
     patient: str  # "Patient/{id}", the form enrollments store
     expires_at: datetime
     scope: str
+    # SMART's `need_patient_banner`: false when the EHR already shows whose chart this is; an
+    # EHR that does not say gets a banner (a standalone launch has none of its own).
+    need_patient_banner: bool = True
 
 
 def http_url(value: object) -> str | None:
@@ -221,4 +224,5 @@ def _grant(body: dict[str, Any], now: datetime) -> TokenGrant:
     ttl = timedelta(seconds=lifetime) if isinstance(lifetime, int) and lifetime > 0 \
         else DEFAULT_TOKEN_LIFETIME
     return TokenGrant(access_token=body["access_token"], patient=f"Patient/{patient}",
-                      expires_at=now + min(ttl, MAX_SESSION), scope=str(body.get("scope", "")))
+                      expires_at=now + min(ttl, MAX_SESSION), scope=str(body.get("scope", "")),
+                      need_patient_banner=body.get("need_patient_banner") is not False)

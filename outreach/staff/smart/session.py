@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from outreach.staff.smart.launch import MAX_SESSION, PendingLaunch, TokenGrant
+from outreach.staff.smart.launch import MAX_SESSION, PendingLaunch
 
 LAUNCH_COOKIE = "outreach_smart_launch"
 SESSION_COOKIE = "outreach_smart"
@@ -40,6 +40,8 @@ class SmartSession:
     iss: str
     access_token: str
     expires_at: datetime
+    need_patient_banner: bool = True
+    fhir_user: str | None = None  # "Practitioner/{id}", from the verified id_token, if any
 
 
 def _fernet(secret: str, purpose: str) -> Fernet:
@@ -86,10 +88,8 @@ class CookieBox:
             return None
         return data["v"], data["i"]
 
-    def seal_session(self, grant: TokenGrant, iss: str) -> str:
-        return self._seal_session(self._session, SmartSession(grant.patient, iss,
-                                                              grant.access_token,
-                                                              grant.expires_at))
+    def seal_session(self, session: SmartSession) -> str:
+        return self._seal_session(self._session, session)
 
     def seal_page(self, session: SmartSession) -> str:
         """A page token: the session for a page's links and forms, for half an hour."""
@@ -99,7 +99,9 @@ class CookieBox:
     def _seal_session(fernet: Fernet, session: SmartSession) -> str:
         data = {"patient": session.patient, "iss": session.iss,
                 "access_token": session.access_token,
-                "expires_at": session.expires_at.timestamp()}
+                "expires_at": session.expires_at.timestamp(),
+                "need_patient_banner": session.need_patient_banner,
+                "fhir_user": session.fhir_user}
         return fernet.encrypt(json.dumps(data).encode()).decode()
 
     def open_session(self, token: str | None, now: datetime) -> SmartSession | None:
@@ -115,9 +117,12 @@ class CookieBox:
         if data is None:
             return None
         try:
+            user = data.get("fhir_user")
             session = SmartSession(str(data["patient"]), str(data["iss"]),
                                    str(data["access_token"]),
-                                   datetime.fromtimestamp(float(data["expires_at"]), UTC))
+                                   datetime.fromtimestamp(float(data["expires_at"]), UTC),
+                                   data.get("need_patient_banner") is not False,
+                                   user if isinstance(user, str) else None)
         except (KeyError, TypeError, ValueError):
             return None
         return session if session.expires_at > now else None

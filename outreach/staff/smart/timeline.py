@@ -1,9 +1,9 @@
 """One patient's outreach timeline, read from the store: steps, deliveries, replies, opt-outs,
-staff Tasks. Read-only."""
+staff Tasks, and the conversation (every message to and from the patient). Read-only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,9 @@ from rules import JourneySet
 # A long-followed patient can have years of enrollments; the side panel shows the latest ones.
 MAX_ENROLLMENTS = 50
 MAX_REPLIES = 200
+MAX_CONVERSATION = 50  # the newest messages; the EHR keeps them all as Communications
+MAX_DONE_TASKS = 10
+MAX_MESSAGE_SHOWN = 2000
 OPEN_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "ready",
                                 "in-progress", "on-hold"})
 UNLINKED = "unlinked"
@@ -73,6 +76,25 @@ class StaffTask:
     authored: str | None
     focus: str | None
     in_ehr: bool  # written back, or still waiting in the outbox
+    identifier: str = ""  # "system|value", how the EHR's copy is found
+
+    @property
+    def done(self) -> bool:
+        return self.status not in OPEN_TASK_STATUSES
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of the conversation. `who` is patient, clinic (outreach we sent) or staff
+    (a member of staff answering, `sender` naming them)."""
+
+    at: datetime
+    who: str
+    text: str
+    medium: str
+    sender: str | None = None
+    sent: bool = True  # False: recorded, not sent (`reason` says why)
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,8 @@ class Timeline:
     groups: list[Group]
     consents: list[ChannelConsent]
     tasks: list[StaffTask]
+    done_tasks: list[StaffTask] = field(default_factory=list)
+    conversation: list[Message] = field(default_factory=list)  # oldest first
 
     @property
     def opted_out(self) -> set[str]:
@@ -89,7 +113,18 @@ class Timeline:
 
     @property
     def empty(self) -> bool:
-        return not (self.groups or self.consents or self.tasks)
+        return not (self.groups or self.consents or self.tasks or self.conversation)
+
+    @property
+    def appointments(self) -> list[str]:
+        """The appointments shown, newest first."""
+        return [g.reference for g in self.groups if g.reference.startswith("Appointment/")]
+
+    def with_ehr_status(self, statuses: dict[str, str]) -> Timeline:
+        """The Tasks as the EHR has them now (staff may have completed them there)."""
+        tasks = [replace(t, status=statuses.get(t.identifier, t.status)) for t in self.tasks]
+        return replace(self, tasks=[t for t in tasks if not t.done],
+                       done_tasks=[t for t in tasks if t.done] + self.done_tasks)
 
 
 def _hint(channel: str, address: str) -> str:
@@ -179,23 +214,70 @@ def _consents(session: Session, patient: str) -> list[ChannelConsent]:
                            r.source) for r in rows]
 
 
-def _task(row: Writeback) -> StaffTask | None:
+def _task(row: Writeback) -> StaffTask:
     resource: dict[str, Any] = row.resource
-    status = str(resource.get("status", ""))
-    if status not in OPEN_TASK_STATUSES:
-        return None
     focus = (resource.get("focus") or {}).get("reference")
     return StaffTask(str(resource.get("description", "")), str(resource.get("priority", "routine")),
-                     status, resource.get("authoredOn"), focus, row.state == "done")
+                     str(resource.get("status", "")), resource.get("authoredOn"), focus,
+                     row.state == "done", row.identifier)
 
 
-def _open_tasks(session: Session, patient: str) -> list[StaffTask]:
+def _tasks(session: Session, patient: str) -> tuple[list[StaffTask], list[StaffTask]]:
+    """(open, recently done) Tasks, as we last wrote them."""
     # The outbox holds the Tasks exactly as we wrote them; `for` is their only patient link.
     rows = session.scalars(select(Writeback).where(
         Writeback.resource_type == "Task",
         Writeback.resource["for"]["reference"].as_string() == patient,
     ).order_by(Writeback.created_at.desc()))
-    return [t for t in map(_task, rows) if t is not None]
+    tasks = [_task(row) for row in rows]
+    return [t for t in tasks if not t.done], [t for t in tasks if t.done][:MAX_DONE_TASKS]
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _first(resource: dict[str, Any], name: str) -> dict[str, Any]:
+    items = resource.get(name)
+    first = items[0] if isinstance(items, list) and items else None
+    return first if isinstance(first, dict) else {}
+
+
+def _message(resource: dict[str, Any], patient: str) -> Message | None:
+    text = _first(resource, "payload").get("contentString")
+    at = _instant(resource.get("sent")) or _instant(resource.get("received"))
+    medium = _first(resource, "medium").get("text")
+    if not isinstance(text, str) or at is None or not isinstance(medium, str):
+        return None  # not a message (a note of changed preferences)
+    sender = (resource.get("sender") or {}).get("reference")
+    if sender == patient:
+        who = "patient"
+    elif sender or str(_first(resource, "identifier").get("value", "")).startswith(
+            STAFF_PREFIX):
+        who = "staff"
+    else:
+        who = "clinic"
+    reason = (resource.get("statusReason") or {}).get("text")
+    return Message(at, who, text[:MAX_MESSAGE_SHOWN], medium, sender,
+                   resource.get("status") != "not-done", reason)
+
+
+STAFF_PREFIX = "staff-"  # the identifier value of a staff member's message
+
+
+def _conversation(session: Session, patient: str) -> list[Message]:
+    """Every message to and from the patient, as written back (so with the text sent)."""
+    rows = session.scalars(select(Writeback.resource).where(
+        Writeback.resource_type == "Communication",
+        Writeback.resource["subject"]["reference"].as_string() == patient,
+    ).order_by(Writeback.created_at.desc(), Writeback.id.desc()).limit(MAX_CONVERSATION))
+    found = [m for m in (_message(r, patient) for r in rows) if m is not None]
+    return sorted(reversed(found), key=lambda m: m.at)  # at the same instant: as recorded
 
 
 def _group_order(group: Group) -> tuple[bool, float]:
@@ -211,4 +293,6 @@ def load_timeline(session: Session, journeys: JourneySet, patient: str) -> Timel
     for group in groups.values():
         group.entries.sort(key=lambda e: e.at, reverse=True)
     ordered = sorted(groups.values(), key=_group_order)
-    return Timeline(patient, ordered, _consents(session, patient), _open_tasks(session, patient))
+    open_tasks, done_tasks = _tasks(session, patient)
+    return Timeline(patient, ordered, _consents(session, patient), open_tasks, done_tasks,
+                    _conversation(session, patient))

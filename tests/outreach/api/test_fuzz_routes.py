@@ -27,8 +27,9 @@ from outreach.api.routes.dashboard_smart import LAUNCH_COOKIE as STAFF_LAUNCH_CO
 from outreach.core.ports import Runtime
 from outreach.staff.signin import COOKIE as STAFF_COOKIE
 from outreach.staff.smart import CookieBox
-from outreach.staff.smart.launch import SmartEndpoints, TokenGrant, new_pending_launch
-from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE
+from outreach.staff.smart.launch import SmartEndpoints, new_pending_launch
+from outreach.staff.smart.session import LAUNCH_COOKIE, SESSION_COOKIE, SmartSession
+from outreach.staff.smart.staff_actions import csrf_token
 from outreach.store.models import SubscriptionStatus
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
 from tests.support.fhir_server import FhirTestServer
@@ -175,10 +176,14 @@ def _smart(case: schemathesis.Case, rt: Runtime, auth: SmartAuthServer) -> None:
     elif case.path == "/smart/callback":
         case.cookies[LAUNCH_COOKIE], case.query["state"] = _pending_cookie(
             rt, auth, "/smart/callback")
-    elif case.path == "/smart/timeline":
-        grant = TokenGrant("fuzz-access-token", PATIENT,
-                           datetime.now(UTC) + timedelta(hours=1), "patient/*.read")
-        case.cookies[SESSION_COOKIE] = box.seal_session(grant, auth.fhir_base)
+    elif case.path in ("/smart/timeline", "/smart/reply", "/smart/tasks/done"):
+        session = SmartSession(PATIENT, auth.fhir_base, "fuzz-access-token",
+                               datetime.now(UTC) + timedelta(hours=1), fhir_user="Practitioner/f")
+        case.cookies[SESSION_COOKIE] = box.seal_session(session)
+        if isinstance(case.body, dict):  # past the CSRF check, into the action itself
+            opened = box.open_session(case.cookies[SESSION_COOKIE], datetime.now(UTC))
+            assert opened is not None
+            case.body["csrf"] = csrf_token(SMART_SECRET, opened)
     case.cookies.pop(STAFF_COOKIE, None)
 
 

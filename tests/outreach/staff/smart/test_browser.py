@@ -1,65 +1,43 @@
 """The clinician view in a real headless Chromium (Debian's), driven by Playwright: the EHR
 launch through the local authorization server to the timeline, on data made by the real
-pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks); and the same
-inside an EHR's cross-site iframe, in a browser that blocks third-party cookies."""
+pipeline (ingest, dispatch over the Twilio-shaped API, signed inbound webhooks); the same
+inside an EHR's cross-site iframe, in a browser that blocks third-party cookies; a clinician
+answers the patient and closes the Task from the page."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from outreach.core.clock import SimulatedClock
 from outreach.core.ports import Runtime
-from outreach.intake.ingest import ingest
-from outreach.store.models import ScheduledStep
-from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
-from tests.outreach.staff.smart.conftest import assert_no_launch_secrets
+from tests.outreach.staff.smart.conftest import (
+    assert_no_launch_secrets,
+    outreach_runtime,
+    run_outreach,
+)
 from tests.support.api_server import ApiServer
 from tests.support.browser import ARTIFACTS, NO_THIRD_PARTY_COOKIES, launch, needs_chromium
 from tests.support.drain import drain
 from tests.support.ehr_page import EhrPage
-from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
-from tests.support.journeys import SMS_REMINDERS
 from tests.support.smart_auth_server import SmartAuthServer
-from tests.support.twilio_server import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    TwilioServer,
-    inbound_params,
-    signed_post,
-)
+from tests.support.twilio_server import TwilioServer
 
 pytestmark = needs_chromium
-NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
-CLINIC, MOBILE = "+15555550100", "+15555550123"
 PANEL = {"width": 400, "height": 900}  # an EHR side panel
 
 
-EMBEDDED_LAUNCH = "embedded-launch-5d1e"
-
-
-def _runtime(make_runtime: RuntimeFactory, smart_settings: dict[str, Any],
-             fhir: FhirTestServer, twilio: TwilioServer, tmp_path: Path, **extra: Any
-             ) -> Runtime:
-    (tmp_path / "sms-reminders.yaml").write_text(SMS_REMINDERS)
-    return make_runtime(
-        rules_dir=tmp_path, clock=SimulatedClock(NOW), fhir_base_url=fhir.base_url,
-        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=CLINIC,
-        twilio_base_url=twilio.base_url, sms_rate_per_second=100,
-        organization_name="St Example", **smart_settings, **extra)
-
-
 @pytest.fixture
-def rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any], fhir: FhirTestServer,
-       twilio: TwilioServer, tmp_path: Path) -> Runtime:
-    return _runtime(make_runtime, smart_settings, fhir, twilio, tmp_path)
+def rt(ehr_rt: Runtime) -> Runtime:
+    return ehr_rt
+
+
+EMBEDDED_LAUNCH = "embedded-launch-5d1e"
 
 
 @pytest.fixture
@@ -71,10 +49,10 @@ def ehr(api_server: ApiServer, auth: SmartAuthServer) -> Iterator[EhrPage]:
 
 @pytest.fixture
 def embedded_rt(make_runtime: RuntimeFactory, smart_settings: dict[str, Any],
-                fhir: FhirTestServer, twilio: TwilioServer, tmp_path: Path, ehr: EhrPage
-                ) -> Runtime:
-    return _runtime(make_runtime, smart_settings, fhir, twilio, tmp_path,
-                    smart_frame_ancestors=ehr.origin)
+                fhir: FhirTestServer, twilio: TwilioServer, auth: SmartAuthServer,
+                tmp_path: Path, ehr: EhrPage) -> Runtime:
+    return outreach_runtime(make_runtime, smart_settings, fhir, twilio, auth, tmp_path,
+                            smart_frame_ancestors=ehr.origin)
 
 
 @pytest.fixture
@@ -82,41 +60,11 @@ def chromium_blocking_third_party_cookies() -> Iterator[Any]:
     yield from launch(NO_THIRD_PARTY_COOKIES)
 
 
-def _reply(rt: Runtime, api: ApiServer, body: str) -> None:
-    response = signed_post(f"{api.url}/channels/twilio/inbound",
-                           inbound_params(MOBILE, CLINIC, body))
-    assert response.status_code == 200, response.text
-    drain(rt)
-
-
-def _outreach(rt: Runtime, api: ApiServer, twilio: TwilioServer) -> str:
-    """Book, confirm by SMS, send the 72 h reminder (delivered), then a free-text reply (a Task
-    for staff) and STOP. Returns the patient's id."""
-    assert rt.ehr is not None
-    pat, _ = rt.ehr.create(patient(email=None, mobile=MOBILE))
-    appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", NOW + timedelta(days=5)))
-    ingest(rt, appt, source="test")
-    drain(rt)
-    with rt.sessions() as session:
-        due = session.scalars(select(ScheduledStep.due_at).where(
-            ScheduledStep.step_id == "reminder-72h")).one()
-    rt.clock.set(due)  # type: ignore[attr-defined]
-    jobs.sweep(rt)
-    drain(rt)
-    assert len(twilio.messages) == 2
-    assert twilio.status_callback(twilio.messages[1], "delivered").status_code == 204
-    rt.clock.set(due + timedelta(minutes=10))  # type: ignore[attr-defined]
-    _reply(rt, api, "Can I bring my daughter?")
-    rt.clock.set(due + timedelta(minutes=25))  # type: ignore[attr-defined]
-    _reply(rt, api, "STOP")
-    return str(pat["id"])
-
-
 def test_a_clinician_launches_from_the_ehr_and_sees_the_outreach_timeline(
     rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
     chromium: Any,
 ) -> None:
-    patient_id = _outreach(rt, api_server, twilio)
+    patient_id = run_outreach(rt, api_server, twilio)
     auth.register_launch("xyz", patient_id)
     page = chromium.new_page(viewport=PANEL)
     visited: list[str] = []
@@ -160,7 +108,7 @@ def test_the_view_inside_an_ehrs_cross_site_iframe_shows_the_timeline_without_co
     embedded_rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
     ehr: EhrPage, access_log: list[str], chromium_blocking_third_party_cookies: Any,
 ) -> None:
-    patient_id = _outreach(embedded_rt, api_server, twilio)
+    patient_id = run_outreach(embedded_rt, api_server, twilio)
     auth.register_launch(EMBEDDED_LAUNCH, patient_id)
     browser = chromium_blocking_third_party_cookies
     page = browser.new_page(viewport={"width": 420, "height": 920})
@@ -187,3 +135,46 @@ def test_the_view_inside_an_ehrs_cross_site_iframe_shows_the_timeline_without_co
     assert_no_launch_secrets(access_log, EMBEDDED_LAUNCH, token[:40],
                              *(r["state"] for r in auth.state.authorize_requests),
                              *auth.state.grants)
+
+
+def test_a_clinician_answers_the_patient_and_closes_the_task_from_the_timeline(
+    rt: Runtime, api_server: ApiServer, auth: SmartAuthServer, twilio: TwilioServer,
+    fhir: FhirTestServer, chromium: Any,
+) -> None:
+    patient_id = run_outreach(rt, api_server, twilio, stop=False)
+    assert rt.ehr is not None
+    (doctor,) = rt.ehr.search("Practitioner", {"family": "Whitfield"})
+    auth.state.user = f"Practitioner/{doctor['id']}"  # the visit's clinician answers
+    auth.register_launch("xyz", patient_id)
+    auth.state.need_patient_banner = True
+    page = chromium.new_page(viewport=PANEL)
+    page.goto(f"{api_server.url}/smart/launch?iss={auth.fhir_base}&launch=xyz")
+    page.wait_for_url(f"{api_server.url}/smart/timeline")
+
+    banner = page.get_by_role("banner", name="Patient").inner_text()
+    assert "Maria Example" in banner and "DOB 12 Mar 1961" in banner
+    visit = page.inner_text("body")
+    assert "Follow-up visit" in visit and "Main Street Clinic" in visit
+    assert "Dr Dana Whitfield" in visit
+
+    rt.clock.set(rt.clock.now() + timedelta(minutes=7))  # type: ignore[attr-defined]
+    page.fill("#reply-text", "Yes, of course. Please bring her along on the day.")
+    page.click("text=Send reply")
+    page.wait_for_selector("text=Sent by SMS.")
+    assert twilio.messages[-1]["body"] == "Yes, of course. Please bring her along on the day."
+    thread = page.inner_text("ol.thread")
+    assert thread.index("Can I bring my daughter?") < thread.index("Please bring her along")
+    # The staff message names who wrote it, as the EHR names them.
+    assert "Dr Dana Whitfield · SMS" in thread
+
+    page.click("text=Mark done")
+    page.wait_for_selector("text=Task marked done.")
+    assert "Open tasks for staff (0)" in page.inner_text("body")
+    drain(rt)  # the write-backs: the reply and the Task, as the worker would
+    (task,) = rt.ehr.search("Task", {"patient": f"Patient/{patient_id}"})
+    assert task["status"] == "completed"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PANEL["width"]
+    page.reload()  # a GET: nothing is sent again
+    assert len([m for m in twilio.messages if "bring her along" in (m["body"] or "")]) == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "smart-staff-reply.png"), full_page=True)
