@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 import httpx
 from fastapi import APIRouter, Cookie, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from outreach import runtime
 from outreach.api.deps import RuntimeDep

@@ -21,7 +21,6 @@ from outreach.api.routes.smart import (
 )
 from outreach.staff.smart.session import SmartSession
 from outreach.staff.smart.staff_actions import (
-    OK_NOTICES,
     BadAction,
     Outcome,
     complete_task,

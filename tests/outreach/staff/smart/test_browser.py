@@ -132,7 +132,18 @@ def test_the_view_inside_an_ehrs_cross_site_iframe_shows_the_timeline_without_co
     page.screenshot(path=str(ARTIFACTS / "smart-timeline-embedded.png"), full_page=True)
 
     token = frame.url.split("session_token=", 1)[1]
+
+    # Staff act from inside the frame, still without a cookie: the form carries the page
+    # token, and the page comes back (post/redirect/get) with a fresh one.
+    app.get_by_role("button", name="Mark done").click()
+    app.get_by_text("Task marked done.").wait_for(timeout=20_000)
+    assert "Open tasks for staff (0)" in app.locator("body").inner_text()
+    (frame,) = [f for f in page.frames if f.url.startswith(api_server.url)]
+    assert "session_token=" in frame.url and token not in frame.url
+    assert browser.contexts[0].cookies(api_server.url) == []
+
     assert_no_launch_secrets(access_log, EMBEDDED_LAUNCH, token[:40],
+                             frame.url.split("session_token=", 1)[1][:40],
                              *(r["state"] for r in auth.state.authorize_requests),
                              *auth.state.grants)
 
