@@ -244,9 +244,7 @@ def _write_together(rt: Runtime, rows: list[_Row], entries: list[Entry]) -> str:
             _retry_later(rt, row, exc, now)
         return "retry"
     ids = bundles.written_ids(answer, len(rows))
-    outcomes = [_done(rt, row, {"id": server_id} if server_id else {}, now)
-                for row, server_id in zip(rows, ids, strict=True)]
-    return outcomes[0]
+    return _all_done(rt, list(zip(rows, ids, strict=True)), now)[0]
 
 
 def _write_one(rt: Runtime, row: _Row) -> str:
@@ -285,24 +283,29 @@ def _retry_later(rt: Runtime, row: _Row, exc: FhirError, now: datetime) -> None:
 
 
 def _done(rt: Runtime, row: _Row, written: dict[str, Any], now: datetime) -> str:
-    server_id = written.get("id") or row.server_id
+    return _all_done(rt, [(row, written.get("id"))], now)[0]
+
+
+def _all_done(rt: Runtime, rows: list[tuple[_Row, str | None]], now: datetime) -> list[str]:
+    """Record the rows written (with the server id each got), in one transaction."""
+    superseded = []
     with transaction(rt.sessions) as session:
         relax_durability(session)  # lost on a crash: written again, If-None-Exist dedupes
-        # Done only if nobody refreshed the row with newer content while we wrote this one;
-        # otherwise it stays pending (the refresher queued it) and is written again.
-        done = session.execute(update(Writeback).where(
-            Writeback.id == row.id, Writeback.resource == row.resource
-        ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1))
-        if done.rowcount == 0:  # type: ignore[attr-defined]
-            # Newer content was queued while we wrote, and may even have been written before
-            # this write landed: write the row's current content again, so the EHR ends with it.
-            session.execute(update(Writeback).where(Writeback.id == row.id).values(
-                server_id=server_id, state="pending", next_attempt_at=now))
-            superseded = True
-        else:
-            superseded = False
+        for row, written_id in rows:
+            server_id = written_id or row.server_id
+            # Done only if nobody refreshed the row with newer content while we wrote this one;
+            # otherwise it stays pending (the refresher queued it) and is written again.
+            done = session.execute(update(Writeback).where(
+                Writeback.id == row.id, Writeback.resource == row.resource
+            ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                # Newer content was queued while we wrote, and may even have been written before
+                # this write landed: write the row's current content again, so the EHR ends
+                # with it.
+                session.execute(update(Writeback).where(Writeback.id == row.id).values(
+                    server_id=server_id, state="pending", next_attempt_at=now))
+                superseded.append(row.id)
     if superseded:
-        rt.enqueue.write_back([row.id])
-        return "superseded"
-    WRITEBACKS.labels("done").inc()
-    return "done"
+        rt.enqueue.write_back(superseded)
+    WRITEBACKS.labels("done").inc(len(rows) - len(superseded))
+    return ["superseded" if row.id in superseded else "done" for row, _ in rows]
