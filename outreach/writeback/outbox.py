@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from connector import bundles
 from connector.bundles import Entry
 from connector.capabilities import ResourceSupport, capabilities
-from connector.errors import FhirError, FhirNotFound
+from connector.errors import FhirError, FhirNotFound, FhirUnavailable
 from connector.writeback import identifier_query, request_identifier
 from outreach.core.metrics import WRITEBACKS
 from outreach.core.ports import EhrClient, Runtime
@@ -238,11 +238,18 @@ def _write_together(rt: Runtime, rows: list[_Row], entries: list[Entry]) -> str:
     assert rt.ehr is not None
     try:
         answer = rt.ehr.transaction(bundles.transaction(entries), idempotent=True)  # type: ignore[attr-defined]
-    except FhirError as exc:
+    except FhirUnavailable as exc:
         # All or nothing: the EHR kept neither, and both are written again later.
         for row in rows:
             _retry_later(rt, row, exc, now)
         return "retry"
+    except FhirError as exc:
+        # Refused, not down: an EHR that lists `transaction` yet will not take this one would
+        # refuse it on every retry. One request each instead, as for an EHR without them.
+        log.warning("write-back %s: the EHR refused the Bundle (%s); writing one by one",
+                    rows[0].id, exc.status or type(exc).__name__)
+        outcomes = [_write_one(rt, row) for row in rows]
+        return outcomes[0]
     ids = bundles.written_ids(answer, len(rows))
     return _all_done(rt, list(zip(rows, ids, strict=True)), now)[0]
 

@@ -176,3 +176,20 @@ def test_a_failed_bundle_is_retried_whole_and_writes_nothing_twice(
     with rt.sessions() as session:
         step = session.get_one(ScheduledStep, step_id)
     assert step.state == StepState.SENT and step.attempts == 1
+
+
+def test_a_bundle_refused_by_an_ehr_that_lists_transactions_is_written_one_by_one(
+    runtime_for: Any, fhir: FhirTestServer,
+) -> None:
+    rt = runtime_for()
+    appt, step_id = _book(rt)  # the CapabilityStatement, read now, lists `transaction`
+    fhir.features(without_transactions=True)  # ...which the EHR then refuses (400)
+    fhir.clear_requests()
+
+    assert _send_and_write_back(rt, step_id) == []  # written, not left to retry forever
+
+    trips = _trips(fhir)
+    assert trips[:3] == ["GET /Appointment", "POST /", "POST /Communication"]
+    assert len(trips) == 4 and trips[3].startswith("PUT /CommunicationRequest/")
+    communications, requests = _written(rt, appt)
+    assert len(communications) == 1 and requests[-1] == "completed"
