@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from outreach.broker.app import celery_app, configure
 from outreach.broker.enqueue import CeleryEnqueuer
+from outreach.cli import app
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
 from outreach.store.models import Writeback
@@ -98,3 +100,9 @@ def test_a_slow_ehr_write_path_does_not_delay_sends(
     assert len(list(rt.ehr.search("Communication", {"_count": 50}))) == 2 * PATIENTS
     requests = list(rt.ehr.search("CommunicationRequest", {"_count": 50}))
     assert sorted(r["status"] for r in requests) == ["completed"] * 2 * PATIENTS
+
+
+def test_a_worker_asked_for_an_unknown_queue_says_which_queues_there_are() -> None:
+    result = CliRunner().invoke(app, ["worker", "--queues", "sends,sms"])
+    assert result.exit_code == 2
+    assert "sms" in result.output and "sends, writeback, celery" in result.output
