@@ -1,25 +1,41 @@
-"""Dispatch throughput: due steps → send_step (re-check in the EHR, Twilio send, records) →
-Communication written back to the FHIR server, with N concurrent workers (threads).
+"""Dispatch: due steps → send_step (re-check in the EHR, Twilio send, records) → Communication
+and CommunicationRequest written back to the FHIR server. Three measurements:
 
-Baseline, same parts and concurrency: per message, the bare calls the product path is built
-on — read the Appointment and the Patient, POST to the Twilio-shaped API, create the
-Communication and its CommunicationRequest in the FHIR server, insert one row into the same
-Postgres."""
+- `dispatch_sends_per_s`: in one process, N threads calling the jobs directly.
+- `ehr_calls_per_send`: the FHIR server's own request log over that run, per message sent,
+  against the 4 round trips a message cost before (2 reads, 2 writes).
+- `dispatch_sends_per_s_prefork_{1,2,4}`: real `outreach worker` processes (Celery prefork)
+  over a private Redis, sends and write-backs each on their own queue; timed from publishing
+  the send tasks until every step is sent and every write-back done. The peak memory (VmHWM)
+  of those worker processes is `dispatch_worker_peak_rss_mb`.
+
+Baselines, same parts and the same concurrency (threads, or that many processes): per message,
+the bare calls the product path is built on — one FHIR search for the Appointment with its
+Patient and Consents, the POST to the Twilio-shaped API, one transaction Bundle with the
+Communication and its CommunicationRequest, one insert into the same Postgres."""
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
 
 from bench.result import Result
+from connector import bundles
+from connector.bundles import Entry
 from connector.client import FhirClient
 from connector.writeback import (
     PlannedMessage,
@@ -28,16 +44,20 @@ from connector.writeback import (
     build_communication_request,
 )
 from outreach import runtime
-from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.broker.app import celery_app, configure
+from outreach.broker.enqueue import CeleryEnqueuer, CollectingEnqueuer
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
 from outreach.intake.ingest import ingest
 from outreach.runtime import build_runtime
+from outreach.store.models import ScheduledStep, StepState, Writeback
 from outreach.worker import jobs
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
+from tests.support.smtp import free_port
 from tests.support.twilio_server import ACCOUNT_SID, AUTH_TOKEN, TwilioServer
+from tests.support.worker_process import RedisProcess, WorkerProcess
 
 JOURNEY = """
 journey: bench-sms
@@ -46,37 +66,43 @@ anchor: start
 steps:
   - {id: booked, at: immediately, channel: [sms], template: appointment-booked}
 """
+OLD_CALLS_PER_SEND = 4.0  # before issue 15: Appointment read, Patient read, two writes
+PREFORK_PROCESSES = (1, 2, 4)
+_MESSAGES_URL = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+_numbers = itertools.count()  # a mobile number per booked patient
+
+
+@dataclass
+class _Parts:
+    rt: Runtime
+    twilio: TwilioServer
+    fhir: FhirTestServer
+    env: dict[str, str]  # the same settings, for worker processes
 
 
 @contextmanager
-def _stack(tmp: Any) -> Iterator[tuple[Runtime, TwilioServer]]:
+def _stack(tmp: Path) -> Iterator[_Parts]:
     with ExitStack() as stack:
         fhir = stack.enter_context(FhirTestServer())
         twilio = stack.enter_context(TwilioServer())
         db_url = stack.enter_context(temporary_database())
+        broker = RedisProcess(free_port())  # private: other sessions share the machine's Redis
+        broker.start()
+        stack.callback(broker.kill)
         (tmp / "bench.yaml").write_text(JOURNEY)
-        settings = load_settings(
-            database_url=db_url, fhir_base_url=fhir.base_url, rules_dir=tmp,
-            twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-            twilio_from="+15555550100", twilio_base_url=twilio.base_url,
-            sms_rate_per_second=100_000,
-        )
-        rt = build_runtime(settings, enqueue=CollectingEnqueuer())
+        values: dict[str, Any] = {
+            "database_url": db_url, "fhir_base_url": fhir.base_url, "rules_dir": str(tmp),
+            "twilio_account_sid": ACCOUNT_SID, "twilio_auth_token": AUTH_TOKEN,
+            "twilio_from": "+15555550100", "twilio_base_url": twilio.base_url,
+            "sms_rate_per_second": 100_000, "webhook_secret": "b" * 24,
+        }
+        rt = build_runtime(load_settings(**values), enqueue=CollectingEnqueuer())
         runtime.install(rt)
         stack.callback(runtime.install, None)
-        yield rt, twilio
-
-
-def _book(rt: Runtime, count: int) -> list[tuple[str, str]]:
-    assert rt.ehr is not None
-    start = datetime.now(UTC) + timedelta(days=5)
-    refs = []
-    for i in range(count):
-        pat, _ = rt.ehr.create(patient(email=None, mobile=f"+1555{i:07d}"))
-        appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
-        ingest(rt, appt, source="bench")
-        refs.append((pat["id"], appt["id"]))
-    return refs
+        env = {f"OUTREACH_{key.upper()}": str(value) for key, value in values.items()}
+        env["OUTREACH_BROKER_URL"] = broker.url
+        env["OUTREACH_TEST_WORKER_LOG"] = str(tmp / "worker.log")
+        yield _Parts(rt, twilio, fhir, env)
 
 
 def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
@@ -87,62 +113,215 @@ def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
     return time.perf_counter() - began
 
 
-def _product(rt: Runtime, workers: int) -> tuple[float, int]:
+def _book(rt: Runtime, count: int, workers: int) -> tuple[list[int], list[tuple[str, str]]]:
+    """`count` bookings ingested, their planned CommunicationRequests written to the EHR (as the
+    worker does long before the send): the confirmation steps, queued, and (patient, appointment)
+    ids for the baseline."""
+    assert rt.ehr is not None
     queue = rt.enqueue
     assert isinstance(queue, CollectingEnqueuer)
+    start = datetime.now(UTC) + timedelta(days=5)
+    refs = []
+    for _ in range(count):
+        pat, _ = rt.ehr.create(patient(email=None, mobile=f"+1555{next(_numbers):07d}"))
+        appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
+        ingest(rt, appt, source="bench")
+        refs.append((pat["id"], appt["id"]))
+    rows, queue.writebacks = queue.writebacks, []
+    _timed([partial(jobs.write_back, rt, row) for row in rows], workers)
     steps, queue.steps = queue.steps, []
+    return steps, refs
 
+
+def _product(rt: Runtime, steps: list[int], workers: int) -> float:
     def one(step_id: int) -> None:
         outcome = jobs.send_step(rt, step_id)
         assert outcome.state == "sent" and outcome.writeback_ids, outcome
-        # the write-back tasks the worker runs next: the Communication and its request
+        # the write-back tasks the worker runs next: the Communication (with its request)
         for writeback_id in outcome.writeback_ids:
             assert jobs.write_back(rt, writeback_id) == "done"
 
-    return _timed([partial(one, s) for s in steps], workers), len(steps)
+    return _timed([partial(one, s) for s in steps], workers)
 
 
-def _baseline(rt: Runtime, twilio: TwilioServer, refs: list[tuple[str, str]],
-              workers: int) -> float:
-    assert rt.ehr is not None
-    fhir = FhirClient(str(rt.settings.fhir_base_url))
-    http = httpx.Client(base_url=twilio.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN))
-    url = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+# -- the bare calls ------------------------------------------------------------------------------
 
-    def one(index: int, pid: str, aid: str) -> None:
-        fhir.read("Appointment", aid)
-        fhir.read("Patient", pid)
-        http.post(url, data={"To": f"+1666{index:07d}", "From": "+15555550100",
-                             "Body": "baseline"}).raise_for_status()
-        now = datetime.now(UTC)
-        fhir.create(build_communication(SentMessage(
-            identifier_system="urn:bench", identifier_value=f"b{index}",
-            patient=f"Patient/{pid}", about=f"Appointment/{aid}", channel="sms",
-            category="reminder", sent=now, text="baseline")))
-        fhir.create(build_communication_request(PlannedMessage(
-            identifier_system="urn:bench", step_uid=f"b{index}", status="completed",
-            patient=f"Patient/{pid}", about=f"Appointment/{aid}", channels=("sms",),
-            category="reminder", due=now, authored=now, description="baseline")))
-        with rt.engine.begin() as conn:
-            conn.execute(text("INSERT INTO poll_cursors VALUES (:t, now(), now())"),
-                         {"t": f"bench-{index}"})
+@dataclass
+class _Bare:
+    fhir: FhirClient
+    http: httpx.Client
+    engine: Engine
 
-    work = [partial(one, i, p, a) for i, (p, a) in enumerate(refs)]
+
+_bare: _Bare | None = None  # one per baseline process (or the bench's own, for threads)
+
+
+def _bare_open(fhir_url: str, twilio_url: str, db_url: str) -> None:
+    global _bare
+    _bare = _Bare(FhirClient(fhir_url), httpx.Client(base_url=twilio_url,
+                                                     auth=(ACCOUNT_SID, AUTH_TOKEN)),
+                  create_engine(db_url, pool_size=8))
+
+
+def _bare_close() -> None:
+    global _bare
+    if _bare is not None:
+        _bare.fhir.close()
+        _bare.http.close()
+        _bare.engine.dispose()
+        _bare = None
+
+
+def _bare_one(key: str, pid: str, aid: str, fhir_only: bool = False) -> None:
+    assert _bare is not None
+    _bare.fhir.get("Appointment", {"_id": aid, "_include": "Appointment:patient",
+                                   "_revinclude:iterate": "Consent:patient"})
+    if not fhir_only:
+        _bare.http.post(_MESSAGES_URL, data={"To": "+16660000000", "From": "+15555550100",
+                                             "Body": "baseline"}).raise_for_status()
+    now = datetime.now(UTC)
+    communication = build_communication(SentMessage(
+        identifier_system="urn:bench", identifier_value=key, patient=f"Patient/{pid}",
+        about=f"Appointment/{aid}", channel="sms", category="reminder", sent=now,
+        text="baseline"))
+    request = build_communication_request(PlannedMessage(
+        identifier_system="urn:bench", step_uid=key, status="completed",
+        patient=f"Patient/{pid}", about=f"Appointment/{aid}", channels=("sms",),
+        category="reminder", due=now, authored=now, description="baseline"))
+    _bare.fhir.transaction(bundles.transaction([
+        Entry(communication, "POST", "Communication",
+              if_none_exist=f"identifier=urn:bench|{key}"),
+        Entry(request, "POST", "CommunicationRequest"),
+    ]), idempotent=True)
+    if fhir_only:
+        return
+    with _bare.engine.begin() as conn:
+        conn.execute(text("INSERT INTO poll_cursors VALUES (:t, now(), now())"), {"t": key})
+
+
+def _bare_rss(_: int) -> int:
+    time.sleep(0.2)  # one answer per pool process: each is busy while the others answer
+    return _peak_rss_kb(os.getpid())
+
+
+def _baseline_threads(parts: _Parts, refs: list[tuple[str, str]], workers: int) -> float:
+    settings = parts.rt.settings
+    _bare_open(str(settings.fhir_base_url), parts.twilio.base_url, settings.database_url)
     try:
-        return _timed(work, workers)
+        return _timed([partial(_bare_one, f"t{i}", p, a) for i, (p, a) in enumerate(refs)],
+                      workers)
     finally:
-        fhir.close()
-        http.close()
+        _bare_close()
+
+
+def _baseline_processes(parts: _Parts, refs: list[tuple[str, str]], processes: int,
+                        fhir_only: bool = False) -> tuple[float, int]:
+    """The bare calls from `processes` processes (only the two FHIR ones with `fhir_only`: the
+    test server's own ceiling); (seconds, peak RSS of one, kB)."""
+    settings = parts.rt.settings
+    context = multiprocessing.get_context("spawn")
+    args = (str(settings.fhir_base_url), parts.twilio.base_url, settings.database_url)
+    with context.Pool(processes, initializer=_bare_open, initargs=args) as pool:
+        pool.map(_bare_rss, range(processes))  # started, imports done
+        prefix = "f" if fhir_only else "p"
+        work = [(f"{prefix}{processes}-{i}", p, a, fhir_only) for i, (p, a) in enumerate(refs)]
+        began = time.perf_counter()
+        pool.starmap(_bare_one, work, chunksize=1)
+        seconds = time.perf_counter() - began
+        rss = max(pool.map(_bare_rss, range(processes)))
+    return seconds, rss
+
+
+# -- real prefork workers ------------------------------------------------------------------------
+
+def _peak_rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _finished(rt: Runtime, steps: list[int]) -> bool:
+    with rt.engine.connect() as conn:
+        sent = conn.execute(select(func.count(ScheduledStep.id)).where(
+            ScheduledStep.id.in_(steps), ScheduledStep.state == StepState.SENT)).scalar()
+        pending = conn.execute(select(func.count(Writeback.id)).where(
+            Writeback.state == "pending")).scalar()
+    return sent == len(steps) and pending == 0
+
+
+def _wait_finished(rt: Runtime, steps: list[int], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not _finished(rt, steps):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(steps)} sends not finished within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def _prefork(parts: _Parts, processes: int, count: int) -> tuple[float, int]:
+    """`count` sends through one `outreach worker --concurrency=processes`; (seconds, peak RSS
+    of its largest process, kB)."""
+    rt = parts.rt
+    warmup, _ = _book(rt, 2 * processes, 8)
+    steps, _ = _book(rt, count, 8)
+    publisher = CeleryEnqueuer(celery_app)
+    with WorkerProcess(parts.env, concurrency=processes, queues="sends,writeback") as worker:
+        publisher.send_steps(warmup)  # each pool process builds its runtime on its first task
+        _wait_finished(rt, warmup, timeout=120)
+        began = time.perf_counter()
+        publisher.send_steps(steps)
+        _wait_finished(rt, steps)
+        seconds = time.perf_counter() - began
+        rss = max((_peak_rss_kb(pid) for pid in worker.pids), default=0)
+    return seconds, rss
 
 
 def run(iterations: int = 300, workers: int = 8) -> list[Result]:
     import tempfile
-    from pathlib import Path
 
-    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as (rt, twilio):
-        refs = _book(rt, iterations)
-        product_seconds, sent = _product(rt, workers)
-        baseline_seconds = _baseline(rt, twilio, refs, workers)
-    note = f"{sent} sends, {workers} threads, Twilio-shaped API + FHIR server + Postgres"
-    return [Result("dispatch_sends_per_s", sent / product_seconds, "sends/s",
-                   len(refs) / baseline_seconds, note)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as parts:
+        rt = parts.rt
+        steps, refs = _book(rt, iterations, workers)
+        parts.fhir.clear_requests()
+        product_seconds = _product(rt, steps, workers)
+        trips = [r for r in parts.fhir.requests() if r["path"] != "/metadata"]
+        baseline_seconds = _baseline_threads(parts, refs, workers)
+        sent = len(steps)
+        results += [
+            Result("dispatch_sends_per_s", sent / product_seconds, "sends/s",
+                   len(refs) / baseline_seconds,
+                   f"{sent} sends, {workers} threads, Twilio-shaped API + FHIR server + Postgres"),
+            Result("ehr_calls_per_send", len(trips) / sent, "calls", OLD_CALLS_PER_SEND,
+                   "FHIR server request log; baseline: the count before (2 reads, 2 writes)"),
+        ]
+        configure(celery_app, rt.settings.model_copy(
+            update={"broker_url": parts.env["OUTREACH_BROKER_URL"]}))
+        try:
+            peaks = []
+            for processes in PREFORK_PROCESSES:
+                seconds, rss = _prefork(parts, processes, iterations)
+                base_seconds, base_rss = _baseline_processes(parts, refs, processes)
+                peaks.append((processes, rss, base_rss))
+                results.append(Result(
+                    f"dispatch_sends_per_s_prefork_{processes}", iterations / seconds,
+                    "sends/s", len(refs) / base_seconds,
+                    f"{iterations} sends, outreach worker --concurrency={processes} over Redis; "
+                    f"baseline: the bare calls from {processes} processes"))
+        finally:
+            configure(celery_app, rt.settings.model_copy(update={"broker_url": None}))
+        # The Node FHIR test server answers one request at a time: its ceiling for these sends.
+        fhir_seconds, _ = _baseline_processes(parts, refs, PREFORK_PROCESSES[-1], fhir_only=True)
+        results[-1] = replace(results[-1], note=results[-1].note + (
+            f"; the FHIR test server alone (search + Bundle, {PREFORK_PROCESSES[-1]} processes) "
+            f"takes {len(refs) / fhir_seconds:.0f} messages/s"))
+        processes, rss, base_rss = peaks[-1]
+        results.append(Result(
+            "dispatch_worker_peak_rss_mb", rss / 1024, "MB", base_rss / 1024,
+            "VmHWM of the largest worker process (" + ", ".join(
+                f"{n} proc: {r / 1024:.0f}" for n, r, _ in peaks)
+            + " MB); baseline: a bare-call process"))
+    return results

@@ -26,6 +26,7 @@ class ResourceSupport:
     interactions: frozenset[str] = frozenset()
     search_params: frozenset[str] = frozenset()
     operations: frozenset[str] = frozenset()
+    conditional_update: bool = False  # `PUT [type]?[search]`: update the one match, or create
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,13 @@ class Capabilities:
     server_search_params: frozenset[str] = frozenset()
 
     topics: frozenset[str] = frozenset()  # Backport IG topic canonicals the server advertises
+    # Whole-system interactions (`rest.interaction`): `transaction`, `batch`, `search-system`.
+    system_interactions: frozenset[str] = frozenset()
+
+    @property
+    def transactions(self) -> bool:
+        """Listed, not guessed: a silent statement gets one request per write (always right)."""
+        return "transaction" in self.system_interactions
 
     @property
     def silent(self) -> bool:
@@ -116,6 +124,7 @@ def parse_capabilities(statement: dict[str, Any]) -> Capabilities:
             interactions=_names(entry.get("interaction"), "code"),
             search_params=_names(entry.get("searchParam"), "name"),
             operations=frozenset(_operation_name(op) for op in entry.get("operation", [])),
+            conditional_update=entry.get("conditionalUpdate") is True,
         )
         for entry in server.get("resource", [])
         if "type" in entry
@@ -125,6 +134,7 @@ def parse_capabilities(statement: dict[str, Any]) -> Capabilities:
         resources=resources,
         server_search_params=_names(server.get("searchParam"), "name"),
         topics=_topics(server),
+        system_interactions=_names(server.get("interaction"), "code"),
     )
 
 

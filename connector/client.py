@@ -222,8 +222,11 @@ class FhirClient:
         _raise_for(response)
         return response
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        attempts = self.retry.attempts if _retryable(method, kwargs.get("headers")) else 1
+    def _request(self, method: str, url: str, *, retryable: bool | None = None,
+                 **kwargs: Any) -> httpx.Response:
+        if retryable is None:
+            retryable = _retryable(method, kwargs.get("headers"))
+        attempts = self.retry.attempts if retryable else 1
         for attempt in range(1, attempts + 1):
             try:
                 return self._send_once(method, url, **kwargs)
@@ -339,3 +342,15 @@ class FhirClient:
             headers["If-Match"] = if_match
         url = checked_path(str(resource["resourceType"]), str(resource["id"]))
         return self._json(self._request("PUT", url, json=resource, headers=headers))
+
+    def transaction(self, bundle: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        """POST a transaction Bundle to the base: all its entries or none, in one round trip.
+        Retried like a conditional create only when the caller says every entry is safe to
+        repeat (conditional creates, PUTs); returns the transaction-response Bundle."""
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
+            raise InvalidResource("not a transaction Bundle")
+        # No `Prefer: return=minimal`: the response Bundle must still come, and some servers
+        # then send none.
+        headers = {"Content-Type": FHIR_JSON}
+        response = self._request("POST", "", json=bundle, headers=headers, retryable=idempotent)
+        return self._json(response)

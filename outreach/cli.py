@@ -136,15 +136,25 @@ def _celery_argv(settings: Settings, *extra: str) -> None:
 def worker(
     beat: Annotated[bool, typer.Option(help="Also run the sweeper schedule (one node)")] = False,
     concurrency: int = 2,
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues to consume: sends, writeback, celery (sweep, poll, "
+             "campaigns). Default: all three")] = None,
 ) -> None:
     """Run a Celery worker (sending, write-back, polling)."""
-    from outreach.broker.app import celery_app
+    from outreach.broker.app import QUEUES, celery_app
 
+    chosen = [q.strip() for q in (queues or ",".join(QUEUES)).split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown or not chosen:
+        typer.echo(f"--queues: {', '.join(unknown) or 'none given'}; the queues are "
+                   f"{', '.join(QUEUES)}", err=True)
+        raise typer.Exit(2)
     settings = _settings()
     _celery_argv(settings)
     _logging()
     _report_write_back()
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+            f"--queues={','.join(chosen)}"]
     if beat:
         argv.append("--beat")
     celery_app.worker_main(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu.entity import Queue
 
 from outreach.core.settings import Settings, get_settings
 
@@ -12,6 +13,12 @@ TASKS_MODULE = "outreach.worker.tasks"
 SEND_STEP, WRITE_BACK, SWEEP, POLL, RUN_CAMPAIGNS = (
     "outreach.send_step", "outreach.write_back", "outreach.sweep", "outreach.poll",
     "outreach.run_campaigns")
+
+# Queues: sends on theirs, write-backs on theirs (a slow EHR never holds up a send behind its
+# write-backs), everything else (sweep, poll, campaigns) on the default one. `outreach worker`
+# consumes all three unless told `--queues`.
+SENDS_QUEUE, WRITEBACK_QUEUE, DEFAULT_QUEUE = "sends", "writeback", "celery"
+QUEUES = (SENDS_QUEUE, WRITEBACK_QUEUE, DEFAULT_QUEUE)
 
 celery_app = Celery("outreach", include=[TASKS_MODULE])
 
@@ -43,6 +50,10 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
                                    "interval_step": 0.2, "interval_max": 0.5},
         worker_hijack_root_logger=False,
+        task_default_queue=DEFAULT_QUEUE,
+        # Declared, so a worker told no queues (start_worker in the tests) consumes all three.
+        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_routes={SEND_STEP: {"queue": SENDS_QUEUE}, WRITE_BACK: {"queue": WRITEBACK_QUEUE}},
         beat_schedule={
             "sweep-due-steps": {
                 "task": SWEEP,

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     preferences_link_days: int = Field(default=30, ge=1, le=365)
     # Read the patient's Consents from the EHR with the Patient (one request, _revinclude).
     read_ehr_consent: bool = True
+    # The send-time re-check trusts the version we ingested this recently instead of asking the
+    # EHR again (0: always ask). Only safe where changes are pushed (rest-hook), not polled.
+    recheck_fresh_seconds: float = Field(default=0.0, ge=0, le=300)
     # Admin API callers: "name=token,name2=token2"; the name is what the audit log records.
     admin_tokens: SecretStr | None = None
     timezone: str = "UTC"

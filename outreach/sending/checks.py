@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from outreach.store.consent import normalize, opted_out
 from outreach.store.controls import PAUSE_RECHECK, paused_journeys
 from outreach.store.db import flushed_connection
 from outreach.store.ingested import IngestedEhr
-from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.store.models import Enrollment, ResourceVersion, ScheduledStep, StepState
 from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
 from rules.loader import JourneySet, LoadedJourney
 from rules.planner import anchor_time, recheck, shift_out_of_quiet_hours
@@ -143,6 +143,89 @@ def _patient(rt: Runtime, reference: str, attempts: int) -> tuple[dict[str, Any]
     if patient is None:
         raise _NotNow(f"{reference} no longer exists", StepState.CANCELLED)
     return patient, ehr_choices(consents, rt.clock.now(), _spelling(rt))
+
+
+_FRESH = select(ResourceVersion.resource, ResourceVersion.updated_at).where(
+    ResourceVersion.resource_type == bindparam("rtype"),
+    ResourceVersion.resource_id == bindparam("rid"), ResourceVersion.deleted.is_(False))
+
+
+def _fresh_stored(rt: Runtime, reference: str) -> dict[str, Any] | None:
+    """The version we ingested, if that was within OUTREACH_RECHECK_FRESH_SECONDS: the EHR would
+    answer the same, and asking it costs a round trip the EHR's owner pays for."""
+    window = rt.settings.recheck_fresh_seconds
+    if window <= 0:
+        return None
+    rtype, _, rid = reference.partition("/")
+    with rt.sessions.kw["bind"].connect() as connection:
+        row = connection.execute(_FRESH, {"rtype": rtype, "rid": rid}).first()
+    if row is None or row.resource is None:
+        return None
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+    return dict(row.resource) if rt.clock.now() - updated <= timedelta(seconds=window) else None
+
+
+def _anchor_and_patient(rt: Runtime, enrollment: Enrollment, attempts: int
+                        ) -> tuple[dict[str, Any], dict[str, Any], list[EhrChoice]]:
+    """The anchor resource, the Patient and its Consents as the EHR has them now, in one round
+    trip: none for an anchor ingested moments ago (the Patient is still read), one search
+    (`_include` of the patient, `_revinclude:iterate` of its Consents) otherwise. An EHR that
+    refuses that search gets the plain reads."""
+    anchor, patient_ref = enrollment.anchor_reference, enrollment.patient
+    stored = _fresh_stored(rt, anchor)
+    if stored is not None:
+        return stored, *_patient(rt, patient_ref, attempts)
+    if anchor == patient_ref:
+        patient, choices = _patient(rt, patient_ref, attempts)
+        return patient, patient, choices
+    combined = _combined(rt, anchor, patient_ref, attempts)
+    if combined is not None:
+        return combined
+    resource = read(rt, anchor, attempts)
+    return resource, *_patient(rt, patient_ref, attempts)
+
+
+def _combined(rt: Runtime, anchor: str, patient_ref: str, attempts: int
+              ) -> tuple[dict[str, Any], dict[str, Any], list[EhrChoice]] | None:
+    """`{Type}?_id=…&_include={Type}:patient[&_revinclude:iterate=Consent:patient]`; None when
+    the EHR cannot answer it (no searches, the parameters refused) or leaves the patient out."""
+    if rt.ehr is None:
+        return None
+    rtype, _, rid = anchor.partition("/")
+    params: dict[str, str | int] = {"_id": rid, "_include": f"{rtype}:patient"}
+    if rt.settings.read_ehr_consent:
+        params["_revinclude:iterate"] = "Consent:patient"
+    try:
+        bundle = rt.ehr.get(rtype, params)
+    except FhirUnavailable as exc:
+        raise _NotNow(f"EHR unavailable: {exc}", StepState.SCHEDULED,
+                      rt.clock.now() + backoff(attempts)) from exc
+    except FhirUnsupported:
+        return None
+    except FhirError as exc:
+        log.warning("%s: the EHR refused the search with its patient (%s); read them apart",
+                    anchor, exc.status or type(exc).__name__)
+        return None
+    resource, patient, consents = None, None, []
+    patient_id = patient_ref.removeprefix("Patient/")
+    for entry in bundle.get("entry") or []:
+        found = (entry or {}).get("resource") if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            continue
+        kind, found_id = found.get("resourceType"), found.get("id")
+        if kind == rtype and found_id == rid:
+            resource = found
+        elif kind == "Patient" and found_id == patient_id:
+            patient = found
+        elif kind == "Consent":
+            consents.append(found)
+    if resource is None:
+        raise _NotNow(f"{anchor} no longer exists", StepState.CANCELLED)
+    if patient is None:  # not this anchor's patient any more, or not included: ask for it
+        return None
+    choices = ehr_choices(consents, rt.clock.now(), _spelling(rt)) \
+        if rt.settings.read_ehr_consent else []
+    return resource, patient, choices
 
 
 def _still_wanted(rt: Runtime, journey: LoadedJourney, enrollment: Enrollment,
@@ -275,9 +358,8 @@ def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready | S
 
 def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     journey, spec = _journey(rt, enrollment, step.step_id)
-    resource = read(rt, enrollment.anchor_reference, step.attempts)
+    resource, patient, choices = _anchor_and_patient(rt, enrollment, step.attempts)
     _still_wanted(rt, journey, enrollment, resource)
-    patient, choices = _patient(rt, enrollment.patient, step.attempts)
     zone = patient_timezone(patient) or rt.settings.zone
     recipients, notes = _recipients(rt, journey, spec, step, enrollment.patient, patient)
     category = journey.spec.consent

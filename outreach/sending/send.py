@@ -116,7 +116,7 @@ def _revoke_request(rt: Runtime, step_id: int, now: datetime) -> None:
 _TO_SENDING = update(ScheduledStep).where(
     ScheduledStep.id == bindparam("step"), ScheduledStep.state == StepState.QUEUED
 ).values(state=StepState.SENDING, attempts=ScheduledStep.attempts + 1,
-         updated_at=bindparam("now"))
+         updated_at=bindparam("now")).returning(ScheduledStep.attempts)
 _UNFINISHED = select(DeliveryAttempt.id).where(
     DeliveryAttempt.step_id == bindparam("step"), DeliveryAttempt.state.in_(UNFINISHED)
 ).order_by(DeliveryAttempt.id.desc()).limit(1)
@@ -141,10 +141,12 @@ def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | N
     now = rt.clock.now()
     with transaction(rt.sessions) as session:
         connection = session.connection()
-        result = connection.execute(_TO_SENDING, {"step": step.id, "now": now})
-        if result.rowcount == 0:
+        attempts = connection.execute(_TO_SENDING, {"step": step.id, "now": now}).scalar()
+        if attempts is None:
             return None
-        unfinished_id = connection.execute(_UNFINISHED, {"step": step.id}).scalar()
+        # Every reservation counts an attempt: the first one has no earlier attempt to find.
+        unfinished_id = None if attempts == 1 else \
+            connection.execute(_UNFINISHED, {"step": step.id}).scalar()
         if unfinished_id is not None:
             unfinished = session.get_one(DeliveryAttempt, unfinished_id)
             session.expunge(unfinished)

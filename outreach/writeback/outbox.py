@@ -4,17 +4,20 @@ If-None-Exist (create) or as a conditional update (upsert); an EHR that is down 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, update
+from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from connector.capabilities import capabilities
-from connector.errors import FhirError, FhirNotFound
-from connector.writeback import identifier_query
+from connector import bundles
+from connector.bundles import Entry
+from connector.capabilities import ResourceSupport, capabilities
+from connector.errors import FhirError, FhirNotFound, FhirUnavailable
+from connector.writeback import identifier_query, request_identifier
 from outreach.core.metrics import WRITEBACKS
 from outreach.core.ports import EhrClient, Runtime
 from outreach.core.retry import backoff
@@ -131,59 +134,185 @@ def support_report(rt: Runtime) -> list[str]:
             if (reason := unsupported(rt, rtype, operation))]
 
 
+@dataclass(frozen=True)
+class _Row:
+    """An outbox row as read before writing it (the write happens outside any transaction)."""
+
+    id: int
+    resource: dict[str, Any]
+    identifier: str
+    attempts: int
+    operation: str
+    server_id: str | None
+
+    @property
+    def system_value(self) -> tuple[str, str]:
+        system, _, value = self.identifier.partition("|")
+        return system, value
+
+
+def _row(row: Writeback) -> _Row:
+    return _Row(row.id, row.resource, row.identifier, row.attempts, row.operation, row.server_id)
+
+
+_PARTNER = select(Writeback).where(Writeback.identifier == bindparam("identifier"),
+                                   Writeback.state == "pending")
+
+
+def _partner(session: Session, row: Writeback) -> Writeback | None:
+    """A sent message's two rows go together: its Communication (`system|uid`) and its
+    CommunicationRequest marked completed (`system|request-uid`). The other one, if pending."""
+    system, _, value = row.identifier.partition("|")
+    if row.resource_type == "Communication" and row.step_id is not None:
+        other, other_type = f"{system}|{request_identifier(value)}", "CommunicationRequest"
+    elif row.resource_type == "CommunicationRequest" and value.startswith("request-"):
+        other, other_type = f"{system}|{value.removeprefix('request-')}", "Communication"
+    else:
+        return None
+    found = session.scalars(_PARTNER, {"identifier": other}).first()
+    return found if found is not None and found.resource_type == other_type else None
+
+
 def write_back(rt: Runtime, writeback_id: int) -> str:
     """Write one outbox row to the EHR; on failure leave it pending with a later attempt time,
-    and the sweeper offers it again."""
+    and the sweeper offers it again. A sent message's Communication and its CommunicationRequest
+    are written together by the Communication's task, in one transaction Bundle where the EHR
+    takes them (one request each otherwise); the request's own task leaves it to that one.
+    Returns done, retry, local, superseded or with-communication."""
     with rt.sessions() as session:
-        row = session.get(Writeback, writeback_id)
-        if row is None or row.state == "done":
+        found = session.get(Writeback, writeback_id)
+        if found is None or found.state == "done":
             return "done"
-        resource, identifier, attempts = row.resource, row.identifier, row.attempts
-        operation, server_id = row.operation, row.server_id
-    system, _, value = identifier.partition("|")
+        row = _row(found)
+        partner_row = _partner(session, found)
+        partner = _row(partner_row) if partner_row is not None else None
+    if partner is None:
+        return _write_one(rt, row)
+    if partner.resource["resourceType"] == "Communication":
+        # Its Communication's task writes both (it is queued, or the sweeper offers it): two
+        # tasks writing the same pair would both pay the EHR for it.
+        return "with-communication"
+    rows = [row, partner]
+    together = _bundle_entries(rt, rows)
+    if together is None:  # the EHR takes no transactions (or not these): one request each
+        outcome = _write_one(rt, row)
+        _write_one(rt, partner)
+        return outcome
+    return _write_together(rt, rows, together)
+
+
+def _bundle_entries(rt: Runtime, rows: list[_Row]) -> list[Entry] | None:
+    """The rows as transaction entries, or None when the EHR cannot take them in one: it lists
+    no `transaction`, or an upsert of a resource whose id we do not know needs a conditional
+    update it does not list. Every entry is safe to repeat: a conditional create, or a PUT."""
+    if rt.ehr is None or not hasattr(rt.ehr, "transaction"):
+        return None
+    try:
+        caps = capabilities(rt.ehr)
+    except FhirError:
+        return None
+    if not caps.transactions:
+        return None
+    entries = []
+    for row in rows:
+        if unsupported(rt, row.resource["resourceType"], row.operation) is not None:
+            return None  # kept locally: the one-by-one path records why
+        rtype = row.resource["resourceType"]
+        system, value = row.system_value
+        if row.operation == "create":
+            entries.append(Entry(row.resource, "POST", rtype,
+                                 if_none_exist=identifier_query(system, value)))
+        elif row.server_id is not None:
+            entries.append(Entry({**row.resource, "id": row.server_id}, "PUT",
+                                 f"{rtype}/{row.server_id}"))
+        elif caps.resources.get(rtype, ResourceSupport()).conditional_update:
+            entries.append(Entry(row.resource, "PUT",
+                                 f"{rtype}?{identifier_query(system, value)}"))
+        else:
+            return None
+    return entries
+
+
+def _write_together(rt: Runtime, rows: list[_Row], entries: list[Entry]) -> str:
     now = rt.clock.now()
-    reason = unsupported(rt, resource["resourceType"], operation)
+    assert rt.ehr is not None
+    try:
+        answer = rt.ehr.transaction(bundles.transaction(entries), idempotent=True)  # type: ignore[attr-defined]
+    except FhirUnavailable as exc:
+        # All or nothing: the EHR kept neither, and both are written again later.
+        for row in rows:
+            _retry_later(rt, row, exc, now)
+        return "retry"
+    except FhirError as exc:
+        # Refused, not down: an EHR that lists `transaction` yet will not take this one would
+        # refuse it on every retry. One request each instead, as for an EHR without them.
+        log.warning("write-back %s: the EHR refused the Bundle (%s); writing one by one",
+                    rows[0].id, exc.status or type(exc).__name__)
+        outcomes = [_write_one(rt, row) for row in rows]
+        return outcomes[0]
+    ids = bundles.written_ids(answer, len(rows))
+    return _all_done(rt, list(zip(rows, ids, strict=True)), now)[0]
+
+
+def _write_one(rt: Runtime, row: _Row) -> str:
+    system, value = row.system_value
+    now = rt.clock.now()
+    reason = unsupported(rt, row.resource["resourceType"], row.operation)
     if reason is not None:
         # Kept in our database (visible through the admin API) rather than retried forever.
         with transaction(rt.sessions) as session:
-            session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
-                state="local", last_error=reason, attempts=attempts + 1))
+            session.execute(update(Writeback).where(Writeback.id == row.id).values(
+                state="local", last_error=reason, attempts=row.attempts + 1))
         WRITEBACKS.labels("local").inc()
         return "local"
     try:
         if rt.ehr is None:
             raise FhirError("no EHR configured for write-back")
         query = identifier_query(system, value)
-        if operation == "upsert":
-            written = _upsert(rt.ehr, resource, system, value, server_id)
+        if row.operation == "upsert":
+            written = _upsert(rt.ehr, row.resource, system, value, row.server_id)
         else:
-            written, _ = rt.ehr.create(resource, if_none_exist=query)
+            written, _ = rt.ehr.create(row.resource, if_none_exist=query)
     except FhirError as exc:
-        with transaction(rt.sessions) as session:
-            row = session.get_one(Writeback, writeback_id)
-            row.attempts, row.last_error = attempts + 1, str(exc)[:1000]
-            row.next_attempt_at = now + backoff(attempts + 1, base=15)
-        WRITEBACKS.labels("retry").inc()
-        log.warning("write-back %s failed (attempt %s): %s", writeback_id, attempts + 1,
-                    exc.status or type(exc).__name__)
+        _retry_later(rt, row, exc, now)
         return "retry"
+    return _done(rt, row, written, now)
+
+
+def _retry_later(rt: Runtime, row: _Row, exc: FhirError, now: datetime) -> None:
+    with transaction(rt.sessions) as session:
+        found = session.get_one(Writeback, row.id)
+        found.attempts, found.last_error = row.attempts + 1, str(exc)[:1000]
+        found.next_attempt_at = now + backoff(row.attempts + 1, base=15)
+    WRITEBACKS.labels("retry").inc()
+    log.warning("write-back %s failed (attempt %s): %s", row.id, row.attempts + 1,
+                exc.status or type(exc).__name__)
+
+
+def _done(rt: Runtime, row: _Row, written: dict[str, Any], now: datetime) -> str:
+    return _all_done(rt, [(row, written.get("id"))], now)[0]
+
+
+def _all_done(rt: Runtime, rows: list[tuple[_Row, str | None]], now: datetime) -> list[str]:
+    """Record the rows written (with the server id each got), in one transaction."""
+    superseded = []
     with transaction(rt.sessions) as session:
         relax_durability(session)  # lost on a crash: written again, If-None-Exist dedupes
-        # Done only if nobody refreshed the row with newer content while we wrote this one;
-        # otherwise it stays pending (the refresher queued it) and is written again.
-        done = session.execute(update(Writeback).where(
-            Writeback.id == writeback_id, Writeback.resource == resource
-        ).values(state="done", server_id=written.get("id"), done_at=now, attempts=attempts + 1))
-        if done.rowcount == 0:  # type: ignore[attr-defined]
-            # Newer content was queued while we wrote, and may even have been written before
-            # this write landed: write the row's current content again, so the EHR ends with it.
-            session.execute(update(Writeback).where(Writeback.id == writeback_id).values(
-                server_id=written.get("id"), state="pending", next_attempt_at=now))
-            superseded = True
-        else:
-            superseded = False
+        for row, written_id in rows:
+            server_id = written_id or row.server_id
+            # Done only if nobody refreshed the row with newer content while we wrote this one;
+            # otherwise it stays pending (the refresher queued it) and is written again.
+            done = session.execute(update(Writeback).where(
+                Writeback.id == row.id, Writeback.resource == row.resource
+            ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                # Newer content was queued while we wrote, and may even have been written before
+                # this write landed: write the row's current content again, so the EHR ends
+                # with it.
+                session.execute(update(Writeback).where(Writeback.id == row.id).values(
+                    server_id=server_id, state="pending", next_attempt_at=now))
+                superseded.append(row.id)
     if superseded:
-        rt.enqueue.write_back([writeback_id])
-        return "superseded"
-    WRITEBACKS.labels("done").inc()
-    return "done"
+        rt.enqueue.write_back(superseded)
+    WRITEBACKS.labels("done").inc(len(rows) - len(superseded))
+    return ["superseded" if row.id in superseded else "done" for row, _ in rows]

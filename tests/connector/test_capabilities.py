@@ -98,3 +98,16 @@ def test_backport_topics_are_read_from_the_subscription_entry() -> None:
                            "valueCanonical": "http://example.org/topic/appointment"}]}]}]})
     assert caps.topics == {"http://example.org/topic/appointment"}
     assert push_route(caps)[0] == "rest-hook + topic-based"
+
+
+def test_transactions_and_conditional_update_are_read_and_never_guessed(
+    client: FhirClient, fhir: FhirTestServer,
+) -> None:
+    caps = discover(client)
+    assert caps.transactions
+    assert caps.resources["CommunicationRequest"].conditional_update
+
+    fhir.features(without_transactions=True)
+    assert not discover(client).transactions
+    fhir.features(silent_metadata=True, without_transactions=True)
+    assert not discover(client).transactions  # says nothing: one request per write

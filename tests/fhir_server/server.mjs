@@ -175,7 +175,13 @@ const state = {
 
 function defaultFeatures() {
   // iheScheduling: advertise and answer Appointment $find/$hold/$book (scheduling.mjs).
-  return { withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false, topics: [] };
+  // withoutTransactions: no transaction/batch in the CapabilityStatement, and a Bundle POSTed to the
+  // base answers 400. writeDelayMs: every write waits that long first (a slow EHR write path;
+  // reads are not held up behind it).
+  return {
+    withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false, topics: [],
+    withoutTransactions: false, writeDelayMs: 0,
+  };
 }
 
 function resetState() {
@@ -188,6 +194,7 @@ function resetState() {
   state.repo = new TestRepository(onResourceChange);
   state.subscriptions.clear();
   state.deliveries = [];
+  state.requests = [];
   state.queues.clear();
   state.generation++;
 }
@@ -600,6 +607,7 @@ function metadata(base) {
   const absent = state.features.withoutResources ?? [];
   const rest = capabilityStatement.rest.map((r) => ({
     ...r,
+    ...(state.features.withoutTransactions ? { interaction: [] } : {}),
     resource: state.features.silentMetadata
       ? []
       : r.resource
@@ -645,6 +653,15 @@ async function handleAdmin(req, res, pathname) {
   if (req.method === 'GET' && pathname === '/$admin/smart') {
     return send(res, 200, { requests: state.smart?.requests ?? [] }, 'application/json');
   }
+  // Every /fhir request since the last reset (or DELETE), oldest first: how many round trips
+  // the EHR saw. Bounded: the oldest are dropped past MAX_LOGGED_REQUESTS.
+  if (req.method === 'GET' && pathname === '/$admin/requests') {
+    return send(res, 200, state.requests, 'application/json');
+  }
+  if (req.method === 'DELETE' && pathname === '/$admin/requests') {
+    state.requests = [];
+    return send(res, 200, { ok: true }, 'application/json');
+  }
   if (req.method === 'GET' && pathname === '/$admin/deliveries') {
     return send(res, 200, state.deliveries, 'application/json');
   }
@@ -670,8 +687,15 @@ function outageApplies() {
   return true;
 }
 
+const MAX_LOGGED_REQUESTS = 100_000;
+const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
 async function handleFhir(req, res, url) {
   const base = baseUrlOf(req);
+  state.requests.push({ method: req.method, path: url.pathname.slice('/fhir'.length) || '/', query: url.search });
+  if (state.requests.length > MAX_LOGGED_REQUESTS) state.requests.shift();
+  const delay = state.features.writeDelayMs ?? 0;
+  if (delay > 0 && WRITES.has(req.method)) await new Promise((resolve) => setTimeout(resolve, delay));
   if (outageApplies()) {
     await readBody(req);
     const { status, retryAfter } = state.outage;
@@ -702,6 +726,9 @@ async function handleFhir(req, res, url) {
   const wanted = path.split('/')[1];
   if ((state.features.withoutResources ?? []).includes(wanted)) {
     return send(res, 400, outcome('not-supported', `Resource type ${wanted} is not supported`));
+  }
+  if (state.features.withoutTransactions && req.method === 'POST' && (path === '/' || path === '')) {
+    return send(res, 400, outcome('not-supported', 'This server takes no transaction or batch Bundles'));
   }
   const scheduling = /^\/Appointment\/\$(find|hold|book)$/.exec(path);
   if (scheduling && state.features.iheScheduling) {

@@ -229,7 +229,8 @@ class FhirTestServer:
     def features(
         self, *, without_search_params: list[str] | None = None, ihe_scheduling: bool = False,
         without_resources: list[str] | None = None, silent_metadata: bool = False,
-        topics: list[str] | None = None,
+        topics: list[str] | None = None, without_transactions: bool = False,
+        write_delay_ms: int = 0,
     ) -> None:
         """Behave like another kind of EHR until reset (each call replaces the last):
         ``without_search_params``, e.g. ``_lastUpdated``, leave the CapabilityStatement and
@@ -237,12 +238,17 @@ class FhirTestServer:
         and any request for that type answers 400; ``silent_metadata`` lists no resources at all
         (a CapabilityStatement that says nothing); ``ihe_scheduling`` advertises and answers the
         IHE ITI Scheduling operations Appointment ``$find``, ``$hold`` and ``$book``;
-        ``topics`` are advertised as Backport IG SubscriptionTopic canonicals."""
+        ``topics`` are advertised as Backport IG SubscriptionTopic canonicals;
+        ``without_transactions`` lists no transaction/batch and refuses Bundles POSTed to the
+        base (400); ``write_delay_ms`` holds every write that long first (a slow EHR write
+        path; reads still answer meanwhile)."""
         self._admin("POST", "features", {"withoutSearchParams": without_search_params or [],
                                          "withoutResources": without_resources or [],
                                          "silentMetadata": silent_metadata,
                                          "topics": topics or [],
-                                         "iheScheduling": ihe_scheduling})
+                                         "iheScheduling": ihe_scheduling,
+                                         "withoutTransactions": without_transactions,
+                                         "writeDelayMs": write_delay_ms})
 
     def epic_like(self) -> None:
         """An Epic-like EHR: no Subscription resource (push-less) and no `_lastUpdated` search
@@ -270,6 +276,15 @@ class FhirTestServer:
         """Lose the next ``count`` topic event notifications (they still count, and `$events`
         still returns them): how a gap looks to the receiver."""
         self._admin("POST", "topic-drop", {"count": count})
+
+    def requests(self) -> list[dict[str, str]]:
+        """Every /fhir request since the last reset or :meth:`clear_requests`, oldest first:
+        ``method``, ``path`` (under the base, e.g. ``/Appointment``) and ``query``."""
+        result: list[dict[str, str]] = self._admin("GET", "requests")
+        return result
+
+    def clear_requests(self) -> None:
+        self._admin("DELETE", "requests")
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Rest-hook delivery attempts so far, oldest first.

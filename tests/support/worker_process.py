@@ -14,18 +14,38 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    def __init__(self, env: Mapping[str, str], concurrency: int = 2) -> None:
+    def __init__(self, env: Mapping[str, str], concurrency: int = 2,
+                 queues: str | None = None) -> None:
         self._env = {**os.environ, **env}
         self._concurrency = concurrency
+        self._queues = queues  # `outreach worker --queues`; None: all of them
         self._proc: subprocess.Popen[bytes] | None = None
         self.log = Path(self._env.get("OUTREACH_TEST_WORKER_LOG", "/tmp/outreach-worker.log"))
 
     def start(self) -> None:
         command = [sys.executable, "-c", "from outreach.cli import app; app()", "worker",
                    f"--concurrency={self._concurrency}"]
+        if self._queues is not None:
+            command.append(f"--queues={self._queues}")
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(command, cwd=ROOT, env=self._env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker's main process and its pool children (for their memory, from /proc)."""
+        if self._proc is None:
+            return []
+        group = self._proc.pid
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == group:
+                        found.append(int(entry.name))
+                except OSError:
+                    continue  # gone meanwhile
+        return sorted(found)
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once: nothing gets to clean up."""

@@ -417,15 +417,15 @@ def test_the_consents_come_with_the_patient_in_one_request(
         ingest(rt, appt, source="test")
         requests = _send_booked(rt, recorder)
         counts[rt.settings.read_ehr_consent] = requests
-        assert requests[0] == f"GET /fhir/Appointment/{appt['id']}?"
+        # The Appointment, its Patient and the Patient's Consents: one search.
+        include = f"GET /fhir/Appointment?_id={appt['id']}&_include=Appointment%3Apatient"
         if rt.settings.read_ehr_consent:
-            assert requests[1] == (f"GET /fhir/Patient?_id={pat['id']}"
-                                   "&_revinclude=Consent%3Apatient")
+            assert requests[0] == include + "&_revinclude%3Aiterate=Consent%3Apatient"
             assert _step(rt, "booked", pid).channel == "sms"  # the one request had the Consent
         else:
-            assert requests[1] == f"GET /fhir/Patient/{pat['id']}?"
+            assert requests[0] == include
             assert _step(rt, "booked", pid).channel == "email"
-    assert len(counts[True]) == len(counts[False]) == 2
+    assert len(counts[True]) == len(counts[False]) == 1
 
 
 # -- (f) numbers written without a country code -------------------------------------------------
@@ -521,7 +521,7 @@ def test_an_ehr_outage_during_the_consent_read_retries_later(
     rt: Runtime, fhir: FhirTestServer, clock: SimulatedClock, twilio: TwilioServer,
 ) -> None:
     _book(rt)
-    fhir.outage(503, after=1)  # the Appointment read passes, the Patient search does not
+    fhir.outage(503)  # the one search (Appointment, its Patient, their Consents) fails
 
     reminder = _run(rt, clock, "reminder-72h")
 
