@@ -4,6 +4,7 @@ EHR before it is ingested, so a forged or stale payload never reaches the journe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,9 +57,13 @@ def _claims_newer(payload: dict[str, Any], ehr: dict[str, Any]) -> bool:
     return p_updated is None or e_updated is None or p_updated > e_updated
 
 
+# How a version is ingested: `ingest` (its own transaction) or `group_commit.ingest`.
+IngestFn = Callable[[Runtime, dict[str, Any], str], IngestResult]
+
+
 def _from_ehr(
     rt: Runtime, resource_type: str, resource_id: str, payload: dict[str, Any] | None,
-    source: str,
+    source: str, via: IngestFn = ingest,
 ) -> IngestResult | Ignored:
     assert rt.ehr is not None
     reference = f"{resource_type}/{resource_id}"
@@ -80,12 +85,12 @@ def _from_ehr(
         return Ignored(reference, "the payload's version is not the EHR's")
     # The EHR's copy is what we act on: the same version as the payload, or a newer one when the
     # payload was stale (a retried delivery overtaken by a later change).
-    return ingest(rt, current, source)
+    return via(rt, current, source)
 
 
 def ingest_notified(
     rt: Runtime, resource_type: str, resource_id: str, payload: dict[str, Any] | None,
-    source: str,
+    source: str, *, via: IngestFn = ingest,
 ) -> IngestResult | Ignored:
     """A notification about one resource, with its (validated) payload or without one.
 
@@ -93,13 +98,15 @@ def ingest_notified(
     common fault). Otherwise, with `OUTREACH_VERIFY_NOTIFICATIONS` (the default) the resource is
     read from the EHR and only the EHR's copy is processed; without it the payload is trusted,
     and the EHR is still read when the payload is missing or older than what we have.
-    InvalidResource for a type or id outside R4's grammar (they go into EHR requests)."""
+    InvalidResource for a type or id outside R4's grammar (they go into EHR requests).
+    `via=group_commit.ingest` (the rest-hook endpoint) stores it in a batch with concurrent
+    notifications; it still returns only once this one is committed."""
     checked_path(resource_type, resource_id)
     if payload is not None:
         if rt.ehr is None or not rt.settings.verify_notifications:
             # Trusted: ingest's first statement already drops a recorded version without
             # locking or writing anything, so a separate lookup would only add a round trip.
-            result = ingest(rt, payload, source)
+            result = via(rt, payload, source)
             if result.outcome != "stale" or rt.ehr is None:
                 return result
         else:
@@ -108,7 +115,7 @@ def ingest_notified(
                 return IngestResult("duplicate", make_change(payload, None, source))
     if rt.ehr is None:
         return Ignored(f"{resource_type}/{resource_id}", "no payload and no EHR to read from")
-    return _from_ehr(rt, resource_type, resource_id, payload, source)
+    return _from_ehr(rt, resource_type, resource_id, payload, source, via)
 
 
 def ingest_deleted(

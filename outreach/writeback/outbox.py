@@ -187,3 +187,20 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         return "superseded"
     WRITEBACKS.labels("done").inc()
     return "done"
+
+
+def put_many(session: Session, rows: list[dict[str, Any]], system: str, now: datetime,
+             *, known_new: bool = False) -> list[int]:
+    """`put` for many rows in one statement (batch ingest): each row has `resource`, `value`,
+    `operation` and optionally `step_id`; returns the row ids to enqueue after commit."""
+    if not rows:
+        return []
+    params = [{
+        "step_id": row.get("step_id"), "resource_type": row["resource"]["resourceType"],
+        "identifier": f"{system}|{row['value']}", "resource": row["resource"],
+        "operation": row["operation"], "state": "pending", "attempts": 0,
+        "next_attempt_at": now, "created_at": now,
+    } for row in rows]
+    # A list of parameter sets: SQLAlchemy renders one multi-row INSERT ... RETURNING.
+    result = session.connection().execute(_put_statement(session, known_new), params)
+    return [row_id for (row_id,) in result]

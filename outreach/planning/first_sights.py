@@ -1,0 +1,173 @@
+"""Planning for many first sights at once (batch ingest): the same decisions, plans and rows as
+`apply_journeys(..., may_be_enrolled=False)` one change at a time, in a few set-based statements.
+
+The caller guarantees the changes are first sights (no enrollment can exist) of distinct
+resources for distinct patients: one change's plan can then never depend on another's steps, so
+every patient's zone and sends are read in one query before anything is written."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from outreach.planning.enrollment import (
+    _COUNTED,
+    _INSERT_STEPS,
+    _SEND_COLUMNS,
+    Planning,
+    _as_send,
+    _decide,
+    _placement,
+)
+from outreach.planning.outcomes import JourneyOutcome
+from outreach.store.models import Enrollment, ResourceVersion, ScheduledStep, StepState
+from rules import Decision, ResourceChange, plan_steps
+from rules.caps import CAP_WINDOW, Send, counts_toward_caps
+from rules.fhirpath import FhirPathError, SharedResults
+from rules.loader import LoadedJourney
+from rules.recipients import patient_reference, patient_timezone
+
+log = logging.getLogger(__name__)
+
+# Built once: rows come back as session objects in the order they were given.
+_INSERT_ENROLLMENTS = insert(Enrollment).returning(Enrollment, sort_by_parameter_order=True)
+
+
+@dataclass
+class _Pending:
+    """A journey's decision to enroll a change, waiting for its plan."""
+
+    change: int
+    slot: int
+    journey: LoadedJourney
+    decision: Decision
+    patient: str
+
+
+def _decisions(
+    journeys: Any, changes: list[ResourceChange], now: datetime,
+) -> tuple[list[list[JourneyOutcome | None]], list[_Pending]]:
+    """What every journey makes of every change (pure); enrollments wait for their plan."""
+    outcomes: list[list[JourneyOutcome | None]] = []
+    pending: list[_Pending] = []
+    for index, change in enumerate(changes):
+        mine: list[JourneyOutcome | None] = []
+        outcomes.append(mine)
+        candidates = journeys.for_resource(change.resource_type)
+        if not candidates:
+            continue
+        shared = (SharedResults(change.current, change.previous, now)
+                  if change.current is not None else None)
+        for journey in candidates:
+            try:
+                decided = _decide(journey, change, now, None, shared)
+            except FhirPathError:
+                log.exception("journey %s failed on %s", journey.spec.journey, change.reference)
+                mine.append(JourneyOutcome(journey.name, "error", "condition failed"))
+                continue
+            if isinstance(decided, JourneyOutcome):
+                mine.append(decided)
+            elif decided.action not in ("enroll", "replan") or decided.anchor_at is None:
+                mine.append(JourneyOutcome(journey.name, "ignore", decided.reason))
+            elif (patient := patient_reference(change.resource or {})) is None:
+                mine.append(JourneyOutcome(journey.name, "ignore", "no Patient participant"))
+            else:
+                pending.append(_Pending(index, len(mine), journey, decided, patient))
+                mine.append(None)
+    return outcomes, pending
+
+
+def _zones_and_sends(
+    session: Session, patients: set[str], now: datetime, planning: Planning,
+) -> tuple[dict[str, Any], dict[str, list[Send]]]:
+    """Every patient's stored record and counted sends: two queries for the whole batch."""
+    keys = [tuple(p.partition("/")[::2]) for p in patients]
+    documents = {f"{rtype}/{rid}": doc for rtype, rid, doc in session.execute(
+        select(ResourceVersion.resource_type, ResourceVersion.resource_id,
+               ResourceVersion.resource)
+        .where(tuple_(ResourceVersion.resource_type, ResourceVersion.resource_id).in_(keys)))}
+    sends: dict[str, list[Send]] = defaultdict(list)
+    policy = planning.policy
+    if policy is None:
+        return documents, sends
+    since = now - CAP_WINDOW
+    rows = session.execute(
+        select(Enrollment.patient, *_SEND_COLUMNS)
+        .join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
+        .where(Enrollment.patient.in_(patients), ScheduledStep.state.in_(_COUNTED),
+               or_(ScheduledStep.sent_at >= since, ScheduledStep.due_at >= since),
+               ScheduledStep.due_at <= now + timedelta(days=400)))
+    for patient, *send in rows:
+        if (counted := _as_send(send, planning.journeys, policy)) is not None:
+            sends[patient].append(counted)
+    return documents, sends
+
+
+def _as_planned_sends(
+    journey: LoadedJourney, rows: list[dict[str, Any]], now: datetime, planning: Planning,
+) -> list[Send]:
+    """The steps just planned as the sends query would return them to the patient's next
+    journey (the one-at-a-time path writes them first, then reads them back)."""
+    policy = planning.policy
+    if policy is None:
+        return []
+    found = []
+    for row in rows:
+        spec = journey.step(row["step_id"])
+        if row["state"] == StepState.SKIPPED or spec is None:
+            continue
+        if not now - CAP_WINDOW <= row["due_at"] <= now + timedelta(days=400):
+            continue
+        if counts_toward_caps(spec.channel, spec.cap_exempt, policy):
+            found.append(Send(row["due_at"], next(c for c in spec.channel
+                                                   if c in policy.channels)))
+    return found
+
+
+Enrolled = list[tuple[Enrollment, list[ScheduledStep]]]
+
+
+def plan_first_sights(
+    session: Session, changes: list[ResourceChange], now: datetime, planning: Planning,
+) -> tuple[list[list[JourneyOutcome]], Enrolled]:
+    """Each change's journey outcomes, in the order `apply_journeys` gives them, and the new
+    enrollments with their steps (for their CommunicationRequests)."""
+    assert planning.journeys is not None
+    outcomes, pending = _decisions(planning.journeys, changes, now)
+    if not pending:
+        return [[o for o in mine if o is not None] for mine in outcomes], []
+    documents, sends = _zones_and_sends(session, {p.patient for p in pending}, now, planning)
+    enrollment_rows: list[dict[str, Any]] = []
+    step_rows: list[list[dict[str, Any]]] = []
+    for item in pending:  # in change order, then journey order: as one at a time
+        change = changes[item.change]
+        zone = patient_timezone(documents.get(item.patient)) or planning.zone_for(item.patient)
+        plans = plan_steps(item.journey, item.decision.anchor_at or now, now, zone,
+                           sends[item.patient], planning.policy)
+        rows = [{"step_id": planned.step.id, "attempts": 0, "queued_at": None,
+                 **_placement(planned, now)} for planned in plans]
+        # The patient's next journey sees these steps, as it would once they are written.
+        sends[item.patient] += _as_planned_sends(item.journey, rows, now, planning)
+        enrollment_rows.append({
+            "journey": item.journey.name, "journey_version": item.journey.version,
+            "patient": item.patient, "resource_type": change.resource_type,
+            "resource_id": change.resource_id, "cycle": "", "anchor_at": item.decision.anchor_at,
+            "state": "active", "created_at": now, "updated_at": now})
+        step_rows.append(rows)
+    enrollments = list(session.scalars(_INSERT_ENROLLMENTS, enrollment_rows))
+    all_steps = [{"enrollment_id": enrollment.id, **row}
+                 for enrollment, rows in zip(enrollments, step_rows, strict=True) for row in rows]
+    inserted = iter(list(session.scalars(_INSERT_STEPS, all_steps)) if all_steps else [])
+    enrolled: Enrolled = []
+    for item, enrollment, rows in zip(pending, enrollments, step_rows, strict=True):
+        steps = [next(inserted) for _ in rows]
+        outcomes[item.change][item.slot] = JourneyOutcome(
+            item.journey.name, "enroll", item.decision.reason, steps)
+        enrolled.append((enrollment, steps))
+    return [[o for o in mine if o is not None] for mine in outcomes], enrolled
