@@ -27,6 +27,7 @@ from connector.resources import validate_resource
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
+from outreach.intake import group_commit
 from outreach.intake.notifications import ingest_notified
 from outreach.runtime import build_runtime
 from tests.support.database import temporary_database
@@ -79,7 +80,8 @@ def run(iterations: int = 100) -> list[Result]:
         try:
             def notify(resource: dict[str, Any]) -> object:
                 validate_resource(resource, "Appointment")  # what the endpoint does first
-                return ingest_notified(rt, "Appointment", resource["id"], resource, "bench")
+                return ingest_notified(rt, "Appointment", resource["id"], resource, "bench",
+                                       via=group_commit.ingest)
 
             _rate(notify, _notifications(50, booked=False))  # warm-up: pools, imports
             baseline = _rate(_plain_insert(rt), _notifications(count, booked=False))

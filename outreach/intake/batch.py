@@ -11,7 +11,6 @@ alone and the others are still stored."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from outreach.intake.ingest import (
     ingest,
 )
 from outreach.planning.enrollment import Planning, apply_journeys
-from outreach.planning.first_sights import plan_first_sights
+from outreach.planning.first_sights import as_json_rows, plan_first_sights
 from outreach.planning.outcomes import JourneyOutcome, due_now, queue_for_outcomes
 from outreach.store.db import transaction
 from outreach.store.types import JsonDocument, UTCDateTime
@@ -55,11 +54,10 @@ Key = tuple[str, str]
 _CLAIM = text("""
 INSERT INTO resource_versions AS v
     (resource_type, resource_id, version_id, last_updated, deleted, resource, updated_at)
-SELECT n.resource_type, n.resource_id, n.version_id, n.last_updated, false,
-       CAST(n.resource AS jsonb), :now
-FROM unnest(CAST(:types AS varchar[]), CAST(:ids AS varchar[]), CAST(:versions AS varchar[]),
-            CAST(:updated AS timestamptz[]), CAST(:resources AS text[]))
-     AS n(resource_type, resource_id, version_id, last_updated, resource)
+SELECT n.resource_type, n.resource_id, n.version_id, n.last_updated, false, n.resource, :now
+FROM json_to_recordset(CAST(:rows AS json))
+     AS n(resource_type varchar, resource_id varchar, version_id varchar,
+          last_updated timestamptz, resource jsonb)
 WHERE NOT EXISTS (SELECT 1 FROM resource_changes c WHERE c.resource_type = n.resource_type
                   AND c.resource_id = n.resource_id AND c.version_id = n.version_id)
 ORDER BY n.resource_type, n.resource_id
@@ -98,11 +96,10 @@ def _rounds(changes: list[ResourceChange]) -> list[list[int]]:
 
 
 def _claim(session: Session, firsts: list[ResourceChange], now: datetime) -> dict[Key, _Known]:
-    rows = session.connection().execute(_CLAIM, {
-        "now": now, "types": [c.resource_type for c in firsts],
-        "ids": [c.resource_id for c in firsts], "versions": [c.version_id for c in firsts],
-        "updated": [c.last_updated for c in firsts],
-        "resources": [json.dumps(c.current) for c in firsts]})
+    rows = session.connection().execute(_CLAIM, {"now": now, "rows": as_json_rows([
+        {"resource_type": c.resource_type, "resource_id": c.resource_id,
+         "version_id": c.version_id, "last_updated": c.last_updated, "resource": c.current}
+        for c in firsts])})
     return {(r.resource_type, r.resource_id): _Known(r.version_id, r.last_updated, r.deleted,
                                                      r.resource) for r in rows}
 

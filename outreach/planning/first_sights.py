@@ -7,18 +7,19 @@ every patient's zone and sends are read in one query before anything is written.
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, tuple_
+from sqlalchemy import or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
 from outreach.planning.enrollment import (
     _COUNTED,
-    _INSERT_STEPS,
     _SEND_COLUMNS,
     Planning,
     _as_send,
@@ -35,8 +36,58 @@ from rules.recipients import patient_reference, patient_timezone
 
 log = logging.getLogger(__name__)
 
-# Built once: rows come back as session objects in the order they were given.
-_INSERT_ENROLLMENTS = insert(Enrollment).returning(Enrollment, sort_by_parameter_order=True)
+# Set-based inserts with a constant text and the rows as one JSON array: a multi-row VALUES
+# statement is new text for every batch size (re-parsed by the driver each time), and arrays of
+# strings are escaped element by element in Python. Ids come from the sequence in ORDER BY
+# order, so the sorted ids line up with the input rows.
+_INSERT_ENROLLMENTS = text("""
+INSERT INTO enrollments (journey, journey_version, patient, resource_type, resource_id, cycle,
+                         anchor_at, state, created_at, updated_at)
+SELECT n.journey, n.journey_version, n.patient, n.resource_type, n.resource_id, '',
+       n.anchor_at, 'active', :now, :now
+FROM json_to_recordset(CAST(:rows AS json))
+     AS n(journey varchar, journey_version varchar, patient varchar, resource_type varchar,
+          resource_id varchar, anchor_at timestamptz, ord integer)
+ORDER BY n.ord
+RETURNING id""")
+_INSERT_STEPS = text("""
+INSERT INTO scheduled_steps (uid, enrollment_id, step_id, due_at, state, attempts, reason,
+                             excluded_channels, queued_at, updated_at)
+SELECT n.uid, n.enrollment_id, n.step_id, n.due_at, n.state, 0, n.reason, '', n.queued_at, :now
+FROM json_to_recordset(CAST(:rows AS json))
+     AS n(uid varchar, enrollment_id integer, step_id varchar, due_at timestamptz,
+          state varchar, reason text, queued_at timestamptz, ord integer)
+ORDER BY n.ord
+RETURNING id""")
+
+
+def as_json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows for json_to_recordset (datetimes as ISO 8601 with their offset), each with its
+    position as `ord`."""
+    return json.dumps([{**row, "ord": i} for i, row in enumerate(rows)],
+                      default=datetime.isoformat)
+
+
+def _insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> list[Enrollment]:
+    """One statement for all the batch's enrollments; the rows as (detached) objects."""
+    found = session.connection().execute(_INSERT_ENROLLMENTS, {
+        "now": rows[0]["created_at"], "rows": as_json_rows(rows)})
+    ids = sorted(found.scalars())
+    return [Enrollment(id=row_id, **row) for row_id, row in zip(ids, rows, strict=True)]
+
+
+def _insert_steps(
+    session: Session, rows: list[dict[str, Any]], now: datetime
+) -> list[ScheduledStep]:
+    """One statement for all the batch's steps; the rows as (detached) objects."""
+    if not rows:
+        return []
+    for row in rows:
+        row["uid"] = str(uuid.uuid4())
+    found = session.connection().execute(_INSERT_STEPS, {"now": now, "rows": as_json_rows(rows)})
+    ids = sorted(found.scalars())
+    return [ScheduledStep(id=row_id, excluded_channels="", **row)
+            for row_id, row in zip(ids, rows, strict=True)]
 
 
 @dataclass
@@ -97,12 +148,19 @@ def _zones_and_sends(
     if policy is None:
         return documents, sends
     since = now - CAP_WINDOW
+    # LATERAL (kept apart by OFFSET 0, else it is flattened into a join): from each of the
+    # patients' enrollments to its steps, by index. A plain join left the order to the planner,
+    # which on tables not analyzed yet (a first backfill) scanned every step per enrollment.
+    steps = (select(*_SEND_COLUMNS[:-1])
+             .where(ScheduledStep.enrollment_id == Enrollment.id,
+                    ScheduledStep.state.in_(_COUNTED),
+                    or_(ScheduledStep.sent_at >= since, ScheduledStep.due_at >= since),
+                    ScheduledStep.due_at <= now + timedelta(days=400))
+             .offset(0).lateral())
     rows = session.execute(
-        select(Enrollment.patient, *_SEND_COLUMNS)
-        .join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
-        .where(Enrollment.patient.in_(patients), ScheduledStep.state.in_(_COUNTED),
-               or_(ScheduledStep.sent_at >= since, ScheduledStep.due_at >= since),
-               ScheduledStep.due_at <= now + timedelta(days=400)))
+        select(Enrollment.patient, *steps.c, Enrollment.journey)
+        .select_from(Enrollment).join(steps, true())
+        .where(Enrollment.patient.in_(patients)))
     for patient, *send in rows:
         if (counted := _as_send(send, planning.journeys, policy)) is not None:
             sends[patient].append(counted)
@@ -160,10 +218,10 @@ def plan_first_sights(
             "resource_id": change.resource_id, "cycle": "", "anchor_at": item.decision.anchor_at,
             "state": "active", "created_at": now, "updated_at": now})
         step_rows.append(rows)
-    enrollments = list(session.scalars(_INSERT_ENROLLMENTS, enrollment_rows))
-    all_steps = [{"enrollment_id": enrollment.id, **row}
-                 for enrollment, rows in zip(enrollments, step_rows, strict=True) for row in rows]
-    inserted = iter(list(session.scalars(_INSERT_STEPS, all_steps)) if all_steps else [])
+    enrollments = _insert_enrollments(session, enrollment_rows)
+    inserted = iter(_insert_steps(session, [
+        {"enrollment_id": enrollment.id, **row}
+        for enrollment, rows in zip(enrollments, step_rows, strict=True) for row in rows], now))
     enrolled: Enrolled = []
     for item, enrollment, rows in zip(pending, enrollments, step_rows, strict=True):
         steps = [next(inserted) for _ in rows]
