@@ -15,6 +15,7 @@ from connector.client import checked_path
 from connector.errors import FhirNotFound, InvalidResource
 from connector.resources import validate_resource
 from outreach.core.ports import Runtime
+from outreach.intake.batch import ingest_many
 from outreach.intake.ingest import IngestResult, ingest, ingest_deletion
 from outreach.store.models import ResourceChangeRecord, ResourceVersion
 
@@ -136,3 +137,38 @@ def ingest_deleted(
                         resource_type, resource_id)
             return ingest(rt, validate_resource(current, resource_type), source)
     return ingest_deletion(rt, resource_type, resource_id, source)
+
+
+def ingest_notified_many(
+    rt: Runtime, notes: list[tuple[str, str, dict[str, Any] | None]], source: str,
+) -> list[IngestResult | Ignored]:
+    """`ingest_notified` for several notifications (a topic bundle's events), in order: each is
+    checked as on its own, and the versions to store are stored in one transaction. An error
+    storing one is raised once the others are stored."""
+    trusted = rt.ehr is None or not rt.settings.verify_notifications
+    results: list[IngestResult | Ignored] = []
+    taken: list[tuple[int, dict[str, Any], bool]] = []  # (position, version, may re-read)
+    for resource_type, resource_id, payload in notes:
+        def take(_rt: Runtime, resource: dict[str, Any], _source: str,
+                 payload: dict[str, Any] | None = payload) -> IngestResult:
+            # Stored below with the others; a stand-in answer until then.
+            first_try = trusted and payload is not None and resource is payload
+            taken.append((len(results), resource, first_try))
+            return IngestResult("processed", make_change(resource, None, source))
+
+        results.append(ingest_notified(rt, resource_type, resource_id, payload, source,
+                                       via=take))
+    stored = ingest_many(rt, [(resource, source) for _, resource, _ in taken])
+    failed: Exception | None = None
+    for (position, resource, first_try), result in zip(taken, stored, strict=True):
+        if isinstance(result, Exception):
+            failed = failed or result
+        elif first_try and result.outcome == "stale" and rt.ehr is not None:
+            # As ingest_notified does: a stale trusted payload sends us to the EHR's copy.
+            results[position] = _from_ehr(rt, resource["resourceType"], resource["id"],
+                                          resource, source)
+        else:
+            results[position] = result
+    if failed is not None:
+        raise failed
+    return results
