@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -64,7 +64,7 @@ ORDER BY n.resource_type, n.resource_id
 ON CONFLICT (resource_type, resource_id) DO UPDATE SET updated_at = v.updated_at
 RETURNING v.resource_type, v.resource_id, v.version_id, v.last_updated, v.deleted, v.resource
 """).columns(last_updated=UTCDateTime(), resource=JsonDocument)
-_RECORD = (pg_insert(cast(Table, _CHANGES)).on_conflict_do_nothing(index_elements=list(_CHANGE_KEY))
+_RECORD = (pg_insert(_CHANGES).on_conflict_do_nothing(index_elements=list(_CHANGE_KEY))
            .returning(_CHANGES.c.resource_type, _CHANGES.c.resource_id))
 
 
@@ -169,9 +169,8 @@ def _plan(
     planning = Planning(lambda _p: rt.settings.zone, rt.journeys, rt.settings.cap_policy)
     planned: list[tuple[int, ResourceChange, list[JourneyOutcome]]] = []
     if first_sights:
-        outcomes, enrolled = plan_first_sights(session, [c for _, c in first_sights], now,
-                                               planning)
-        planned += [(i, c, o) for (i, c), o in zip(first_sights, outcomes, strict=True)]
+        each, enrolled = plan_first_sights(session, [c for _, c in first_sights], now, planning)
+        planned += [(i, c, o) for (i, c), o in zip(first_sights, each, strict=True)]
         batch.requests += queue_new_requests(session, rt.settings.identifier_system,
                                              rt.journeys, enrolled, now)
     for i, change in updates:  # a known resource: its enrollments are looked up and locked
@@ -200,7 +199,7 @@ def _ingest_batch(rt: Runtime, items: Sequence[Item]) -> _Batch:
 def _alone(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult | Exception:
     try:
         return ingest(rt, resource, source)
-    except Exception as exc:  # noqa: BLE001 - handed to this version's caller, not the others'
+    except Exception as exc:  # handed to this version's caller, not the others'
         return exc
 
 
@@ -211,7 +210,7 @@ def ingest_many(rt: Runtime, items: Sequence[Item]) -> list[IngestResult | Excep
         return [_alone(rt, resource, source) for resource, source in items]
     try:
         batch = _ingest_batch(rt, items)
-    except Exception as exc:  # noqa: BLE001 - find the bad version: one at a time
+    except Exception as exc:  # find the bad version: one at a time
         log.warning("a batch of %s versions failed (%s): ingesting them one at a time",
                     len(items), type(exc).__name__)
         return [_alone(rt, resource, source) for resource, source in items]

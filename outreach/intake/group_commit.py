@@ -21,6 +21,9 @@ from outreach.intake.ingest import IngestResult
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+# Batches in flight at once: while one waits on Postgres (its statements, its commit's WAL
+# flush) the next is being built; rows locked in key order keep them from deadlocking.
+COMMITTERS = 2
 _IDLE_SECONDS = 5.0  # the committer thread ends after this long without work
 
 
@@ -33,20 +36,20 @@ class _Waiting:
 
 
 class _Committer:
-    """One thread that drains the queue batch by batch (started on demand)."""
+    """Threads that drain one queue batch by batch (started on demand, ended when idle)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
         self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads = threads
+        self._running = 0
 
     def submit(self, waiting: _Waiting) -> None:
         self._queue.put(waiting)
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ingest-committer",
-                                                daemon=True)
-                self._thread.start()
+            if self._running < self._threads:
+                self._running += 1
+                threading.Thread(target=self._run, name="ingest-committer", daemon=True).start()
 
     def _next_batch(self) -> list[_Waiting] | None:
         try:
@@ -66,7 +69,7 @@ class _Committer:
             if batch is None:
                 with self._lock:
                     if self._queue.empty():  # nothing slipped in while we gave up
-                        self._thread = None
+                        self._running -= 1
                         return
                 continue
             # Each runtime (a test may have several) gets its own transaction.
@@ -80,14 +83,14 @@ class _Committer:
     def _commit(group: list[_Waiting]) -> None:
         try:
             results = ingest_many(group[0].rt, [(w.resource, w.source) for w in group])
-        except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error
+        except Exception as exc:  # every waiting caller gets the error
             log.exception("group commit of %s versions failed", len(group))
             results = [exc] * len(group)
         for waiting, result in zip(group, results, strict=True):
             waiting.done.set_result(result)
 
 
-_COMMITTER = _Committer()
+_COMMITTER = _Committer(COMMITTERS)
 
 
 def ingest(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult:

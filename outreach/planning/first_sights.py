@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, text, true, tuple_
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outreach.planning.enrollment import (
     _COUNTED,
-    _SEND_COLUMNS,
     Planning,
     _as_send,
     _decide,
     _placement,
 )
 from outreach.planning.outcomes import JourneyOutcome
-from outreach.store.models import Enrollment, ResourceVersion, ScheduledStep, StepState
+from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.store.types import JsonDocument, UTCDateTime
 from rules import Decision, ResourceChange, plan_steps
 from rules.caps import CAP_WINDOW, Send, counts_toward_caps
 from rules.fhirpath import FhirPathError, SharedResults
@@ -134,35 +134,46 @@ def _decisions(
     return outcomes, pending
 
 
+# Every patient's stored record (marker 1) and counted sends (marker 0) in one round trip.
+# Each LATERAL step (kept apart by OFFSET 0, else it is flattened into a join) goes by index
+# from the patient to its record, enrollments and steps: a plain join left the order to the
+# planner, which on tables not analyzed yet (a first backfill) scanned them whole per row.
+_ZONES_AND_SENDS = text("""
+WITH p AS (SELECT DISTINCT patient FROM json_to_recordset(CAST(:patients AS json))
+           AS j(patient varchar))
+SELECT p.patient, 1 AS marker, v.resource, NULL AS state, NULL AS sent_at, NULL AS due_at,
+       NULL AS channel, NULL AS step_id, NULL AS journey
+FROM p CROSS JOIN LATERAL (
+    SELECT resource FROM resource_versions
+    WHERE resource_type = split_part(p.patient, '/', 1)
+      AND resource_id = split_part(p.patient, '/', 2) OFFSET 0) v
+UNION ALL
+SELECT p.patient, 0, NULL, s.state, s.sent_at, s.due_at, s.channel, s.step_id, e.journey
+FROM p CROSS JOIN LATERAL (
+    SELECT id, journey FROM enrollments WHERE patient = p.patient OFFSET 0) e
+CROSS JOIN LATERAL (
+    SELECT state, sent_at, due_at, channel, step_id FROM scheduled_steps
+    WHERE enrollment_id = e.id AND state = ANY(CAST(:counted AS varchar[]))
+      AND (sent_at >= :since OR due_at >= :since) AND due_at <= :until OFFSET 0) s
+""").columns(resource=JsonDocument, sent_at=UTCDateTime(), due_at=UTCDateTime())
+
+
 def _zones_and_sends(
     session: Session, patients: set[str], now: datetime, planning: Planning,
 ) -> tuple[dict[str, Any], dict[str, list[Send]]]:
-    """Every patient's stored record and counted sends: two queries for the whole batch."""
-    keys = [tuple(p.partition("/")[::2]) for p in patients]
-    documents = {f"{rtype}/{rid}": doc for rtype, rid, doc in session.execute(
-        select(ResourceVersion.resource_type, ResourceVersion.resource_id,
-               ResourceVersion.resource)
-        .where(tuple_(ResourceVersion.resource_type, ResourceVersion.resource_id).in_(keys)))}
+    """Every patient's stored record and counted sends, for the whole batch at once."""
+    rows = session.connection().execute(_ZONES_AND_SENDS, {
+        "patients": json.dumps([{"patient": p} for p in patients]),
+        "counted": [str(state) for state in _COUNTED], "since": now - CAP_WINDOW,
+        "until": now + timedelta(days=400)})
+    documents: dict[str, Any] = {}
     sends: dict[str, list[Send]] = defaultdict(list)
     policy = planning.policy
-    if policy is None:
-        return documents, sends
-    since = now - CAP_WINDOW
-    # LATERAL (kept apart by OFFSET 0, else it is flattened into a join): from each of the
-    # patients' enrollments to its steps, by index. A plain join left the order to the planner,
-    # which on tables not analyzed yet (a first backfill) scanned every step per enrollment.
-    steps = (select(*_SEND_COLUMNS[:-1])
-             .where(ScheduledStep.enrollment_id == Enrollment.id,
-                    ScheduledStep.state.in_(_COUNTED),
-                    or_(ScheduledStep.sent_at >= since, ScheduledStep.due_at >= since),
-                    ScheduledStep.due_at <= now + timedelta(days=400))
-             .offset(0).lateral())
-    rows = session.execute(
-        select(Enrollment.patient, *steps.c, Enrollment.journey)
-        .select_from(Enrollment).join(steps, true())
-        .where(Enrollment.patient.in_(patients)))
-    for patient, *send in rows:
-        if (counted := _as_send(send, planning.journeys, policy)) is not None:
+    for patient, marker, document, *send in rows:
+        if marker == 1:
+            documents[patient] = document
+        elif policy is not None and (
+                counted := _as_send(send, planning.journeys, policy)) is not None:
             sends[patient].append(counted)
     return documents, sends
 

@@ -158,5 +158,5 @@ def test_group_commit_raises_a_bad_versions_error_to_its_caller_only(rt: Runtime
         good = pool.submit(group_commit.ingest, rt, _booking("e1", "Patient/t1", 4), "test")
         failing = pool.submit(group_commit.ingest, rt, bad, "test")
         assert good.result().outcome == "processed"
-        with pytest.raises(Exception, match="(?i)unicode|\\\\u0000|null"):
+        with pytest.raises(Exception, match=r"(?i)unicode|\\u0000|null"):
             failing.result()
