@@ -35,11 +35,10 @@ from outreach.intake.ingest import (
     ingest,
 )
 from outreach.planning.enrollment import Planning, apply_journeys
-from outreach.planning.first_sights import as_json_rows, plan_first_sights
+from outreach.planning.first_sights import as_json, plan_first_sights
 from outreach.planning.outcomes import JourneyOutcome, due_now, queue_for_outcomes
 from outreach.store.db import transaction
 from outreach.store.types import JsonDocument, UTCDateTime
-from outreach.writeback.communication_requests import queue_new_requests
 from rules import ResourceChange
 from rules.recipients import patient_reference
 
@@ -96,7 +95,7 @@ def _rounds(changes: list[ResourceChange]) -> list[list[int]]:
 
 
 def _claim(session: Session, firsts: list[ResourceChange], now: datetime) -> dict[Key, _Known]:
-    rows = session.connection().execute(_CLAIM, {"now": now, "rows": as_json_rows([
+    rows = session.connection().execute(_CLAIM, {"now": now, "rows": as_json([
         {"resource_type": c.resource_type, "resource_id": c.resource_id,
          "version_id": c.version_id, "last_updated": c.last_updated, "resource": c.current}
         for c in firsts])})
@@ -169,10 +168,10 @@ def _plan(
     planning = Planning(lambda _p: rt.settings.zone, rt.journeys, rt.settings.cap_policy)
     planned: list[tuple[int, ResourceChange, list[JourneyOutcome]]] = []
     if first_sights:
-        each, enrolled = plan_first_sights(session, [c for _, c in first_sights], now, planning)
+        each, requests = plan_first_sights(session, [c for _, c in first_sights], now, planning,
+                                           rt.settings.identifier_system)
         planned += [(i, c, o) for (i, c), o in zip(first_sights, each, strict=True)]
-        batch.requests += queue_new_requests(session, rt.settings.identifier_system,
-                                             rt.journeys, enrolled, now)
+        batch.requests += requests
     for i, change in updates:  # a known resource: its enrollments are looked up and locked
         found = apply_journeys(session, rt.journeys, change, now, planning.zone_for,
                                policy=rt.settings.cap_policy)

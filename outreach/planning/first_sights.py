@@ -28,6 +28,7 @@ from outreach.planning.enrollment import (
 from outreach.planning.outcomes import JourneyOutcome
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from outreach.store.types import JsonDocument, UTCDateTime
+from outreach.writeback.communication_requests import new_request_rows
 from rules import Decision, ResourceChange, plan_steps
 from rules.caps import CAP_WINDOW, Send, counts_toward_caps
 from rules.fhirpath import FhirPathError, SharedResults
@@ -36,58 +37,81 @@ from rules.recipients import patient_reference, patient_timezone
 
 log = logging.getLogger(__name__)
 
-# Set-based inserts with a constant text and the rows as one JSON array: a multi-row VALUES
-# statement is new text for every batch size (re-parsed by the driver each time), and arrays of
-# strings are escaped element by element in Python. Ids come from the sequence in ORDER BY
-# order, so the sorted ids line up with the input rows.
-_INSERT_ENROLLMENTS = text("""
-INSERT INTO enrollments (journey, journey_version, patient, resource_type, resource_id, cycle,
-                         anchor_at, state, created_at, updated_at)
-SELECT n.journey, n.journey_version, n.patient, n.resource_type, n.resource_id, '',
-       n.anchor_at, 'active', :now, :now
-FROM json_to_recordset(CAST(:rows AS json))
-     AS n(journey varchar, journey_version varchar, patient varchar, resource_type varchar,
-          resource_id varchar, anchor_at timestamptz, ord integer)
-ORDER BY n.ord
-RETURNING id""")
-_INSERT_STEPS = text("""
-INSERT INTO scheduled_steps (uid, enrollment_id, step_id, due_at, state, attempts, reason,
-                             excluded_channels, queued_at, updated_at)
-SELECT n.uid, n.enrollment_id, n.step_id, n.due_at, n.state, 0, n.reason, '', n.queued_at, :now
-FROM json_to_recordset(CAST(:rows AS json))
-     AS n(uid varchar, enrollment_id integer, step_id varchar, due_at timestamptz,
-          state varchar, reason text, queued_at timestamptz, ord integer)
-ORDER BY n.ord
-RETURNING id""")
+Enrolled = list[tuple[Enrollment, list[ScheduledStep]]]
+
+# The batch's enrollments, their steps and the steps' CommunicationRequest outbox rows in one
+# statement: constant text, the rows as JSON arrays (a multi-row VALUES statement is new text
+# for every batch size, re-parsed by the driver each time). Steps find their enrollment by its
+# unique key; the foreign key is checked at the end of the statement, once both exist.
+_WRITE = text("""
+WITH e AS (
+    INSERT INTO enrollments (journey, journey_version, patient, resource_type, resource_id,
+                             cycle, anchor_at, state, created_at, updated_at)
+    SELECT n.journey, n.journey_version, n.patient, n.resource_type, n.resource_id, '',
+           n.anchor_at, 'active', :now, :now
+    FROM json_to_recordset(CAST(:enrollments AS json))
+         AS n(journey varchar, journey_version varchar, patient varchar, resource_type varchar,
+              resource_id varchar, anchor_at timestamptz)
+    RETURNING id, journey, resource_type, resource_id),
+s AS (
+    INSERT INTO scheduled_steps (uid, enrollment_id, step_id, due_at, state, attempts, reason,
+                                 excluded_channels, queued_at, updated_at)
+    SELECT n.uid, e.id, n.step_id, n.due_at, n.state, 0, n.reason, '', n.queued_at, :now
+    FROM json_to_recordset(CAST(:steps AS json))
+         AS n(uid varchar, journey varchar, resource_type varchar, resource_id varchar,
+              step_id varchar, due_at timestamptz, state varchar, reason text,
+              queued_at timestamptz)
+    JOIN e ON e.journey = n.journey AND e.resource_type = n.resource_type
+          AND e.resource_id = n.resource_id
+    RETURNING id, uid),
+w AS (
+    INSERT INTO writebacks (resource_type, identifier, resource, operation, state, attempts,
+                            next_attempt_at, created_at)
+    SELECT n.resource_type, n.identifier, n.resource, 'create', 'pending', 0, :now, :now
+    FROM json_to_recordset(CAST(:writebacks AS json))
+         AS n(resource_type varchar, identifier varchar, resource jsonb)
+    RETURNING id)
+SELECT 1 AS kind, id, journey || '|' || resource_type || '|' || resource_id AS key FROM e
+UNION ALL SELECT 2, id, uid FROM s
+UNION ALL SELECT 3, id, NULL FROM w""")
 
 
-def as_json_rows(rows: list[dict[str, Any]]) -> str:
-    """Rows for json_to_recordset (datetimes as ISO 8601 with their offset), each with its
-    position as `ord`."""
-    return json.dumps([{**row, "ord": i} for i, row in enumerate(rows)],
-                      default=datetime.isoformat)
+def as_json(rows: list[dict[str, Any]]) -> str:
+    """Rows for json_to_recordset (datetimes as ISO 8601 with their offset)."""
+    return json.dumps(rows, default=datetime.isoformat)
 
 
-def _insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> list[Enrollment]:
-    """One statement for all the batch's enrollments; the rows as (detached) objects."""
-    found = session.connection().execute(_INSERT_ENROLLMENTS, {
-        "now": rows[0]["created_at"], "rows": as_json_rows(rows)})
-    ids = sorted(found.scalars())
-    return [Enrollment(id=row_id, **row) for row_id, row in zip(ids, rows, strict=True)]
+def _write(
+    session: Session, enrolled: Enrolled, writebacks: list[dict[str, Any]], now: datetime,
+) -> list[int]:
+    """Insert the enrollments, steps and outbox rows; ids are set on the objects, the outbox
+    row ids returned (to enqueue after commit)."""
+    def key(e: Enrollment) -> str:
+        return f"{e.journey}|{e.resource_type}|{e.resource_id}"
 
-
-def _insert_steps(
-    session: Session, rows: list[dict[str, Any]], now: datetime
-) -> list[ScheduledStep]:
-    """One statement for all the batch's steps; the rows as (detached) objects."""
-    if not rows:
-        return []
-    for row in rows:
-        row["uid"] = str(uuid.uuid4())
-    found = session.connection().execute(_INSERT_STEPS, {"now": now, "rows": as_json_rows(rows)})
-    ids = sorted(found.scalars())
-    return [ScheduledStep(id=row_id, excluded_channels="", **row)
-            for row_id, row in zip(ids, rows, strict=True)]
+    columns = ("journey", "journey_version", "patient", "resource_type", "resource_id",
+               "anchor_at")
+    found = session.connection().execute(_WRITE, {
+        "now": now,
+        "enrollments": as_json([{c: getattr(e, c) for c in columns} for e, _ in enrolled]),
+        "steps": as_json([
+            {"uid": s.uid, "journey": e.journey, "resource_type": e.resource_type,
+             "resource_id": e.resource_id, "step_id": s.step_id, "due_at": s.due_at,
+             "state": s.state, "reason": s.reason, "queued_at": s.queued_at}
+            for e, steps in enrolled for s in steps]),
+        "writebacks": as_json(writebacks)})
+    ids: dict[tuple[int, str | None], int] = {}
+    outbox = []
+    for kind, row_id, found_key in found:
+        if kind == 3:
+            outbox.append(row_id)
+        else:
+            ids[kind, found_key] = row_id
+    for enrollment, steps in enrolled:
+        enrollment.id = ids[1, key(enrollment)]
+        for step in steps:
+            step.id, step.enrollment_id = ids[2, step.uid], enrollment.id
+    return outbox
 
 
 @dataclass
@@ -199,21 +223,20 @@ def _as_planned_sends(
     return found
 
 
-Enrolled = list[tuple[Enrollment, list[ScheduledStep]]]
 
 
 def plan_first_sights(
     session: Session, changes: list[ResourceChange], now: datetime, planning: Planning,
-) -> tuple[list[list[JourneyOutcome]], Enrolled]:
-    """Each change's journey outcomes, in the order `apply_journeys` gives them, and the new
-    enrollments with their steps (for their CommunicationRequests)."""
+    system: str,
+) -> tuple[list[list[JourneyOutcome]], list[int]]:
+    """Each change's journey outcomes, in the order `apply_journeys` gives them, and the ids of
+    the new CommunicationRequests' outbox rows (`system`: our identifier system)."""
     assert planning.journeys is not None
     outcomes, pending = _decisions(planning.journeys, changes, now)
     if not pending:
         return [[o for o in mine if o is not None] for mine in outcomes], []
     documents, sends = _zones_and_sends(session, {p.patient for p in pending}, now, planning)
-    enrollment_rows: list[dict[str, Any]] = []
-    step_rows: list[list[dict[str, Any]]] = []
+    enrolled: Enrolled = []
     for item in pending:  # in change order, then journey order: as one at a time
         change = changes[item.change]
         zone = patient_timezone(documents.get(item.patient)) or planning.zone_for(item.patient)
@@ -223,20 +246,16 @@ def plan_first_sights(
                  **_placement(planned, now)} for planned in plans]
         # The patient's next journey sees these steps, as it would once they are written.
         sends[item.patient] += _as_planned_sends(item.journey, rows, now, planning)
-        enrollment_rows.append({
-            "journey": item.journey.name, "journey_version": item.journey.version,
-            "patient": item.patient, "resource_type": change.resource_type,
-            "resource_id": change.resource_id, "cycle": "", "anchor_at": item.decision.anchor_at,
-            "state": "active", "created_at": now, "updated_at": now})
-        step_rows.append(rows)
-    enrollments = _insert_enrollments(session, enrollment_rows)
-    inserted = iter(_insert_steps(session, [
-        {"enrollment_id": enrollment.id, **row}
-        for enrollment, rows in zip(enrollments, step_rows, strict=True) for row in rows], now))
-    enrolled: Enrolled = []
-    for item, enrollment, rows in zip(pending, enrollments, step_rows, strict=True):
-        steps = [next(inserted) for _ in rows]
+        enrollment = Enrollment(
+            journey=item.journey.name, journey_version=item.journey.version,
+            patient=item.patient, resource_type=change.resource_type,
+            resource_id=change.resource_id, cycle="", anchor_at=item.decision.anchor_at,
+            state="active", created_at=now, updated_at=now)
+        steps = [ScheduledStep(uid=str(uuid.uuid4()), excluded_channels="", **row)
+                 for row in rows]
+        enrolled.append((enrollment, steps))
         outcomes[item.change][item.slot] = JourneyOutcome(
             item.journey.name, "enroll", item.decision.reason, steps)
-        enrolled.append((enrollment, steps))
-    return [[o for o in mine if o is not None] for mine in outcomes], enrolled
+    requests = _write(session, enrolled,
+                      new_request_rows(system, planning.journeys, enrolled, now), now)
+    return [[o for o in mine if o is not None] for mine in outcomes], requests

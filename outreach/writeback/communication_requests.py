@@ -33,16 +33,16 @@ def queue_requests(
             for resource, value in _requests(system, journeys, enrollment, steps, now)]
 
 
-def queue_new_requests(
-    session: Session, system: str, journeys: JourneySet,
+def new_request_rows(
+    system: str, journeys: JourneySet,
     enrolled: Iterable[tuple[Enrollment, Iterable[ScheduledStep]]], now: datetime,
-) -> list[int]:
-    """`queue_requests(..., first=True)` for many new enrollments in one statement (batch
-    ingest): the same rows, one round trip."""
-    rows = [{"resource": resource, "value": value, "operation": "create"}
+) -> list[dict[str, Any]]:
+    """The outbox rows `queue_requests(..., first=True)` would add for these new enrollments
+    (resource type, identifier, resource), for a batch that writes them in its own statement."""
+    return [{"resource_type": resource["resourceType"], "identifier": f"{system}|{value}",
+             "resource": resource}
             for enrollment, steps in enrolled
             for resource, value in _requests(system, journeys, enrollment, steps, now)]
-    return outbox.put_many(session, rows, system, now, known_new=True)
 
 
 def _requests(

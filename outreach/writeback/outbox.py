@@ -3,12 +3,11 @@ If-None-Exist (create) or as a conditional update (upsert); an EHR that is down 
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, text, update
+from sqlalchemy import Executable, Table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -188,34 +187,3 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         return "superseded"
     WRITEBACKS.labels("done").inc()
     return "done"
-
-
-
-# `put_many` on Postgres, known-new rows: one constant statement, the rows as one JSON array
-# (a multi-row VALUES statement is new text for each batch size, re-parsed every time).
-_PUT_MANY = text("""
-INSERT INTO writebacks (step_id, resource_type, identifier, resource, operation, state,
-                        attempts, next_attempt_at, created_at)
-SELECT n.step_id, n.resource_type, n.identifier, n.resource, n.operation, 'pending', 0, :now,
-       :now
-FROM json_to_recordset(CAST(:rows AS json))
-     AS n(step_id integer, resource_type varchar, identifier varchar, resource jsonb,
-          operation varchar)
-RETURNING id""")
-
-
-def put_many(session: Session, rows: list[dict[str, Any]], system: str, now: datetime,
-             *, known_new: bool = False) -> list[int]:
-    """`put` for many rows in one statement (batch ingest): each row has `resource`, `value`,
-    `operation` and optionally `step_id`; returns the row ids to enqueue after commit."""
-    if not rows:
-        return []
-    if known_new and session.get_bind().dialect.name == "postgresql":
-        found = session.connection().execute(_PUT_MANY, {"now": now, "rows": json.dumps([
-            {"step_id": row.get("step_id"), "resource_type": row["resource"]["resourceType"],
-             "identifier": f"{system}|{row['value']}", "resource": row["resource"],
-             "operation": row["operation"]} for row in rows])})
-        return list(found.scalars())
-    return [put(session, row["resource"], system, row["value"], now,
-                step_id=row.get("step_id"), operation=row["operation"], known_new=known_new)
-            for row in rows]
