@@ -1,16 +1,17 @@
 """Group commit: concurrent callers' versions are ingested together, one transaction per batch.
 
-A caller hands its version to a single committer thread and waits for its own result, which it
-gets only once the batch holding it has committed (the acknowledgement still means "stored").
-The committer takes whatever is waiting when it is free, up to `MAX_BATCH`: a lone caller is
-never held back, and under load the batches grow by themselves while the previous one commits."""
+Leader and followers: a caller that finds fewer than `LEADERS` batches in flight leads one: it
+takes whatever is waiting (its own version first in line, up to `MAX_BATCH`), ingests it in one
+transaction and hands every caller in the batch its own result. The others wait until their
+batch has committed, or until a finishing leader passes the lead to the first still waiting. So
+every answer still means "stored"; a lone caller commits at once on its own thread, and under
+load the batches grow by themselves while the previous ones commit."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from concurrent.futures import Future
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,82 +24,84 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 100
 # Batches in flight at once: while one waits on Postgres (its statements, its commit's WAL
 # flush) the next is being built; rows locked in key order keep them from deadlocking.
-COMMITTERS = 2
-_IDLE_SECONDS = 5.0  # the committer thread ends after this long without work
+LEADERS = 2
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     rt: Runtime
     resource: dict[str, Any]
     source: str
-    done: Future[IngestResult | Exception] = field(default_factory=Future)
+    result: IngestResult | Exception | None = None
+    lead: bool = False  # this caller's thread is to lead the next batch
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
-class _Committer:
-    """Threads that drain one queue batch by batch (started on demand, ended when idle)."""
+class _Group:
+    """The queue of waiting versions and the count of batches in flight."""
 
-    def __init__(self, threads: int) -> None:
-        self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+    def __init__(self, leaders: int) -> None:
         self._lock = threading.Lock()
-        self._threads = threads
-        self._running = 0
+        self._queue: deque[_Waiting] = deque()
+        self._leaders = leaders
+        self._leading = 0
 
-    def submit(self, waiting: _Waiting) -> None:
-        self._queue.put(waiting)
+    def ingest(self, waiting: _Waiting) -> IngestResult | Exception:
         with self._lock:
-            if self._running < self._threads:
-                self._running += 1
-                threading.Thread(target=self._run, name="ingest-committer", daemon=True).start()
-
-    def _next_batch(self) -> list[_Waiting] | None:
-        try:
-            batch = [self._queue.get(timeout=_IDLE_SECONDS)]
-        except queue.Empty:
-            return None
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def _run(self) -> None:
+            self._queue.append(waiting)
+            if self._leading < self._leaders:
+                self._leading += 1
+                waiting.lead = True
+        # The flags are the truth, the event only a wake-up: a lead handed over after this
+        # caller's batch committed is still taken (and passed on), never dropped.
         while True:
-            batch = self._next_batch()
-            if batch is None:
-                with self._lock:
-                    if self._queue.empty():  # nothing slipped in while we gave up
-                        self._running -= 1
-                        return
-                continue
-            # Each runtime (a test may have several) gets its own transaction.
-            by_runtime: dict[int, list[_Waiting]] = {}
-            for waiting in batch:
-                by_runtime.setdefault(id(waiting.rt), []).append(waiting)
-            for group in by_runtime.values():
-                self._commit(group)
+            if waiting.lead:
+                self._lead(waiting)
+            elif waiting.result is not None:
+                return waiting.result
+            else:
+                waiting.wake.wait()
+                waiting.wake.clear()
+
+    def _lead(self, leader: _Waiting) -> None:
+        with self._lock:
+            batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+        # Each runtime (a test may have several) gets its own transaction.
+        by_runtime: dict[int, list[_Waiting]] = {}
+        for waiting in batch:
+            by_runtime.setdefault(id(waiting.rt), []).append(waiting)
+        for group in by_runtime.values():
+            self._commit(group)
+        with self._lock:
+            if leader.result is None:
+                return  # its own version is still queued behind a full batch: lead again
+            leader.lead = False
+            if self._queue:  # the lead passes to the first caller still waiting
+                self._queue[0].lead = True
+                self._queue[0].wake.set()
+            else:
+                self._leading -= 1
 
     @staticmethod
     def _commit(group: list[_Waiting]) -> None:
+        results: list[IngestResult | Exception]
         try:
             results = ingest_many(group[0].rt, [(w.resource, w.source) for w in group])
-        except Exception as exc:  # every waiting caller gets the error
+        except Exception as exc:  # every caller in the batch gets the error
             log.exception("group commit of %s versions failed", len(group))
             results = [exc] * len(group)
         for waiting, result in zip(group, results, strict=True):
-            waiting.done.set_result(result)
+            waiting.result = result
+            waiting.wake.set()
 
 
-_COMMITTER = _Committer(COMMITTERS)
+_GROUP = _Group(LEADERS)
 
 
 def ingest(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult:
-    """`intake.ingest.ingest` through the committer: returns (or raises) once this version's
-    batch has committed."""
-    waiting = _Waiting(rt, resource, source)
-    _COMMITTER.submit(waiting)
-    result = waiting.done.result()
+    """`intake.ingest.ingest` in a group commit: returns (or raises) once this version's batch
+    has committed."""
+    result = _GROUP.ingest(_Waiting(rt, resource, source))
     if isinstance(result, Exception):
         raise result
     return result
