@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
@@ -16,6 +16,7 @@ from outreach.core.ports import Runtime
 from outreach.intake import group_commit
 from outreach.intake.batch import ingest_many
 from outreach.intake.ingest import IngestResult, ingest
+from outreach.intake.notifications import ingest_notified_many
 from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, Writeback
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment
@@ -160,3 +161,19 @@ def test_group_commit_raises_a_bad_versions_error_to_its_caller_only(rt: Runtime
         assert good.result().outcome == "processed"
         with pytest.raises(Exception, match=r"(?i)unicode|\\u0000|null"):
             failing.result()
+
+
+def test_a_bundles_events_are_stored_in_one_transaction_in_order(rt: Runtime) -> None:
+    """A topic notification bundle (no EHR here, so payloads are trusted): one commit, each
+    event answered as on its own, a repeated event a duplicate."""
+    events = [_booking("f1", "Patient/u1", 4), _booking("f2", "Patient/u2", 4),
+              _booking("f1", "Patient/u1", 5, version=2), _booking("f2", "Patient/u2", 4)]
+    commits: list[int] = []
+    event.listen(rt.engine, "commit", lambda _conn: commits.append(1))
+    results = ingest_notified_many(
+        rt, [("Appointment", str(e["id"]), e) for e in events], "topic")
+    assert [r.outcome for r in results] == ["processed", "processed", "processed", "duplicate"]
+    assert len(commits) == 1
+    with rt.sessions() as session:
+        anchors = {e.resource_id: e.anchor_at for e in session.scalars(select(Enrollment))}
+    assert anchors["f1"] == NOW + timedelta(days=5)  # the later version won
