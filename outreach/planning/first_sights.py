@@ -32,7 +32,7 @@ from outreach.writeback.communication_requests import new_request_rows
 from rules import Decision, ResourceChange, plan_steps
 from rules.caps import CAP_WINDOW, Send, counts_toward_caps
 from rules.fhirpath import FhirPathError, SharedResults
-from rules.loader import LoadedJourney
+from rules.loader import JourneySet, LoadedJourney
 from rules.recipients import patient_reference, patient_timezone
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class _Pending:
 
 
 def _decisions(
-    journeys: Any, changes: list[ResourceChange], now: datetime,
+    journeys: JourneySet, changes: list[ResourceChange], now: datetime,
 ) -> tuple[list[list[JourneyOutcome | None]], list[_Pending]]:
     """What every journey makes of every change (pure); enrollments wait for their plan."""
     outcomes: list[list[JourneyOutcome | None]] = []
