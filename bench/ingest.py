@@ -1,7 +1,11 @@
 """Ingest throughput: notifications/s through `ingest_notified` (the rest-hook endpoint's work
 minus HTTP: payload validation, the duplicate check, row lock, diff/classification, the change and
 version rows, rule matching and planning) on Postgres, with 4 concurrent callers like the API's
-thread pool.
+thread pool, through group commit as the endpoint does (each caller returns once its own
+notification's batch has committed; with 4 callers a batch holds up to 4). The backfill row is the
+poller's path: pages of 100 versions, each page one transaction (`intake.batch.ingest_many`).
+`serve_peak_rss_mb` is the peak memory of a real `outreach serve` taking notifications over HTTP
+(bench.serve_memory).
 
 No EHR is configured, so the payload is trusted and never re-read: this is the path of
 `OUTREACH_VERIFY_NOTIFICATIONS=false`. With verification on (the default) each new version also
@@ -10,7 +14,7 @@ version costs no EHR read either way.
 
 Baseline, same run, same Postgres: the same number of notifications written as plain rows (one
 resource_changes insert + one resource_versions upsert per notification, one transaction each,
-same 4 callers): the floor any ingest that records what it saw must pay."""
+same 4 callers): what recording each notification on its own costs, before any planning."""
 
 from __future__ import annotations
 
@@ -22,23 +26,28 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench import serve_memory
 from bench.result import Result
 from connector.resources import validate_resource
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
+from outreach.intake import group_commit
+from outreach.intake.batch import ingest_many
 from outreach.intake.notifications import ingest_notified
 from outreach.runtime import build_runtime
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment
 
 WORKERS = 4
+PAGE = 100
 
 
-def _notifications(count: int, *, booked: bool) -> list[dict[str, Any]]:
+def _notifications(count: int, *, booked: bool, prefix: str = "") -> list[dict[str, Any]]:
     start = datetime.now(UTC) + timedelta(days=5)
     status = "booked" if booked else "proposed"  # proposed: no journey starts, pure ingest
-    return [appointment(f"Patient/p{i}", start, aid=f"a{i}-{status}", status=status,
+    return [appointment(f"Patient/{prefix}p{i}", start, aid=f"{prefix}a{i}-{status}",
+                        status=status,
                         version="1", updated=datetime.now(UTC)) for i in range(count)]
 
 
@@ -79,7 +88,8 @@ def run(iterations: int = 100) -> list[Result]:
         try:
             def notify(resource: dict[str, Any]) -> object:
                 validate_resource(resource, "Appointment")  # what the endpoint does first
-                return ingest_notified(rt, "Appointment", resource["id"], resource, "bench")
+                return ingest_notified(rt, "Appointment", resource["id"], resource, "bench",
+                                       via=group_commit.ingest)
 
             _rate(notify, _notifications(50, booked=False))  # warm-up: pools, imports
             baseline = _rate(_plain_insert(rt), _notifications(count, booked=False))
@@ -88,6 +98,11 @@ def run(iterations: int = 100) -> list[Result]:
                                     for r in _notifications(count, booked=True)])
             dups = _notifications(count, booked=False)  # already ingested above: redeliveries
             duplicate = _rate(notify, dups)
+            pages = [(r, "bench") for r in _notifications(count, booked=True, prefix="f")]
+            began = time.perf_counter()
+            for first in range(0, len(pages), PAGE):
+                ingest_many(rt, pages[first:first + PAGE])
+            backfill = len(pages) / (time.perf_counter() - began)
         finally:
             rt.engine.dispose()
     note = f"{count} notifications, {WORKERS} callers, Postgres, payload trusted"
@@ -96,4 +111,8 @@ def run(iterations: int = 100) -> list[Result]:
         Result("ingest_booked_per_s", booked, "/s", baseline,
                note + ", each starts a journey (4 steps planned)"),
         Result("ingest_redelivered_per_s", duplicate, "/s", baseline, note + ", duplicates"),
+        Result("ingest_backfill_booked_per_s", backfill, "/s", baseline,
+               f"{count} bookings in pages of {PAGE} (one transaction each, as the poller),"
+               " 1 caller, each starts a journey"),
+        *serve_memory.run(count),
     ]

@@ -60,8 +60,15 @@ def fits(day: date, per_date: Counter[date], policy: CapPolicy) -> bool:
     """One more message on `day` keeps every day and every 7-day window within the policy."""
     if per_date[day] >= policy.per_day:
         return False
-    for first in range(-6, 1):
-        window = sum(per_date[day + timedelta(days=first + i)] for i in range(7))
+    if not per_date:
+        return policy.per_week > 0
+    # The 7 windows holding `day` slide over the 13 days around it: 13 lookups, not 49
+    # (planning calls this for every capped step of every booking).
+    counts = [per_date[day + timedelta(days=offset)] for offset in range(-6, 7)]
+    window = sum(counts[:7])
+    for first in range(7):
+        if first:
+            window += counts[first + 6] - counts[first - 1]
         if window >= policy.per_week:
             return False
     return True

@@ -4,6 +4,7 @@ EHR before it is ingested, so a forged or stale payload never reaches the journe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from connector.client import checked_path
 from connector.errors import FhirNotFound, InvalidResource
 from connector.resources import validate_resource
 from outreach.core.ports import Runtime
+from outreach.intake.batch import ingest_many
 from outreach.intake.ingest import IngestResult, ingest, ingest_deletion
 from outreach.store.models import ResourceChangeRecord, ResourceVersion
 
@@ -56,9 +58,13 @@ def _claims_newer(payload: dict[str, Any], ehr: dict[str, Any]) -> bool:
     return p_updated is None or e_updated is None or p_updated > e_updated
 
 
+# How a version is ingested: `ingest` (its own transaction) or `group_commit.ingest`.
+IngestFn = Callable[[Runtime, dict[str, Any], str], IngestResult]
+
+
 def _from_ehr(
     rt: Runtime, resource_type: str, resource_id: str, payload: dict[str, Any] | None,
-    source: str,
+    source: str, via: IngestFn = ingest,
 ) -> IngestResult | Ignored:
     assert rt.ehr is not None
     reference = f"{resource_type}/{resource_id}"
@@ -80,12 +86,12 @@ def _from_ehr(
         return Ignored(reference, "the payload's version is not the EHR's")
     # The EHR's copy is what we act on: the same version as the payload, or a newer one when the
     # payload was stale (a retried delivery overtaken by a later change).
-    return ingest(rt, current, source)
+    return via(rt, current, source)
 
 
 def ingest_notified(
     rt: Runtime, resource_type: str, resource_id: str, payload: dict[str, Any] | None,
-    source: str,
+    source: str, *, via: IngestFn = ingest,
 ) -> IngestResult | Ignored:
     """A notification about one resource, with its (validated) payload or without one.
 
@@ -93,13 +99,15 @@ def ingest_notified(
     common fault). Otherwise, with `OUTREACH_VERIFY_NOTIFICATIONS` (the default) the resource is
     read from the EHR and only the EHR's copy is processed; without it the payload is trusted,
     and the EHR is still read when the payload is missing or older than what we have.
-    InvalidResource for a type or id outside R4's grammar (they go into EHR requests)."""
+    InvalidResource for a type or id outside R4's grammar (they go into EHR requests).
+    `via=group_commit.ingest` (the rest-hook endpoint) stores it in a batch with concurrent
+    notifications; it still returns only once this one is committed."""
     checked_path(resource_type, resource_id)
     if payload is not None:
         if rt.ehr is None or not rt.settings.verify_notifications:
             # Trusted: ingest's first statement already drops a recorded version without
             # locking or writing anything, so a separate lookup would only add a round trip.
-            result = ingest(rt, payload, source)
+            result = via(rt, payload, source)
             if result.outcome != "stale" or rt.ehr is None:
                 return result
         else:
@@ -108,7 +116,7 @@ def ingest_notified(
                 return IngestResult("duplicate", make_change(payload, None, source))
     if rt.ehr is None:
         return Ignored(f"{resource_type}/{resource_id}", "no payload and no EHR to read from")
-    return _from_ehr(rt, resource_type, resource_id, payload, source)
+    return _from_ehr(rt, resource_type, resource_id, payload, source, via)
 
 
 def ingest_deleted(
@@ -129,3 +137,38 @@ def ingest_deleted(
                         resource_type, resource_id)
             return ingest(rt, validate_resource(current, resource_type), source)
     return ingest_deletion(rt, resource_type, resource_id, source)
+
+
+def ingest_notified_many(
+    rt: Runtime, notes: list[tuple[str, str, dict[str, Any] | None]], source: str,
+) -> list[IngestResult | Ignored]:
+    """`ingest_notified` for several notifications (a topic bundle's events), in order: each is
+    checked as on its own, and the versions to store are stored in one transaction. An error
+    storing one is raised once the others are stored."""
+    trusted = rt.ehr is None or not rt.settings.verify_notifications
+    results: list[IngestResult | Ignored] = []
+    taken: list[tuple[int, dict[str, Any], bool]] = []  # (position, version, may re-read)
+    for resource_type, resource_id, payload in notes:
+        def take(_rt: Runtime, resource: dict[str, Any], _source: str,
+                 payload: dict[str, Any] | None = payload) -> IngestResult:
+            # Stored below with the others; a stand-in answer until then.
+            first_try = trusted and payload is not None and resource is payload
+            taken.append((len(results), resource, first_try))
+            return IngestResult("processed", make_change(resource, None, source))
+
+        results.append(ingest_notified(rt, resource_type, resource_id, payload, source,
+                                       via=take))
+    stored = ingest_many(rt, [(resource, source) for _, resource, _ in taken])
+    failed: Exception | None = None
+    for (position, resource, first_try), result in zip(taken, stored, strict=True):
+        if isinstance(result, Exception):
+            failed = failed or result
+        elif first_try and result.outcome == "stale" and rt.ehr is not None:
+            # As ingest_notified does: a stale trusted payload sends us to the EHR's copy.
+            results[position] = _from_ehr(rt, resource["resourceType"], resource["id"],
+                                          resource, source)
+        else:
+            results[position] = result
+    if failed is not None:
+        raise failed
+    return results

@@ -28,7 +28,7 @@ from connector.errors import (
 from connector.polling import changed_since, dated_between, updated_between, window_slices
 from connector.resources import validate_resource
 from outreach.core.ports import Runtime
-from outreach.intake.ingest import ingest
+from outreach.intake.batch import ingest_many
 from outreach.store.db import transaction
 from outreach.store.models import PollCursor, ResourceVersion
 
@@ -171,8 +171,11 @@ def _sweep_window(rt: Runtime, rtype: str) -> int:
 
 
 def _ingest_all(rt: Runtime, rtype: str, resources: Iterable[dict[str, Any]], source: str) -> int:
+    """Ingest a page at a time, each page in one transaction (intake.batch); a version that
+    cannot be stored is raised once the rest of its page is."""
     processed = 0
     for chunk in _chunks(resources, 100):
+        valid = []
         for resource in _unseen(rt, rtype, chunk):
             try:
                 validate_resource(resource, rtype)
@@ -180,7 +183,13 @@ def _ingest_all(rt: Runtime, rtype: str, resources: Iterable[dict[str, Any]], so
                 log.warning("%s %s/%s: not valid R4, skipped: %s", source, rtype,
                             resource.get("id"), exc)
                 continue
-            processed += ingest(rt, resource, source=source).outcome == "processed"
+            valid.append((resource, source))
+        results = ingest_many(rt, valid)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        processed += sum(r.outcome == "processed" for r in results
+                         if not isinstance(r, Exception))
     return processed
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,7 +19,7 @@ from connector.errors import FhirError
 from connector.notifications import TopicNotification, parse_notification
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import IngestResult, ingest_deletion
-from outreach.intake.notifications import Ignored, ingest_notified
+from outreach.intake.notifications import Ignored, ingest_notified_many
 from outreach.store.db import transaction
 from outreach.store.models import SubscriptionStatus
 
@@ -78,13 +79,19 @@ def _ingest_events(rt: Runtime, note: TopicNotification) -> tuple[list[IngestRes
     can say what changed."""
     results: list[IngestResult | Ignored] = []
     blind = False
+    # Consecutive events are stored in one transaction; a deletion waits for the events
+    # before it, so the bundle's order holds.
+    run: list[tuple[str, str, dict[str, Any] | None]] = []
     for event in sorted(note.events, key=lambda e: e.number or 0):
         if event.focus is None:
             blind = True
         elif event.deleted:
+            results += ingest_notified_many(rt, run, SOURCE)
+            run = []
             results.append(ingest_deletion(rt, *event.focus, SOURCE))
         else:
-            results.append(ingest_notified(rt, *event.focus, event.resource, SOURCE))
+            run.append((*event.focus, event.resource))
+    results += ingest_notified_many(rt, run, SOURCE)
     return results, blind
 
 

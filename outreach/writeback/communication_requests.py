@@ -3,8 +3,9 @@ each request follows its step (active → completed when sent, revoked when it w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -27,8 +28,29 @@ def queue_requests(
     """Queue the CommunicationRequest of each step in the outbox; returns the row ids for the
     caller to enqueue after commit. `first` (a new enrollment) creates with If-None-Exist; later
     changes update the request carrying the step's identifier."""
+    return [outbox.put(session, resource, system, value, now,
+                       operation="create" if first else "upsert", known_new=first)
+            for resource, value in _requests(system, journeys, enrollment, steps, now)]
+
+
+def new_request_rows(
+    system: str, journeys: JourneySet,
+    enrolled: Iterable[tuple[Enrollment, Iterable[ScheduledStep]]], now: datetime,
+) -> list[dict[str, Any]]:
+    """The outbox rows `queue_requests(..., first=True)` would add for these new enrollments
+    (resource type, identifier, resource), for a batch that writes them in its own statement."""
+    return [{"resource_type": resource["resourceType"], "identifier": f"{system}|{value}",
+             "resource": resource}
+            for enrollment, steps in enrolled
+            for resource, value in _requests(system, journeys, enrollment, steps, now)]
+
+
+def _requests(
+    system: str, journeys: JourneySet, enrollment: Enrollment, steps: Iterable[ScheduledStep],
+    now: datetime,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each step's CommunicationRequest and its identifier value."""
     journey = journeys.by_name(enrollment.journey)
-    ids = []
     for step in steps:
         spec = journey.step(step.step_id) if journey else None
         status = _STATUS.get(StepState(step.state), "active")
@@ -40,7 +62,4 @@ def queue_requests(
             description=f"{enrollment.journey}: {step.step_id}",
             status_reason=step.reason if status == "revoked" else None,
         )
-        ids.append(outbox.put(session, build_communication_request(planned), system,
-                              request_identifier(step.uid), now,
-                              operation="create" if first else "upsert", known_new=first))
-    return ids
+        yield build_communication_request(planned), request_identifier(step.uid)

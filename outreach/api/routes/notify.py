@@ -17,6 +17,7 @@ from connector.resources import parse_json, validate_resource
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import FhirJSONResponse, RuntimeDep, outcome_response
 from outreach.core.metrics import NOTIFICATIONS
+from outreach.intake import group_commit
 from outreach.intake.ingest import IngestResult
 from outreach.intake.notifications import Ignored, ingest_deleted, ingest_notified
 from outreach.intake.topics import handle_notification
@@ -91,8 +92,11 @@ async def put_resource(
         log.info("rejected notification for %s/%s: %s", resource_type, resource_id, exc)
         return FhirJSONResponse(exc.outcome, status_code=400)
     try:
+        # Group commit: stored in one transaction with whatever else is arriving; answered
+        # once this notification's batch has committed.
         result = await run_in_threadpool(
-            ingest_notified, rt, resource_type, resource_id, resource, "rest-hook"
+            ingest_notified, rt, resource_type, resource_id, resource, "rest-hook",
+            via=group_commit.ingest,
         )
     except FhirUnavailable as exc:
         return _ehr_unavailable(exc)

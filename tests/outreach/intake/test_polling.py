@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from connector.errors import FhirUnavailable
 from outreach.core.ports import Runtime
@@ -156,3 +156,22 @@ def test_429_with_retry_after_is_waited_out_inside_the_pass(
     began = time.monotonic()
     assert poll_once(rt) == {"Appointment": 150, "Task": 0}
     assert time.monotonic() - began >= 0.4
+
+
+def test_a_page_is_stored_in_one_transaction(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer
+) -> None:
+    """A first backfill of a big EHR: a page of 100 versions costs one commit, not 100."""
+    rt = make_runtime(fhir_base_url=fhir.base_url)
+    assert rt.ehr is not None
+    start = datetime.now(UTC) + timedelta(days=5)
+    for i in range(120):
+        rt.ehr.create(appointment(f"Patient/pp{i}", start))
+    commits: list[int] = []
+    event.listen(rt.engine, "commit", lambda _conn: commits.append(1))
+
+    assert poll_once(rt) == {"Appointment": 120, "Task": 0}
+    # Two pages, plus the cursor's own transactions; one at a time this was 120 and more.
+    assert len(commits) <= 8
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Enrollment.id))) == 120

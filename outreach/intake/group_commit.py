@@ -1,0 +1,107 @@
+"""Group commit: concurrent callers' versions are ingested together, one transaction per batch.
+
+Leader and followers: a caller that finds fewer than `LEADERS` batches in flight leads one: it
+takes whatever is waiting (its own version first in line, up to `MAX_BATCH`), ingests it in one
+transaction and hands every caller in the batch its own result. The others wait until their
+batch has committed, or until a finishing leader passes the lead to the first still waiting. So
+every answer still means "stored"; a lone caller commits at once on its own thread, and under
+load the batches grow by themselves while the previous ones commit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from outreach.core.ports import Runtime
+from outreach.intake.batch import ingest_many
+from outreach.intake.ingest import IngestResult
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+# Batches in flight at once: while one waits on Postgres (its statements, its commit's WAL
+# flush) the next is being built; rows locked in key order keep them from deadlocking.
+LEADERS = 2
+
+
+@dataclass(eq=False)
+class _Waiting:
+    rt: Runtime
+    resource: dict[str, Any]
+    source: str
+    result: IngestResult | Exception | None = None
+    lead: bool = False  # this caller's thread is to lead the next batch
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+class _Group:
+    """The queue of waiting versions and the count of batches in flight."""
+
+    def __init__(self, leaders: int) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[_Waiting] = deque()
+        self._leaders = leaders
+        self._leading = 0
+
+    def ingest(self, waiting: _Waiting) -> IngestResult | Exception:
+        with self._lock:
+            self._queue.append(waiting)
+            if self._leading < self._leaders:
+                self._leading += 1
+                waiting.lead = True
+        # The flags are the truth, the event only a wake-up: a lead handed over after this
+        # caller's batch committed is still taken (and passed on), never dropped.
+        while True:
+            if waiting.lead:
+                self._lead(waiting)
+            elif waiting.result is not None:
+                return waiting.result
+            else:
+                waiting.wake.wait()
+                waiting.wake.clear()
+
+    def _lead(self, leader: _Waiting) -> None:
+        with self._lock:
+            batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+        # Each runtime (a test may have several) gets its own transaction.
+        by_runtime: dict[int, list[_Waiting]] = {}
+        for waiting in batch:
+            by_runtime.setdefault(id(waiting.rt), []).append(waiting)
+        for group in by_runtime.values():
+            self._commit(group)
+        with self._lock:
+            if leader.result is None:
+                return  # its own version is still queued behind a full batch: lead again
+            leader.lead = False
+            if self._queue:  # the lead passes to the first caller still waiting
+                self._queue[0].lead = True
+                self._queue[0].wake.set()
+            else:
+                self._leading -= 1
+
+    @staticmethod
+    def _commit(group: list[_Waiting]) -> None:
+        results: list[IngestResult | Exception]
+        try:
+            results = ingest_many(group[0].rt, [(w.resource, w.source) for w in group])
+        except Exception as exc:  # every caller in the batch gets the error
+            log.exception("group commit of %s versions failed", len(group))
+            results = [exc] * len(group)
+        for waiting, result in zip(group, results, strict=True):
+            waiting.result = result
+            waiting.wake.set()
+
+
+_GROUP = _Group(LEADERS)
+
+
+def ingest(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult:
+    """`intake.ingest.ingest` in a group commit: returns (or raises) once this version's batch
+    has committed."""
+    result = _GROUP.ingest(_Waiting(rt, resource, source))
+    if isinstance(result, Exception):
+        raise result
+    return result
