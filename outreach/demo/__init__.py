@@ -20,7 +20,7 @@ from outreach.access import answers
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
 from outreach.core.settings import Settings
-from outreach.demo import waitlist
+from outreach.demo import staff, waitlist
 from outreach.demo.console import KeyedConsole
 from outreach.demo.ehr import DemoEhr
 from outreach.demo.lines import PAD, details, not_triggered, stamp
@@ -109,6 +109,7 @@ class Demo:
         self._group: tuple[datetime, str, str] | None = None
         self._grouped: list[tuple[str, str]] = []
         self._offers_shown: set[int] = set()
+        self._staff_actions = 0
         engine = make_engine(f"sqlite:///{out_dir / 'outreach.db'}")
         upgrade(engine)
         sessions = make_session_factory(engine)
@@ -250,6 +251,19 @@ class Demo:
                           f"opted out of: {off} (audited, written back)\n")
         self._settle()
 
+    def staff(self, action: dict[str, Any]) -> None:
+        """A clinician answers the patient and closes their Task from the SMART view."""
+        received = _at(action)
+        self.run_until(received)
+        self._staff_actions += 1
+        lines = staff.act(self.rt, action, received, self._staff_actions)
+        self.say(received, f"STAFF {action['staff']} opens {action['patient']}'s outreach "
+                           "view in the EHR (SMART)")
+        self.stream.write(self.printed.pop(staff.message_key(self._staff_actions), ""))
+        for line in lines:
+            self.stream.write(f"{PAD}↳ {line}\n")
+        self._settle()
+
     def _describe_all(self, result: IngestResult) -> None:
         """What each journey made of the change; not those it does not concern."""
         if result.outcome == "processed":
@@ -289,12 +303,13 @@ def run_demo(out_dir: Path, stream: TextIO, settings: Settings,
     demo = Demo(out_dir, stream, settings)
     try:
         changes, replies = load_changes(fixtures), load_replies(fixtures)
-        visits = load_preferences(fixtures)
-        stream.write(f"Replaying {len(changes)} resource versions, {len(replies)} SMS replies and "
-                     f"{len(visits)} preference page visits from {fixtures} (simulated clock, "
-                     "console channels, SQLite store)\n\n")
-        handlers = (demo.replay, demo.reply, demo.preferences)
-        events = [(_at(item), kind, item) for kind, items in enumerate((changes, replies, visits))
+        visits, actions = load_preferences(fixtures), staff.load_actions(fixtures)
+        stream.write(f"Replaying {len(changes)} resource versions, {len(replies)} SMS replies, "
+                     f"{len(visits)} preference page visits and {len(actions)} staff actions "
+                     f"from {fixtures} (simulated clock, console channels, SQLite store)\n\n")
+        handlers = (demo.replay, demo.reply, demo.preferences, demo.staff)
+        events = [(_at(item), kind, item)
+                  for kind, items in enumerate((changes, replies, visits, actions))
                   for item in items]
         for _, kind, item in sorted(events, key=lambda e: (e[0], e[1])):
             handlers[kind](item)

@@ -48,15 +48,16 @@ def _instant(value: object) -> datetime | None:
         return None
 
 
-def _closed_at(version: ResourceVersion, opened: datetime) -> datetime | None:
-    """The Task's own end of execution when the EHR records one, else when the version that
-    shows it closed was made (meta.lastUpdated), else when we stored that version."""
-    resource = version.resource or {}
+def _closed_at(resource: dict[str, Any], made: datetime | None, opened: datetime
+               ) -> datetime | None:
+    """When a Task that shows closed was closed: its own end of execution when recorded, else
+    when that version was made (meta.lastUpdated as ingested, or lastModified as we wrote it:
+    staff close Tasks from the clinician view too)."""
     if resource.get("status") not in CLOSED:
         return None
     ended = _instant((resource.get("executionPeriod") or {}).get("end"))
-    at = ended or version.last_updated or version.updated_at
-    return max(at, opened)
+    at = ended or made or _instant(resource.get("lastModified"))
+    return max(at, opened) if at is not None else None
 
 
 def _recovery_keys(session: Session, start: datetime, end: datetime) -> set[str]:
@@ -85,7 +86,8 @@ def _fact(row: Writeback, version: ResourceVersion | None, recovery: set[str]) -
     status = str(current.get("status") or "unknown")
     return TaskFact(
         row.id, row.created_at, status,
-        _closed_at(version, row.created_at) if version is not None else None,
+        _closed_at(current, (version.last_updated or version.updated_at)
+                   if version is not None and version.resource else None, row.created_at),
         from_ehr=version is not None and bool(version.resource),
         recovery=row.identifier.partition("|")[2] in recovery,
         priority=str(written.get("priority", "routine")),

@@ -20,8 +20,9 @@ from outreach.intake.ingest import ingest
 from tests.support.fhir_server import FhirTestServer
 
 SENT = 18  # steps sent: the Communications with basedOn
-# Each sent step, the 7 replies, the preference change and the waitlist offer are Communications.
-COMMUNICATIONS = SENT + 7 + 1 + 1
+# Each sent step, the 7 replies, the preference change, the waitlist offer and the 2 staff
+# answers are Communications.
+COMMUNICATIONS = SENT + 7 + 1 + 1 + 2
 
 
 def _written(folder: Path, rtype: str) -> dict[str, dict[str, Any]]:
@@ -148,6 +149,23 @@ def test_demo_shows_a_survey_and_its_service_recovery(tmp_path: Path) -> None:
     assert "We are sorry your visit did not go well, Eve." in timeline
     assert "surveys: 1 answer, NPS-style -100.0, 1 service-recovery task" in timeline
     assert summary["QuestionnaireResponse written back"] == 1
+
+
+def test_demo_shows_a_clinician_answering_and_closing_tasks(tmp_path: Path) -> None:
+    out = io.StringIO()
+    run_demo(tmp_path, out, load_settings(database_url="sqlite:///unused.db"))
+    timeline = out.getvalue()
+    assert "Thu 2026-03-05 15:30 UTC  STAFF Practitioner/dr-lee opens Patient/eve's outreach " \
+           "view in the EHR (SMART)\n    ┌ sms to +15555550105\n    │ We are sorry your visit " \
+           "fell short." in timeline
+    assert "↳ marked done: Call the patient back within one business day" in timeline
+    # The service-recovery Task closed four hours after the low score, not "open until now".
+    assert "service recovery: 1 task opened, 0 open now, 1 closed; closed after 4.1 h" in timeline
+    answers = [c for c in _written(tmp_path, "Communication").values()
+               if c.get("sender", {}).get("reference") == "Practitioner/dr-lee"]
+    assert sorted(c["subject"]["reference"] for c in answers) == ["Patient/chloe", "Patient/eve"]
+    tasks = _written(tmp_path, "Task").values()
+    assert [t["status"] for t in tasks] == ["completed", "completed"]
 
 
 def test_demo_shows_a_preference_change_taking_effect(tmp_path: Path) -> None:

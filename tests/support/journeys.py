@@ -19,3 +19,13 @@ steps:
   - {id: reminder-24h, at: -24h, channel: [sms, email], template: appointment-reminder,
      replies: {C: confirm, X: cancel}}
 """
+
+# One SMS at booking, nothing else: for tests about sending itself.
+SMS_NOW = """
+journey: sms-now
+trigger: {resource: Appointment, on: [created], when: "status = 'booked'"}
+anchor: start
+steps:
+  - {id: booked, at: immediately, channel: [sms], template: appointment-booked,
+     category: notification}
+"""

@@ -22,19 +22,12 @@ from outreach.worker import jobs
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
+from tests.support.journeys import SMS_NOW
 from tests.support.smtp import free_port
 from tests.support.twilio_server import ACCOUNT_SID, AUTH_TOKEN, TwilioServer
 from tests.support.worker_process import RedisProcess, WorkerProcess
 
 BURST = 24
-JOURNEY = """
-journey: sms-now
-trigger: {resource: Appointment, on: [created], when: "status = 'booked'"}
-anchor: start
-steps:
-  - {id: booked, at: immediately, channel: [sms], template: appointment-booked,
-     category: notification}
-"""
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ def _assert_each_patient_texted_once(rt: Runtime, twilio: TwilioServer) -> None:
 
 @pytest.fixture
 def rules(tmp_path: Path) -> Path:
-    (tmp_path / "sms-now.yaml").write_text(JOURNEY)
+    (tmp_path / "sms-now.yaml").write_text(SMS_NOW)
     return tmp_path
 
 

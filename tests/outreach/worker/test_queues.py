@@ -21,24 +21,17 @@ from outreach.store.models import Writeback
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
+from tests.support.journeys import SMS_NOW
 from tests.support.twilio_server import ACCOUNT_SID, AUTH_TOKEN, TwilioServer
 from tests.support.worker_process import WorkerProcess
 
 PATIENTS = 4
 WRITE_DELAY_S = 3.0
-JOURNEY = """
-journey: sms-now
-trigger: {resource: Appointment, on: [created], when: "status = 'booked'"}
-anchor: start
-steps:
-  - {id: booked, at: immediately, channel: [sms], template: appointment-booked,
-     category: notification}
-"""
 
 
 @pytest.fixture
 def rules(tmp_path: Path) -> Path:
-    (tmp_path / "sms-now.yaml").write_text(JOURNEY)
+    (tmp_path / "sms-now.yaml").write_text(SMS_NOW)
     return tmp_path
 
 
