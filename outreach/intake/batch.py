@@ -18,15 +18,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from connector.changes import make_change
 from outreach.access import waitlist
 from outreach.core.ports import Runtime
 from outreach.intake.ingest import (
-    _CHANGE_KEY,
-    _CHANGES,
     IngestResult,
     _is_older,
     _Known,
@@ -63,8 +60,21 @@ ORDER BY n.resource_type, n.resource_id
 ON CONFLICT (resource_type, resource_id) DO UPDATE SET updated_at = v.updated_at
 RETURNING v.resource_type, v.resource_id, v.version_id, v.last_updated, v.deleted, v.resource
 """).columns(last_updated=UTCDateTime(), resource=JsonDocument)
-_RECORD = (pg_insert(_CHANGES).on_conflict_do_nothing(index_elements=list(_CHANGE_KEY))
-           .returning(_CHANGES.c.resource_type, _CHANGES.c.resource_id))
+# A round's change rows in one statement of constant text (a multi-row VALUES statement is new
+# text, parsed again, for every batch size), inserted in the batch's order.
+_RECORD = text("""
+INSERT INTO resource_changes
+    (resource_type, resource_id, version_id, kind, source, outcome, last_updated, received_at)
+SELECT n.resource_type, n.resource_id, n.version_id, n.kind, n.source, n.outcome,
+       n.last_updated, :now
+FROM ROWS FROM (json_to_recordset(CAST(:rows AS json))
+     AS (resource_type varchar, resource_id varchar, version_id varchar, kind varchar,
+         source varchar, outcome varchar, last_updated timestamptz)) WITH ORDINALITY
+     AS n(resource_type, resource_id, version_id, kind, source, outcome, last_updated,
+          ordinality)
+ORDER BY n.ordinality
+ON CONFLICT (resource_type, resource_id, version_id) DO NOTHING
+RETURNING resource_type, resource_id""")
 
 
 @dataclass
@@ -107,10 +117,10 @@ def _record(session: Session, changes: list[tuple[ResourceChange, str]], now: da
     """Insert the change rows; the keys whose version was not recorded before."""
     if not changes:
         return set()
-    rows = session.connection().execute(_RECORD, [{
+    rows = session.connection().execute(_RECORD, {"now": now, "rows": as_json([{
         "resource_type": c.resource_type, "resource_id": c.resource_id,
         "version_id": c.version_id, "kind": c.kind.value, "source": c.source, "outcome": outcome,
-        "last_updated": c.last_updated, "received_at": now} for c, outcome in changes])
+        "last_updated": c.last_updated} for c, outcome in changes])})
     return {(r.resource_type, r.resource_id) for r in rows}
 
 
