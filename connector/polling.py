@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from connector.client import FhirApi
 
 
 def fhir_instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _utc_instant(moment.astimezone(UTC))
+
+
+@lru_cache(maxsize=256)  # a batch stamps every request it builds with the same `now`; keyed in
+def _utc_instant(moment: datetime) -> str:  # UTC, where no two instants compare equal
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def changed_since(

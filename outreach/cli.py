@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from outreach.core import heap
 from outreach.core.ports import EhrClient, Runtime
 from outreach.core.settings import Settings, SettingsError, get_settings
 
@@ -105,6 +106,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     config = uvicorn_config(create_app(), settings, host=host, port=port)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # configured by Config
         redact.install(logging.getLogger(name))
+    heap.freeze_startup_heap()
     uvicorn.Server(config).run()
 
 
@@ -521,6 +523,7 @@ def poll(
     rt = _fhir_runtime()
     _require_schema(rt.settings)
     _logging()
+    heap.freeze_startup_heap()
     if backfill is not None:
         counts = polling.backfill(rt, _instant(backfill[0]), _instant(backfill[1]))
     elif once:
@@ -551,8 +554,10 @@ def hl7_listen(
     settings = _settings()
     _require_schema(settings)
     _logging()
+    rt = runtime.current()
+    heap.freeze_startup_heap()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how an operator stops it
-        asyncio.run(serve_hl7(runtime.current(), host, port))
+        asyncio.run(serve_hl7(rt, host, port))
 
 
 def main() -> None:

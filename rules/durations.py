@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _OFFSET = re.compile(r"^(?P<sign>[+-])?\s*(?P<num>\d+)\s*(?P<unit>[smhdw])$")
@@ -53,6 +54,7 @@ class Offset:
         return datetime.combine(day, self.clock, tzinfo=tz)
 
 
+@lru_cache(maxsize=1024)  # planning parses every step of every booking; Offset is frozen
 def parse_at(text: str) -> Offset:
     """Parse a step's `at`; raise ValueError naming the accepted forms."""
     text = text.strip()

@@ -205,7 +205,8 @@ def plan_steps(
     # Earlier steps claim cap room first, whatever order the file lists them in.
     for due, index, step, offset in sorted(by_time, key=lambda item: (item[0], item[1])):
         at = adjust(max(due, now))
-        if not offset.immediate and adjust(due) < now:
+        # Quiet hours are looked up once when the step is not late (most are): `at` is then it.
+        if not offset.immediate and (at if due >= now else adjust(due)) < now:
             planned[index] = PlannedStep(step, now, f"due {due.isoformat()} had passed when "
                                                     "planned")
             continue
