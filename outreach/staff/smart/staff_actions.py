@@ -216,8 +216,8 @@ def _task_row(db: Session, session: SmartSession, identifier: str) -> Writeback:
 def complete_task(rt: Runtime, session: SmartSession, identifier: str) -> Outcome:
     """Mark one of this patient's Tasks completed: our record now, the EHR's through the outbox
     (an update of the Task it has)."""
-    if not identifier or len(identifier) > 255:
-        raise BadAction("No such task for this patient.")
+    if not identifier or len(identifier) > 255 or not identifier.isprintable():
+        raise BadAction("No such task for this patient.")  # nothing to look up (NUL, …)
     now = rt.clock.now()
     with transaction(rt.sessions) as db:
         row = _task_row(db, session, identifier)

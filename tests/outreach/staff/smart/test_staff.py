@@ -187,6 +187,8 @@ def test_mark_done_completes_the_task_in_the_ehr_and_only_this_patients(
     form = {"csrf": _field(page, "csrf"), "session_token": ""}
     other = client.post("/smart/tasks/done", data={**form, "task": "urn:x|task-someone-else"})
     assert other.status_code == 400 and "No such task for this patient." in other.text
+    nul = client.post("/smart/tasks/done", data={**form, "task": "urn:x|task-\x00"})
+    assert nul.status_code == 400 and "No such task for this patient." in nul.text
     done = client.post("/smart/tasks/done", data={**form, "task": _field(page, "task")})
     assert done.headers["location"].endswith("?notice=done")
     drain(ehr_rt)
