@@ -20,7 +20,7 @@ from outreach.core.metrics import SENDS
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.checks import Ready, Skip, check
-from outreach.store.db import transaction
+from outreach.store.db import reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
 from outreach.writeback.communication_requests import queue_requests
@@ -62,8 +62,8 @@ def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
     """The step and its enrollment as they are now, read without locking: the re-checks run
     against this, and only a step still queued is worth checking. Every column of both, as
     objects outside any session."""
-    with rt.sessions() as session:
-        row = session.connection().execute(_SNAPSHOT, {"step": step_id}).first()
+    with reads(rt.sessions) as connection:
+        row = connection.execute(_SNAPSHOT, {"step": step_id}).first()
     if row is None or row.step_state != StepState.QUEUED:
         return None
     found = row._mapping
@@ -215,9 +215,9 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
 
 
 def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
-          provider_id: str | None) -> list[int]:
-    """Record the send; returns the outbox rows to write: the Communication first, then its
-    CommunicationRequest marked completed."""
+          provider_id: str | None) -> tuple[list[int], tuple[str, str | None] | None]:
+    """Record the send; returns the outbox rows to write (the Communication first, then its
+    CommunicationRequest marked completed) and a delivery status that came before the send."""
     now = rt.clock.now()
     system = rt.settings.identifier_system
     communication = build_communication(SentMessage(
@@ -237,8 +237,11 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=due_at,
                             state=StepState.SENT, reason=None)
         request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
-        return [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
-                           known_new=True), *request_ids]
+        ids = [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
+                          known_new=True), *request_ids]
+        # In this transaction, not one of its own: a status callback that beat this record.
+        early = None if provider_id is None else delivery_status.take_early(session, provider_id)
+        return ids, early
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:
@@ -275,9 +278,12 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
             provider_id = rt.channels[ready.channel].send(ready.message).provider_message_id
         except SendError as exc:
             return _failed(rt, step, attempt_id, ready, exc)
-    writeback_ids = _sent(rt, step, attempt_id, ready, provider_id)
-    rt.enqueue.write_back(writeback_ids)
-    delivery_status.apply_early(rt, provider_id)  # a callback that beat our own record
+    writeback_ids, early = _sent(rt, step, attempt_id, ready, provider_id)
+    # One task: the Communication's write-back writes its CommunicationRequest with it (one
+    # Bundle, or one request each where the EHR takes no transactions). A task for the request
+    # would only find it done; the sweeper still offers it if it is left pending.
+    rt.enqueue.write_back(writeback_ids[:1])
+    delivery_status.apply_taken(rt, provider_id, early)  # a callback that beat our record
     SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
     return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to,
