@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
@@ -135,18 +136,58 @@ class _Reservation:
     unfinished: DeliveryAttempt | None  # an earlier attempt whose result was lost
 
 
+# Postgres: the reservation of a first attempt in one statement, committed on its own (no
+# BEGIN, no COMMIT round trips): queued → sending, and the attempt row where that counted the
+# first attempt. A later attempt looks for an earlier one first (`_reserve`, below).
+_RESERVED = _TO_SENDING.cte("reserved")
+_ATTEMPT_COLUMNS = ("step_id", "attempt", "channel", "address", "state", "started_at",
+                    "language", "segments", "variant")
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+_FIRST_ATTEMPT = pg_insert(_ATTEMPTS).from_select(
+    _ATTEMPT_COLUMNS,
+    select(*(bindparam(f"new_{name}", type_=_ATTEMPTS.c[name].type)
+             for name in _ATTEMPT_COLUMNS)
+           ).where(_RESERVED.c.attempts == 1),
+).returning(DeliveryAttempt.id).cte("first_attempt")
+_RESERVE_FIRST = select(_RESERVED.c.attempts,
+                        select(_FIRST_ATTEMPT.c.id).scalar_subquery().label("attempt_id"))
+
+
 def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | None:
-    """One transaction, committed before the provider is called: queued → sending (a duplicate
-    task gets nothing) and the attempt row naming the channel and address."""
+    """Committed before the provider is called: queued → sending (a duplicate task gets
+    nothing) and the attempt row naming the channel and address. A first attempt is one
+    statement on Postgres; a later one, after its step moved to sending, looks for an earlier
+    attempt whose result was lost (a crash between the two leaves the step sending without a
+    new attempt: the sweeper queues it again, and no provider was called)."""
     now = rt.clock.now()
+    if rt.engine.dialect.name == "postgresql":
+        with reads(rt.sessions) as connection:  # autocommit: the statement commits itself
+            attempt = _new_attempt(step, ready, now)
+            found = connection.execute(_RESERVE_FIRST, {
+                "step": step.id, "now": now, **{f"new_{k}": v for k, v in attempt.items()}}
+            ).first()
+        if found is None:
+            return None
+        if found.attempt_id is not None:
+            return _Reservation(found.attempt_id, None)
+        return _later_attempt(rt, step, ready, now)
     with transaction(rt.sessions) as session:
         connection = session.connection()
         attempts = connection.execute(_TO_SENDING, {"step": step.id, "now": now}).scalar()
         if attempts is None:
             return None
-        # Every reservation counts an attempt: the first one has no earlier attempt to find.
-        unfinished_id = None if attempts == 1 else \
-            connection.execute(_UNFINISHED, {"step": step.id}).scalar()
+        if attempts == 1:  # every reservation counts one: the first has no earlier attempt
+            attempt = connection.execute(_NEW_ATTEMPT, _new_attempt(step, ready, now))
+            return _Reservation(attempt.scalar_one(), None)
+    return _later_attempt(rt, step, ready, now)
+
+
+def _later_attempt(rt: Runtime, step: ScheduledStep, ready: Ready,
+                   now: datetime) -> _Reservation:
+    """The step is ours (sending): an earlier attempt whose result was lost, or a new one."""
+    with transaction(rt.sessions) as session:
+        connection = session.connection()
+        unfinished_id = connection.execute(_UNFINISHED, {"step": step.id}).scalar()
         if unfinished_id is not None:
             unfinished = session.get_one(DeliveryAttempt, unfinished_id)
             session.expunge(unfinished)
