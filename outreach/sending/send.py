@@ -177,8 +177,8 @@ def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | N
         if attempts is None:
             return None
         if attempts == 1:  # every reservation counts one: the first has no earlier attempt
-            attempt = connection.execute(_NEW_ATTEMPT, _new_attempt(step, ready, now))
-            return _Reservation(attempt.scalar_one(), None)
+            new = connection.execute(_NEW_ATTEMPT, _new_attempt(step, ready, now))
+            return _Reservation(new.scalar_one(), None)
     return _later_attempt(rt, step, ready, now)
 
 
