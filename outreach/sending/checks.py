@@ -19,11 +19,12 @@ from connector.consent import EhrChoice, denied_by, ehr_choices, patient_with_co
 from connector.errors import FhirError, FhirNotFound, FhirUnavailable, FhirUnsupported
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
+from outreach.sending import records
 from outreach.sending.messages import message_context
 from outreach.store import preferences
 from outreach.store.consent import normalize, opted_out
-from outreach.store.controls import PAUSE_RECHECK, paused_journeys
-from outreach.store.db import flushed_connection
+from outreach.store.controls import PAUSE_RECHECK
+from outreach.store.db import flushed_connection, reads
 from outreach.store.ingested import IngestedEhr
 from outreach.store.models import Enrollment, ResourceVersion, ScheduledStep, StepState
 from rules.caps import CAP_WINDOW, Send, allowed_time, counts_toward_caps
@@ -157,7 +158,7 @@ def _fresh_stored(rt: Runtime, reference: str) -> dict[str, Any] | None:
     if window <= 0:
         return None
     rtype, _, rid = reference.partition("/")
-    with rt.sessions.kw["bind"].connect() as connection:
+    with reads(rt.sessions) as connection:
         row = connection.execute(_FRESH, {"rtype": rtype, "rid": rid}).first()
     if row is None or row.resource is None:
         return None
@@ -363,15 +364,15 @@ def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
     zone = patient_timezone(patient) or rt.settings.zone
     recipients, notes = _recipients(rt, journey, spec, step, enrollment.patient, patient)
     category = journey.spec.consent
-    # What our own records say, in one session: paused, the patient's choices, sent lately.
-    with rt.sessions() as session:
-        if enrollment.journey in paused_journeys(session):
-            raise _NotNow("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
-                       counts=False)
-        prefs = preferences.load(session, enrollment.patient)
-        blocked = opted_out(session, [(r.channel, r.address) for r in recipients])
-        sent = sent_recently(session, enrollment.patient, rt.clock.now(), rt.journeys,
-                             exclude_step=step.id)
+    # What our own records say, in one statement: paused, the patient's choices, sent lately.
+    with reads(rt.sessions) as connection:
+        found = records.read(connection, rt.journeys, enrollment.journey, enrollment.patient,
+                             [(r.channel, r.address) for r in recipients], rt.clock.now(),
+                             step.id)
+    if found.paused:
+        raise _NotNow("journey paused", StepState.SCHEDULED, rt.clock.now() + PAUSE_RECHECK,
+                      counts=False)
+    prefs, blocked, sent = found.prefs, found.blocked, found.sent
     if category in prefs.categories_off:
         raise _NotNow(f"patient opted out of {category}")
     recipients, personal_quiet = _personal(prefs, recipients)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import joinedload
 
 from channels import PermanentSendError, SendError, TransientSendError
@@ -20,7 +21,7 @@ from outreach.core.metrics import SENDS
 from outreach.core.ports import Runtime
 from outreach.core.retry import backoff
 from outreach.sending.checks import Ready, Skip, check
-from outreach.store.db import transaction
+from outreach.store.db import reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
 from outreach.writeback.communication_requests import queue_requests
@@ -62,8 +63,8 @@ def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
     """The step and its enrollment as they are now, read without locking: the re-checks run
     against this, and only a step still queued is worth checking. Every column of both, as
     objects outside any session."""
-    with rt.sessions() as session:
-        row = session.connection().execute(_SNAPSHOT, {"step": step_id}).first()
+    with reads(rt.sessions) as connection:
+        row = connection.execute(_SNAPSHOT, {"step": step_id}).first()
     if row is None or row.step_state != StepState.QUEUED:
         return None
     found = row._mapping
@@ -135,18 +136,58 @@ class _Reservation:
     unfinished: DeliveryAttempt | None  # an earlier attempt whose result was lost
 
 
+# Postgres: the reservation of a first attempt in one statement, committed on its own (no
+# BEGIN, no COMMIT round trips): queued → sending, and the attempt row where that counted the
+# first attempt. A later attempt looks for an earlier one first (`_reserve`, below).
+_RESERVED = _TO_SENDING.cte("reserved")
+_ATTEMPT_COLUMNS = ("step_id", "attempt", "channel", "address", "state", "started_at",
+                    "language", "segments", "variant")
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+_FIRST_ATTEMPT = pg_insert(_ATTEMPTS).from_select(
+    _ATTEMPT_COLUMNS,
+    select(*(bindparam(f"new_{name}", type_=_ATTEMPTS.c[name].type)
+             for name in _ATTEMPT_COLUMNS)
+           ).where(_RESERVED.c.attempts == 1),
+).returning(DeliveryAttempt.id).cte("first_attempt")
+_RESERVE_FIRST = select(_RESERVED.c.attempts,
+                        select(_FIRST_ATTEMPT.c.id).scalar_subquery().label("attempt_id"))
+
+
 def _reserve(rt: Runtime, step: ScheduledStep, ready: Ready) -> _Reservation | None:
-    """One transaction, committed before the provider is called: queued → sending (a duplicate
-    task gets nothing) and the attempt row naming the channel and address."""
+    """Committed before the provider is called: queued → sending (a duplicate task gets
+    nothing) and the attempt row naming the channel and address. A first attempt is one
+    statement on Postgres; a later one, after its step moved to sending, looks for an earlier
+    attempt whose result was lost (a crash between the two leaves the step sending without a
+    new attempt: the sweeper queues it again, and no provider was called)."""
     now = rt.clock.now()
+    if rt.engine.dialect.name == "postgresql":
+        with reads(rt.sessions) as connection:  # autocommit: the statement commits itself
+            attempt = _new_attempt(step, ready, now)
+            found = connection.execute(_RESERVE_FIRST, {
+                "step": step.id, "now": now, **{f"new_{k}": v for k, v in attempt.items()}}
+            ).first()
+        if found is None:
+            return None
+        if found.attempt_id is not None:
+            return _Reservation(found.attempt_id, None)
+        return _later_attempt(rt, step, ready, now)
     with transaction(rt.sessions) as session:
         connection = session.connection()
         attempts = connection.execute(_TO_SENDING, {"step": step.id, "now": now}).scalar()
         if attempts is None:
             return None
-        # Every reservation counts an attempt: the first one has no earlier attempt to find.
-        unfinished_id = None if attempts == 1 else \
-            connection.execute(_UNFINISHED, {"step": step.id}).scalar()
+        if attempts == 1:  # every reservation counts one: the first has no earlier attempt
+            new = connection.execute(_NEW_ATTEMPT, _new_attempt(step, ready, now))
+            return _Reservation(new.scalar_one(), None)
+    return _later_attempt(rt, step, ready, now)
+
+
+def _later_attempt(rt: Runtime, step: ScheduledStep, ready: Ready,
+                   now: datetime) -> _Reservation:
+    """The step is ours (sending): an earlier attempt whose result was lost, or a new one."""
+    with transaction(rt.sessions) as session:
+        connection = session.connection()
+        unfinished_id = connection.execute(_UNFINISHED, {"step": step.id}).scalar()
         if unfinished_id is not None:
             unfinished = session.get_one(DeliveryAttempt, unfinished_id)
             session.expunge(unfinished)
@@ -215,9 +256,9 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
 
 
 def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
-          provider_id: str | None) -> list[int]:
-    """Record the send; returns the outbox rows to write: the Communication first, then its
-    CommunicationRequest marked completed."""
+          provider_id: str | None) -> tuple[list[int], tuple[str, str | None] | None]:
+    """Record the send; returns the outbox rows to write (the Communication first, then its
+    CommunicationRequest marked completed) and a delivery status that came before the send."""
     now = rt.clock.now()
     system = rt.settings.identifier_system
     communication = build_communication(SentMessage(
@@ -237,8 +278,11 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=due_at,
                             state=StepState.SENT, reason=None)
         request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
-        return [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
-                           known_new=True), *request_ids]
+        ids = [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
+                          known_new=True), *request_ids]
+        # In this transaction, not one of its own: a status callback that beat this record.
+        early = None if provider_id is None else delivery_status.take_early(session, provider_id)
+        return ids, early
 
 
 def send_step(rt: Runtime, step_id: int) -> SendOutcome:
@@ -275,9 +319,12 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
             provider_id = rt.channels[ready.channel].send(ready.message).provider_message_id
         except SendError as exc:
             return _failed(rt, step, attempt_id, ready, exc)
-    writeback_ids = _sent(rt, step, attempt_id, ready, provider_id)
-    rt.enqueue.write_back(writeback_ids)
-    delivery_status.apply_early(rt, provider_id)  # a callback that beat our own record
+    writeback_ids, early = _sent(rt, step, attempt_id, ready, provider_id)
+    # One task: the Communication's write-back writes its CommunicationRequest with it (one
+    # Bundle, or one request each where the EHR takes no transactions). A task for the request
+    # would only find it done; the sweeper still offers it if it is left pending.
+    rt.enqueue.write_back(writeback_ids[:1])
+    delivery_status.apply_taken(rt, provider_id, early)  # a callback that beat our record
     SENDS.labels(StepState.SENT).inc()
     log.info("step %s sent on %s (provider id %s)", step_id, ready.channel, provider_id)
     return SendOutcome(step_id, StepState.SENT, None, ready.channel, ready.to,

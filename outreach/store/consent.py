@@ -35,11 +35,19 @@ def opted_out(
     """Which of these (channel, address) pairs the patient has opted out of, in one query."""
     if not contacts:
         return set()
-    asked: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for channel, address in contacts:  # two spellings of one address are both answered
-        asked.setdefault((channel, normalize(channel, address)), []).append((channel, address))
+    asked = spellings(contacts)
     rows = flushed_connection(session).execute(_OPTED_OUT, {"pairs": list(asked)})
     return {pair for channel, address in rows for pair in asked[(channel, address)]}
+
+
+def spellings(contacts: Sequence[tuple[str, str]]
+              ) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Each (channel, address) as kept, and the pairs asked that spell it: two spellings of
+    one address are both answered."""
+    asked: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for channel, address in contacts:
+        asked.setdefault((channel, normalize(channel, address)), []).append((channel, address))
+    return asked
 
 
 def set_opt_out(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -30,9 +32,37 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # hide_parameters: a database error's message never carries the bound values (phone
-    # numbers, message bodies) into a log.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                         hide_parameters=True)
+    # numbers, message bodies) into a log. pool_recycle: a connection a firewall or the server
+    # may have dropped meanwhile is not kept for hours.
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800,
+                           hide_parameters=True)
+    event.listen(engine.pool, "checkin", _stamp_checkin)
+    event.listen(engine.pool, "checkout", _ping_if_idle(engine))
+    return engine
+
+
+# A connection back in use within this long was open against the server now running: a
+# Postgres restart takes longer (and a statement that still meets a dropped connection has
+# SQLAlchemy discard every pooled connection older than it). Busy workers check connections
+# out every few milliseconds, so they pay no ping; one idle longer is pinged at checkout.
+PING_AFTER_IDLE = 1.0  # seconds
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Callable[[Any, Any, Any], None]:
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("checked_in")
+        if checked_in is None or time.monotonic() - checked_in < PING_AFTER_IDLE:
+            return  # just connected, or just used
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (a fresh one if need be).
+            raise DisconnectionError("connection dropped while idle in the pool") from exc
+    return ping
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -51,6 +81,18 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def reads(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection for reads that need no transaction around them (one statement, or several
+    that may each see the latest commit): on Postgres in autocommit, so no BEGIN before them and
+    no ROLLBACK after, two round trips of the three a one-statement read would cost."""
+    engine: Engine = factory.kw["bind"]
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 def flushed_connection(session: Session) -> Connection:

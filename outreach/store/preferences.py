@@ -72,10 +72,10 @@ _LOAD = select(PatientPreference.language, PatientPreference.channel,
 
 def load(session: Session, patient: str) -> Preferences:
     row = flushed_connection(session).execute(_LOAD, {"patient": patient}).first()
-    return Preferences() if row is None else _from_row(row)
+    return Preferences() if row is None else from_row(row)
 
 
-def _from_row(row: Any) -> Preferences:
+def from_row(row: Any) -> Preferences:
     # A PatientPreference, or a row of _LOAD's columns.
     return Preferences(row.language, row.channel, row.quiet_from, row.quiet_to,
                        frozenset(filter(None, row.categories_off.split(","))))
@@ -85,7 +85,7 @@ def save(session: Session, patient: str, new: Preferences,
          now: datetime) -> dict[str, tuple[str | None, str | None]]:
     """Store the patient's choices; returns what changed (nothing is written when nothing did)."""
     row = session.get(PatientPreference, patient, with_for_update=True)
-    changed = new.changes_from(Preferences() if row is None else _from_row(row))
+    changed = new.changes_from(Preferences() if row is None else from_row(row))
     if not changed:
         return changed
     if row is None:

@@ -16,6 +16,7 @@ from outreach.sending.send import SendOutcome
 from outreach.store.db import transaction
 from outreach.store.models import ScheduledStep, StepState, Writeback
 from outreach.worker import jobs
+from outreach.writeback.outbox import request_of
 
 OnSend = Callable[[int, SendOutcome], None]
 
@@ -27,6 +28,15 @@ _NEXT_DUE = select(func.min(ScheduledStep.due_at)).where(
 # pending, every later sweep would claim it again once its lease ran out.
 _SET_ASIDE = update(Writeback).where(
     Writeback.id.in_(bindparam("ids", expanding=True)), Writeback.state == "pending"
+).values(state="local", last_error="not written: nothing is written back here")
+# A sent step's CommunicationRequest is not queued: its Communication's write-back carries it,
+# so it is set aside with that one.
+_SENT_COMMUNICATIONS = select(Writeback.identifier).where(
+    Writeback.id.in_(bindparam("ids", expanding=True)), Writeback.state == "pending",
+    Writeback.resource_type == "Communication", Writeback.step_id.is_not(None))
+_SET_ASIDE_REQUESTS = update(Writeback).where(
+    Writeback.identifier.in_(bindparam("identifiers", expanding=True)),
+    Writeback.resource_type == "CommunicationRequest", Writeback.state == "pending"
 ).values(state="local", last_error="not written: nothing is written back here")
 
 
@@ -67,7 +77,12 @@ class InProcess:
             return
         with transaction(self.rt.sessions) as session:
             for start in range(0, len(self._aside), _CHUNK):
-                session.execute(_SET_ASIDE, {"ids": self._aside[start:start + _CHUNK]})
+                ids = self._aside[start:start + _CHUNK]
+                carried = [request_of(identifier) for identifier in
+                           session.execute(_SENT_COMMUNICATIONS, {"ids": ids}).scalars()]
+                if carried:
+                    session.execute(_SET_ASIDE_REQUESTS, {"identifiers": carried})
+                session.execute(_SET_ASIDE, {"ids": ids})
         self._aside.clear()
 
     def next_due(self) -> datetime | None:

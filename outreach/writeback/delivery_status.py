@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from connector.polling import fhir_instant
@@ -96,13 +96,29 @@ def apply_early(rt: Runtime, provider_message_id: str | None) -> str | None:
     if provider_message_id is None:
         return None
     with transaction(rt.sessions) as session:
-        held = session.get(EarlyStatus, provider_message_id, with_for_update=True)
-        if held is None:
-            return None
-        status, error_code = held.status, held.error_code
-        session.delete(held)
+        early = take_early(session, provider_message_id)
+    return apply_taken(rt, provider_message_id, early)
+
+
+_TAKE_EARLY = delete(EarlyStatus).where(
+    EarlyStatus.provider_message_id == bindparam("provider_id")
+).returning(EarlyStatus.status, EarlyStatus.error_code)
+
+
+def take_early(session: Session, provider_message_id: str) -> tuple[str, str | None] | None:
+    """In the transaction that records a send (last, right before its commit): the status the
+    provider sent before it, removed from those waiting. Apply it with `apply_taken` after the
+    commit."""
+    row = session.connection().execute(_TAKE_EARLY, {"provider_id": provider_message_id}).first()
+    return None if row is None else (row.status, row.error_code)
+
+
+def apply_taken(rt: Runtime, provider_message_id: str | None,
+                early: tuple[str, str | None] | None) -> str | None:
+    if provider_message_id is None or early is None:
+        return None
     log.info("delivery %s: applying the status that came before the send", provider_message_id)
-    return apply_status(rt, provider_message_id, status, error_code)
+    return apply_status(rt, provider_message_id, *early)
 
 
 def purge_early(rt: Runtime) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, bindparam, select, update
+from sqlalchemy import Connection, Executable, Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from connector.writeback import identifier_query, request_identifier
 from outreach.core.metrics import WRITEBACKS
 from outreach.core.ports import EhrClient, Runtime
 from outreach.core.retry import backoff
-from outreach.store.db import relax_durability, transaction
+from outreach.store.db import reads, relax_durability, transaction
 from outreach.store.models import Writeback
 
 log = logging.getLogger(__name__)
@@ -151,25 +151,36 @@ class _Row:
         return system, value
 
 
-def _row(row: Writeback) -> _Row:
+def _row(row: Any) -> _Row:
+    # A Writeback, or a row of its columns.
     return _Row(row.id, row.resource, row.identifier, row.attempts, row.operation, row.server_id)
 
 
-_PARTNER = select(Writeback).where(Writeback.identifier == bindparam("identifier"),
-                                   Writeback.state == "pending")
+# Built once: every write-back reads its row, and a sent message's the row's partner.
+_WRITEBACKS = cast(Table, Writeback.__table__)
+_READ = select(_WRITEBACKS).where(_WRITEBACKS.c.id == bindparam("id"))
+_PARTNER = select(_WRITEBACKS).where(_WRITEBACKS.c.identifier == bindparam("identifier"),
+                                    _WRITEBACKS.c.state == "pending")
 
 
-def _partner(session: Session, row: Writeback) -> Writeback | None:
+def request_of(identifier: str) -> str:
+    """The identifier of the CommunicationRequest a sent step's Communication (`system|uid`)
+    is written with: its write-back carries the request, which gets no task of its own."""
+    system, _, value = identifier.partition("|")
+    return f"{system}|{request_identifier(value)}"
+
+
+def _partner(connection: Connection, row: Any) -> Any | None:
     """A sent message's two rows go together: its Communication (`system|uid`) and its
     CommunicationRequest marked completed (`system|request-uid`). The other one, if pending."""
     system, _, value = row.identifier.partition("|")
     if row.resource_type == "Communication" and row.step_id is not None:
-        other, other_type = f"{system}|{request_identifier(value)}", "CommunicationRequest"
+        other, other_type = request_of(row.identifier), "CommunicationRequest"
     elif row.resource_type == "CommunicationRequest" and value.startswith("request-"):
         other, other_type = f"{system}|{value.removeprefix('request-')}", "Communication"
     else:
         return None
-    found = session.scalars(_PARTNER, {"identifier": other}).first()
+    found = connection.execute(_PARTNER, {"identifier": other}).first()
     return found if found is not None and found.resource_type == other_type else None
 
 
@@ -177,14 +188,17 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
     """Write one outbox row to the EHR; on failure leave it pending with a later attempt time,
     and the sweeper offers it again. A sent message's Communication and its CommunicationRequest
     are written together by the Communication's task, in one transaction Bundle where the EHR
-    takes them (one request each otherwise); the request's own task leaves it to that one.
+    takes them (one request each otherwise); the request's own task (the sweeper's, or an
+    older sender's: a send queues only the Communication's) leaves it to that one.
     Returns done, retry, local, superseded or with-communication."""
-    with rt.sessions() as session:
-        found = session.get(Writeback, writeback_id)
+    # Two reads that need no transaction around them (each sees the latest commit, as in a
+    # read-committed session): no BEGIN, no ROLLBACK.
+    with reads(rt.sessions) as connection:
+        found = connection.execute(_READ, {"id": writeback_id}).first()
         if found is None or found.state == "done":
             return "done"
         row = _row(found)
-        partner_row = _partner(session, found)
+        partner_row = _partner(connection, found)
         partner = _row(partner_row) if partner_row is not None else None
     if partner is None:
         return _write_one(rt, row)

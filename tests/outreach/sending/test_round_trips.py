@@ -5,11 +5,12 @@ the real FHIR server's own request log."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, event, select
 
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.clock import SimulatedClock
@@ -193,3 +194,45 @@ def test_a_bundle_refused_by_an_ehr_that_lists_transactions_is_written_one_by_on
     assert len(trips) == 4 and trips[3].startswith("PUT /CommunicationRequest/")
     communications, requests = _written(rt, appt)
     assert len(communications) == 1 and requests[-1] == "completed"
+
+
+@dataclass
+class _Postgres:
+    """What the database was asked, as SQLAlchemy sent it: statements, and the transactions
+    around them (each a BEGIN and a COMMIT or ROLLBACK more; autocommit reads have none)."""
+
+    statements: int = 0
+    transactions: int = 0
+
+    def statement(self, *_args: Any) -> None:
+        self.statements += 1
+
+    def begin(self, connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            self.transactions += 1
+
+
+def test_a_message_costs_postgres_at_most_13_statements_in_two_transactions(
+    runtime_for: Any, smtp: SmtpServer,
+) -> None:
+    rt = runtime_for()
+    _, step_id = _book(rt)
+    asked = _Postgres()
+    event.listen(rt.engine, "before_cursor_execute", asked.statement)
+    event.listen(rt.engine, "begin", asked.begin)
+    try:
+        assert jobs.send_step(rt, step_id).state == StepState.SENT
+        drain(rt)  # the write-back task the send queued
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", asked.statement)
+        event.remove(rt.engine, "begin", asked.begin)
+
+    assert len(smtp.messages) == 1
+    assert set(_rows(rt)) == {"done"}
+    # The step's snapshot; the check's paused journey, preferences, opt-outs and recent sends in
+    # one read; the reservation in one statement; the record (the attempt, the step, both
+    # outbox rows, a status that came early) in one transaction; the write-back task's row and
+    # its partner read, and both marked done in one transaction. Before: 18 statements in 8
+    # transactions, and a ping at each of the 8 connection checkouts.
+    assert asked.statements <= 13, asked
+    assert asked.transactions <= 2, asked
