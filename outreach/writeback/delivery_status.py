@@ -45,7 +45,7 @@ def apply_status(rt: Runtime, provider_message_id: str, status: str,
                  error_code: str | None = None, signature_sha256: str | None = None) -> str:
     """Returns "updated", "ignored" (older or equal to what we have, or a request under a
     `signature_sha256` already recorded) or "kept" (no send of ours has that id yet: the
-    status waits for it, see `apply_early`). The signature is recorded in the same
+    status waits for it: `take_early` in the send's record, then `apply_taken`). The signature is recorded in the same
     transaction as the change."""
     status = status.lower()
     if status not in _RANK:
@@ -89,15 +89,6 @@ def _keep(session: Session, provider_message_id: str, status: str, error_code: s
                                 error_code=error_code, received_at=now))
     elif _RANK[status] > _RANK.get(held.status, 0):
         held.status, held.error_code, held.received_at = status, error_code, now
-
-
-def apply_early(rt: Runtime, provider_message_id: str | None) -> str | None:
-    """Once a send is recorded: the status the provider sent before it, if any, applied."""
-    if provider_message_id is None:
-        return None
-    with transaction(rt.sessions) as session:
-        early = take_early(session, provider_message_id)
-    return apply_taken(rt, provider_message_id, early)
 
 
 _TAKE_EARLY = delete(EarlyStatus).where(
