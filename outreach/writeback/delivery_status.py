@@ -45,8 +45,8 @@ def apply_status(rt: Runtime, provider_message_id: str, status: str,
                  error_code: str | None = None, signature_sha256: str | None = None) -> str:
     """Returns "updated", "ignored" (older or equal to what we have, or a request under a
     `signature_sha256` already recorded) or "kept" (no send of ours has that id yet: the
-    status waits for it: `take_early` in the send's record, then `apply_taken`). The signature is recorded in the same
-    transaction as the change."""
+    status waits for it: `take_early` in the send's record, then `apply_taken`). The
+    signature is recorded in the same transaction as the change."""
     status = status.lower()
     if status not in _RANK:
         return "ignored"
