@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from outreach.broker.app import POLL, SEND_STEP, WRITE_BACK
+from outreach.broker.app import POLL, SEND_STEP, WRITE_BACK_MANY
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ class CeleryEnqueuer:
     runs here and now. A failed publish (broker down) is logged, not raised: the row is already
     `queued`/`pending` in the database, and the sweeper queues it again."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, writeback_batch: int = 25) -> None:
         self._app = app
+        self._writeback_batch = writeback_batch
 
     def _send(self, name: str, args: list[Any], what: str) -> None:
         try:
@@ -39,8 +40,11 @@ class CeleryEnqueuer:
             self._send(SEND_STEP, [step_id], f"step {step_id}")
 
     def write_back(self, writeback_ids: list[int]) -> None:
-        for writeback_id in writeback_ids:
-            self._send(WRITE_BACK, [writeback_id], f"write-back {writeback_id}")
+        """One task per batch of ids: each batch is written in one transaction Bundle."""
+        size = self._writeback_batch
+        for start in range(0, len(writeback_ids), size):
+            batch = writeback_ids[start:start + size]
+            self._send(WRITE_BACK_MANY, [batch], f"write-backs {batch[0]}..{batch[-1]}")
 
     def poll(self) -> None:
         self._send(POLL, [], "a polling pass")

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     # A topic subscription silent (no event, no heartbeat) longer than this is treated as a gap.
     topic_silence_seconds: int = Field(default=900, ge=10)
     max_send_attempts: int = Field(default=5, ge=1)
+    # Write-back ids handed to one task, written in one transaction Bundle where the EHR takes
+    # them (with each sent message's CommunicationRequest: up to twice as many entries).
+    writeback_batch_size: int = Field(default=25, ge=1, le=500)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 from outreach.core.ports import Runtime
 from outreach.store.db import transaction
 from outreach.store.models import ScheduledStep, StepState, Writeback
+from outreach.writeback.outbox import OFFER_LEASE
 
-# A claimed write-back is offered again after this if its task never ran.
-WRITEBACK_LEASE = timedelta(minutes=2)
+# A claimed write-back is offered again after this if its task never ran (its task takes a
+# row due within it as due).
+WRITEBACK_LEASE = OFFER_LEASE
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,9 @@ class Writeback(Base):
     server_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+    # Set while a batched write-back task writes the row: another task given it leaves it alone
+    # (the sweep's lease alone cannot say which task it was offered to).
+    claimed_until: Mapped[datetime | None]
 
 
 class PollCursor(Base):

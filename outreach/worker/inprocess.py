@@ -65,8 +65,10 @@ class InProcess:
                         break
             rows, self.queue.writebacks[:] = list(self.queue.writebacks), []
             if self.write_back:
-                for row in rows:
-                    jobs.write_back(self.rt, row)
+                # In batches, as the worker's tasks take them (CeleryEnqueuer.write_back).
+                size = self.rt.settings.writeback_batch_size
+                for start in range(0, len(rows), size):
+                    jobs.write_back_many(self.rt, rows[start:start + size])
             else:
                 self._aside.extend(rows)
 

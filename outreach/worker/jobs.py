@@ -34,6 +34,10 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
     return outbox.write_back(rt, writeback_id)
 
 
+def write_back_many(rt: Runtime, writeback_ids: list[int]) -> dict[int, str]:
+    return outbox.write_back_many(rt, writeback_ids)
+
+
 def sweep(rt: Runtime) -> SweepResult:
     """Due steps queued; then the waitlist: expired offers closed, the next patients asked."""
     result = sweeper.sweep(rt)

@@ -4,12 +4,21 @@ runs its job (outreach.worker.jobs) on this process's runtime."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
 from outreach import runtime
-from outreach.broker.app import POLL, RUN_CAMPAIGNS, SEND_STEP, SWEEP, WRITE_BACK, celery_app
+from outreach.broker.app import (
+    POLL,
+    RUN_CAMPAIGNS,
+    SEND_STEP,
+    SWEEP,
+    WRITE_BACK,
+    WRITE_BACK_MANY,
+    celery_app,
+)
 from outreach.core import redact
 from outreach.worker import jobs
 
@@ -21,7 +30,13 @@ def send_step(step_id: int) -> dict[str, Any]:
 
 @celery_app.task(name=WRITE_BACK)  # type: ignore[untyped-decorator]
 def write_back(writeback_id: int) -> str:
+    """One row: what an older version queued before an upgrade."""
     return jobs.write_back(runtime.current(), writeback_id)
+
+
+@celery_app.task(name=WRITE_BACK_MANY)  # type: ignore[untyped-decorator]
+def write_back_many(writeback_ids: list[int]) -> dict[str, int]:
+    return dict(Counter(jobs.write_back_many(runtime.current(), writeback_ids).values()))
 
 
 @celery_app.task(name=SWEEP)  # type: ignore[untyped-decorator]

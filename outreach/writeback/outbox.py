@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Executable, Table, bindparam, select, update
+from sqlalchemy import Connection, Executable, Table, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector import bundles
 from connector.bundles import Entry
-from connector.capabilities import ResourceSupport, capabilities
+from connector.capabilities import Capabilities, ResourceSupport, capabilities
 from connector.errors import FhirError, FhirNotFound, FhirUnavailable
 from connector.writeback import identifier_query, request_identifier
 from outreach.core.metrics import WRITEBACKS
@@ -170,18 +170,25 @@ def request_of(identifier: str) -> str:
     return f"{system}|{request_identifier(value)}"
 
 
-def _partner(connection: Connection, row: Any) -> Any | None:
+def _partner_of(row: Any) -> tuple[str, str] | None:
     """A sent message's two rows go together: its Communication (`system|uid`) and its
-    CommunicationRequest marked completed (`system|request-uid`). The other one, if pending."""
+    CommunicationRequest marked completed (`system|request-uid`). The other one's identifier
+    and type, for either."""
     system, _, value = row.identifier.partition("|")
     if row.resource_type == "Communication" and row.step_id is not None:
-        other, other_type = request_of(row.identifier), "CommunicationRequest"
-    elif row.resource_type == "CommunicationRequest" and value.startswith("request-"):
-        other, other_type = f"{system}|{value.removeprefix('request-')}", "Communication"
-    else:
+        return request_of(row.identifier), "CommunicationRequest"
+    if row.resource_type == "CommunicationRequest" and value.startswith("request-"):
+        return f"{system}|{value.removeprefix('request-')}", "Communication"
+    return None
+
+
+def _partner(connection: Connection, row: Any) -> Any | None:
+    """The other row of a sent message's pair (`_partner_of`), if pending."""
+    other = _partner_of(row)
+    if other is None:
         return None
-    found = connection.execute(_PARTNER, {"identifier": other}).first()
-    return found if found is not None and found.resource_type == other_type else None
+    found = connection.execute(_PARTNER, {"identifier": other[0]}).first()
+    return found if found is not None and found.resource_type == other[1] else None
 
 
 def write_back(rt: Runtime, writeback_id: int) -> str:
@@ -212,60 +219,151 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
         outcome = _write_one(rt, row)
         _write_one(rt, partner)
         return outcome
-    return _write_together(rt, rows, together)
+    return _write_together(rt, rows, together)[0]
+
+
+# A batch's hold on the rows it claimed: long enough for a Bundle refused and then written one
+# row at a time to a slow EHR. A worker that dies holding rows frees them when it runs out, and
+# the sweep offers them again (their next attempt is moved to the same time).
+CLAIM_LEASE = timedelta(minutes=5)
+# The sweep hands due rows to a task by moving their next attempt this far ahead
+# (outreach.sending.sweep): to that task, a row due within it is due.
+OFFER_LEASE = timedelta(minutes=2)
+
+# Built once: every batch claims its rows, then the partners of its sent messages' rows.
+_UNCLAIMED = or_(_WRITEBACKS.c.claimed_until.is_(None),
+                 _WRITEBACKS.c.claimed_until <= bindparam("now"))
+_CLAIM_IDS = update(_WRITEBACKS).where(
+    _WRITEBACKS.c.id.in_(bindparam("ids", expanding=True)), _WRITEBACKS.c.state == "pending",
+    _WRITEBACKS.c.next_attempt_at <= bindparam("due_by"), _UNCLAIMED,
+).values(claimed_until=bindparam("until"), next_attempt_at=bindparam("until")
+         ).returning(*_WRITEBACKS.c)
+_CLAIM_PARTNERS = update(_WRITEBACKS).where(
+    _WRITEBACKS.c.identifier.in_(bindparam("identifiers", expanding=True)),
+    _WRITEBACKS.c.resource_type.in_(("Communication", "CommunicationRequest")),
+    _WRITEBACKS.c.state == "pending", _UNCLAIMED,
+).values(claimed_until=bindparam("until"), next_attempt_at=bindparam("until")
+         ).returning(*_WRITEBACKS.c)
+
+
+def _claim(rt: Runtime, writeback_ids: list[int]) -> list[_Row]:
+    """Take the rows that are pending, due and held by no other task, with the pending partner
+    of each sent message's row (its pair goes in the same Bundle, as on the single path), in
+    one transaction; ordered as asked, each partner right after its row. Rows another task
+    holds are left to it; a partner it holds is written by it."""
+    now = rt.clock.now()
+    params = {"now": now, "until": now + CLAIM_LEASE}
+    with transaction(rt.sessions) as session:
+        relax_durability(session)  # a claim lost in a crash frees the rows: idempotent writes
+        connection = session.connection()
+        found = list(connection.execute(_CLAIM_IDS, {
+            **params, "ids": writeback_ids, "due_by": now + OFFER_LEASE}))
+        claimed = {row.identifier for row in found}
+        wanted = {other for row in found
+                  if (other := _partner_of(row)) is not None and other[0] not in claimed}
+        partners = list(connection.execute(_CLAIM_PARTNERS, {
+            **params, "identifiers": [identifier for identifier, _ in wanted]})) if wanted else []
+    # Every row claimed is written; a partner of another type than expected (never, with our
+    # identifiers) goes alone, at the end.
+    paired = {row.identifier: row for row in partners if (row.identifier, row.resource_type)
+              in wanted}
+    order = {writeback_id: index for index, writeback_id in enumerate(writeback_ids)}
+    rows = []
+    for row in sorted(found, key=lambda row: order[row.id]):
+        rows.append(_row(row))
+        other = _partner_of(row)
+        if other is not None and (partner := paired.pop(other[0], None)) is not None:
+            rows.append(_row(partner))
+    taken = {row.identifier for row in rows}
+    rows.extend(_row(row) for row in partners if row.identifier not in taken)
+    return rows
+
+
+def write_back_many(rt: Runtime, writeback_ids: list[int]) -> dict[int, str]:
+    """Write outbox rows to the EHR in as few requests as it takes: the rows this task claims
+    (`_claim`: with their sent messages' partners) go in one transaction Bundle where the EHR
+    lists `transaction`, one request each otherwise. A Bundle the EHR refuses (4xx) is written
+    again one row at a time, so one bad row is left pending with its error and the others land;
+    an EHR that is down (5xx, network) leaves them all pending for a later attempt. Returns the
+    outcome of each row written (done, retry, local, superseded); rows not claimed (done, not
+    due, held by another task) are not in it."""
+    rows = _claim(rt, writeback_ids)
+    if not rows:
+        return {}
+    caps = _transactions(rt)
+    planned = [(row, _entry(rt, caps, row) if caps is not None else None) for row in rows]
+    together = [(row, entry) for row, entry in planned if entry is not None]
+    if len(together) < 2:  # a Bundle of one saves nothing, and costs two requests if refused
+        together = []
+    bundled = {row.id for row, _ in together}
+    outcomes = {row.id: _write_one(rt, row) for row in rows if row.id not in bundled}
+    if together:
+        in_bundle = [row for row, _ in together]
+        written = _write_together(rt, in_bundle, [entry for _, entry in together])
+        outcomes.update(zip([row.id for row in in_bundle], written, strict=True))
+    return outcomes
 
 
 def _bundle_entries(rt: Runtime, rows: list[_Row]) -> list[Entry] | None:
     """The rows as transaction entries, or None when the EHR cannot take them in one: it lists
     no `transaction`, or an upsert of a resource whose id we do not know needs a conditional
     update it does not list. Every entry is safe to repeat: a conditional create, or a PUT."""
+    caps = _transactions(rt)
+    if caps is None:
+        return None
+    entries = [_entry(rt, caps, row) for row in rows]
+    return None if None in entries else cast(list[Entry], entries)
+
+
+def _transactions(rt: Runtime) -> Capabilities | None:
+    """The EHR's capabilities when it takes transaction Bundles, else None."""
     if rt.ehr is None or not hasattr(rt.ehr, "transaction"):
         return None
     try:
         caps = capabilities(rt.ehr)
     except FhirError:
         return None
-    if not caps.transactions:
+    return caps if caps.transactions else None
+
+
+def _entry(rt: Runtime, caps: Capabilities, row: _Row) -> Entry | None:
+    """The row as a transaction entry safe to repeat (a conditional create, or a PUT), or None
+    when it must go on its own: the EHR cannot take it at all (the one-by-one path keeps it
+    locally and records why), or it is an upsert of a resource whose id we do not know and
+    the EHR lists no conditional update."""
+    if unsupported(rt, row.resource["resourceType"], row.operation) is not None:
         return None
-    entries = []
-    for row in rows:
-        if unsupported(rt, row.resource["resourceType"], row.operation) is not None:
-            return None  # kept locally: the one-by-one path records why
-        rtype = row.resource["resourceType"]
-        system, value = row.system_value
-        if row.operation == "create":
-            entries.append(Entry(row.resource, "POST", rtype,
-                                 if_none_exist=identifier_query(system, value)))
-        elif row.server_id is not None:
-            entries.append(Entry({**row.resource, "id": row.server_id}, "PUT",
-                                 f"{rtype}/{row.server_id}"))
-        elif caps.resources.get(rtype, ResourceSupport()).conditional_update:
-            entries.append(Entry(row.resource, "PUT",
-                                 f"{rtype}?{identifier_query(system, value)}"))
-        else:
-            return None
-    return entries
+    rtype = row.resource["resourceType"]
+    system, value = row.system_value
+    if row.operation == "create":
+        return Entry(row.resource, "POST", rtype, if_none_exist=identifier_query(system, value))
+    if row.server_id is not None:
+        return Entry({**row.resource, "id": row.server_id}, "PUT", f"{rtype}/{row.server_id}")
+    if caps.resources.get(rtype, ResourceSupport()).conditional_update:
+        return Entry(row.resource, "PUT", f"{rtype}?{identifier_query(system, value)}")
+    return None
 
 
-def _write_together(rt: Runtime, rows: list[_Row], entries: list[Entry]) -> str:
+def _write_together(rt: Runtime, rows: list[_Row], entries: list[Entry]) -> list[str]:
+    """The rows in one transaction Bundle; each row's outcome, in order."""
     now = rt.clock.now()
     assert rt.ehr is not None
     try:
         answer = rt.ehr.transaction(bundles.transaction(entries), idempotent=True)  # type: ignore[attr-defined]
     except FhirUnavailable as exc:
-        # All or nothing: the EHR kept neither, and both are written again later.
-        for row in rows:
-            _retry_later(rt, row, exc, now)
-        return "retry"
+        # All or nothing: the EHR kept none of them, and all are written again later.
+        _retry_all(rt, rows, exc, now)
+        return ["retry"] * len(rows)
     except FhirError as exc:
         # Refused, not down: an EHR that lists `transaction` yet will not take this one would
-        # refuse it on every retry. One request each instead, as for an EHR without them.
-        log.warning("write-back %s: the EHR refused the Bundle (%s); writing one by one",
-                    rows[0].id, exc.status or type(exc).__name__)
-        outcomes = [_write_one(rt, row) for row in rows]
-        return outcomes[0]
+        # refuse it on every retry (one bad row refuses the whole Bundle). One request each
+        # instead, as for an EHR without them: the bad row is kept pending with its error, the
+        # others land.
+        log.warning("write-back %s (%s rows): the EHR refused the Bundle (%s); writing one by one",
+                    rows[0].id, len(rows), exc.status or type(exc).__name__)
+        return [_write_one(rt, row) for row in rows]
     ids = bundles.written_ids(answer, len(rows))
-    return _all_done(rt, list(zip(rows, ids, strict=True)), now)[0]
+    return _all_done(rt, list(zip(rows, ids, strict=True)), now)
 
 
 def _write_one(rt: Runtime, row: _Row) -> str:
@@ -276,7 +374,7 @@ def _write_one(rt: Runtime, row: _Row) -> str:
         # Kept in our database (visible through the admin API) rather than retried forever.
         with transaction(rt.sessions) as session:
             session.execute(update(Writeback).where(Writeback.id == row.id).values(
-                state="local", last_error=reason, attempts=row.attempts + 1))
+                state="local", last_error=reason, attempts=row.attempts + 1, claimed_until=None))
         WRITEBACKS.labels("local").inc()
         return "local"
     try:
@@ -294,13 +392,19 @@ def _write_one(rt: Runtime, row: _Row) -> str:
 
 
 def _retry_later(rt: Runtime, row: _Row, exc: FhirError, now: datetime) -> None:
+    _retry_all(rt, [row], exc, now)
+
+
+def _retry_all(rt: Runtime, rows: list[_Row], exc: FhirError, now: datetime) -> None:
+    """Leave the rows pending with the error and a later attempt time, in one transaction."""
     with transaction(rt.sessions) as session:
-        found = session.get_one(Writeback, row.id)
-        found.attempts, found.last_error = row.attempts + 1, str(exc)[:1000]
-        found.next_attempt_at = now + backoff(row.attempts + 1, base=15)
-    WRITEBACKS.labels("retry").inc()
-    log.warning("write-back %s failed (attempt %s): %s", row.id, row.attempts + 1,
-                exc.status or type(exc).__name__)
+        for row in rows:
+            session.execute(update(Writeback).where(Writeback.id == row.id).values(
+                attempts=row.attempts + 1, last_error=str(exc)[:1000], claimed_until=None,
+                next_attempt_at=now + backoff(row.attempts + 1, base=15)))
+    WRITEBACKS.labels("retry").inc(len(rows))
+    log.warning("write-back %s failed (attempt %s%s): %s", rows[0].id, rows[0].attempts + 1,
+                f", {len(rows)} rows" if len(rows) > 1 else "", exc.status or type(exc).__name__)
 
 
 def _done(rt: Runtime, row: _Row, written: dict[str, Any], now: datetime) -> str:
@@ -318,13 +422,14 @@ def _all_done(rt: Runtime, rows: list[tuple[_Row, str | None]], now: datetime) -
             # otherwise it stays pending (the refresher queued it) and is written again.
             done = session.execute(update(Writeback).where(
                 Writeback.id == row.id, Writeback.resource == row.resource
-            ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1))
+            ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1,
+                     claimed_until=None))
             if done.rowcount == 0:  # type: ignore[attr-defined]
                 # Newer content was queued while we wrote, and may even have been written before
                 # this write landed: write the row's current content again, so the EHR ends
                 # with it.
                 session.execute(update(Writeback).where(Writeback.id == row.id).values(
-                    server_id=server_id, state="pending", next_attempt_at=now))
+                    server_id=server_id, state="pending", next_attempt_at=now, claimed_until=None))
                 superseded.append(row.id)
     if superseded:
         rt.enqueue.write_back(superseded)
