@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # Write-back ids handed to one task, written in one transaction Bundle where the EHR takes
     # them (with each sent message's CommunicationRequest: up to twice as many entries).
     writeback_batch_size: int = Field(default=25, ge=1, le=500)
+    # Entries in one transaction Bundle, for EHRs that cap a transaction's size (a batch
+    # larger than that goes in several Bundles; a sent message's pair stays in one).
+    writeback_bundle_entries: int = Field(default=50, ge=2, le=1000)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")

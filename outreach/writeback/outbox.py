@@ -246,10 +246,10 @@ _CLAIM_PARTNERS = update(_WRITEBACKS).where(
          ).returning(*_WRITEBACKS.c)
 
 
-def _claim(rt: Runtime, writeback_ids: list[int]) -> list[_Row]:
+def _claim(rt: Runtime, writeback_ids: list[int]) -> list[list[_Row]]:
     """Take the rows that are pending, due and held by no other task, with the pending partner
-    of each sent message's row (its pair goes in the same Bundle, as on the single path), in
-    one transaction; ordered as asked, each partner right after its row. Rows another task
+    of each sent message's row, in one transaction: a row alone, or a row and its partner (a
+    pair goes in the same Bundle, as on the single path), ordered as asked. Rows another task
     holds are left to it; a partner it holds is written by it."""
     now = rt.clock.now()
     params = {"now": now, "until": now + CLAIM_LEASE}
@@ -268,39 +268,48 @@ def _claim(rt: Runtime, writeback_ids: list[int]) -> list[_Row]:
     paired = {row.identifier: row for row in partners if (row.identifier, row.resource_type)
               in wanted}
     order = {writeback_id: index for index, writeback_id in enumerate(writeback_ids)}
-    rows = []
+    units = []
     for row in sorted(found, key=lambda row: order[row.id]):
-        rows.append(_row(row))
         other = _partner_of(row)
-        if other is not None and (partner := paired.pop(other[0], None)) is not None:
-            rows.append(_row(partner))
-    taken = {row.identifier for row in rows}
-    rows.extend(_row(row) for row in partners if row.identifier not in taken)
-    return rows
+        partner = paired.pop(other[0], None) if other is not None else None
+        units.append([_row(row)] if partner is None else [_row(row), _row(partner)])
+    taken = {row.identifier for unit in units for row in unit}
+    units.extend([_row(row)] for row in partners if row.identifier not in taken)
+    return units
 
 
 def write_back_many(rt: Runtime, writeback_ids: list[int]) -> dict[int, str]:
     """Write outbox rows to the EHR in as few requests as it takes: the rows this task claims
     (`_claim`: with their sent messages' partners) go in one transaction Bundle where the EHR
-    lists `transaction`, one request each otherwise. A Bundle the EHR refuses (4xx) is written
+    lists `transaction` (or several of at most `writeback_bundle_entries`), one request each
+    otherwise. A Bundle the EHR refuses (4xx) is written
     again one row at a time, so one bad row is left pending with its error and the others land;
     an EHR that is down (5xx, network) leaves them all pending for a later attempt. Returns the
     outcome of each row written (done, retry, local, superseded); rows not claimed (done, not
     due, held by another task) are not in it."""
-    rows = _claim(rt, writeback_ids)
-    if not rows:
+    units = _claim(rt, writeback_ids)
+    if not units:
         return {}
     caps = _transactions(rt)
-    planned = [(row, _entry(rt, caps, row) if caps is not None else None) for row in rows]
-    together = [(row, entry) for row, entry in planned if entry is not None]
-    if len(together) < 2:  # a Bundle of one saves nothing, and costs two requests if refused
-        together = []
-    bundled = {row.id for row, _ in together}
-    outcomes = {row.id: _write_one(rt, row) for row in rows if row.id not in bundled}
-    if together:
-        in_bundle = [row for row, _ in together]
-        written = _write_together(rt, in_bundle, [entry for _, entry in together])
-        outcomes.update(zip([row.id for row in in_bundle], written, strict=True))
+    alone: list[_Row] = []
+    groups: list[list[tuple[_Row, Entry]]] = [[]]
+    most = rt.settings.writeback_bundle_entries
+    for unit in units:
+        entries = [_entry(rt, caps, row) if caps is not None else None for row in unit]
+        fits = [(row, entry) for row, entry in zip(unit, entries, strict=True) if entry]
+        alone.extend(row for row, entry in zip(unit, entries, strict=True) if entry is None)
+        if len(groups[-1]) + len(fits) > most:  # an EHR's cap on a transaction's size
+            groups.append([])
+        groups[-1].extend(fits)
+    outcomes: dict[int, str] = {}
+    for group in groups:
+        if len(group) < 2:  # a Bundle of one saves nothing, and costs two requests if refused
+            alone.extend(row for row, _ in group)
+            continue
+        rows = [row for row, _ in group]
+        written = _write_together(rt, rows, [entry for _, entry in group])
+        outcomes.update(zip([row.id for row in rows], written, strict=True))
+    outcomes.update({row.id: _write_one(rt, row) for row in alone})
     return outcomes
 
 

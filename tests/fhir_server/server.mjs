@@ -6,11 +6,13 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import {
+  allOk,
   badRequest,
   getSearchParameter,
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
+  isOk,
   normalizeOperationOutcome,
   OperationOutcomeError,
   validateResource,
@@ -177,10 +179,11 @@ function defaultFeatures() {
   // iheScheduling: advertise and answer Appointment $find/$hold/$book (scheduling.mjs).
   // withoutTransactions: no transaction/batch in the CapabilityStatement, and a Bundle POSTed to the
   // base answers 400. writeDelayMs: every write waits that long first (a slow EHR write path;
-  // reads are not held up behind it).
+  // reads are not held up behind it). maxTransactionEntries: a transaction Bundle with more entries
+  // answers 400 (EHRs that cap a transaction's size; 0 = no cap, as HAPI).
   return {
     withoutSearchParams: [], withoutResources: [], silentMetadata: false, iheScheduling: false, topics: [],
-    withoutTransactions: false, writeDelayMs: 0,
+    withoutTransactions: false, writeDelayMs: 0, maxTransactionEntries: 0,
   };
 }
 
@@ -730,6 +733,10 @@ async function handleFhir(req, res, url) {
   if (state.features.withoutTransactions && req.method === 'POST' && (path === '/' || path === '')) {
     return send(res, 400, outcome('not-supported', 'This server takes no transaction or batch Bundles'));
   }
+  const cap = state.features.maxTransactionEntries ?? 0;
+  if (cap > 0 && isTransaction(req.method, path, body) && body.entry.length > cap) {
+    return send(res, 400, outcome('too-costly', `A transaction takes at most ${cap} entries`));
+  }
   const scheduling = /^\/Appointment\/\$(find|hold|book)$/.exec(path);
   if (scheduling && state.features.iheScheduling) {
     const request = { operation: scheduling[1], method: req.method, body, query: url.searchParams, base };
@@ -750,6 +757,10 @@ async function handleFhir(req, res, url) {
       headers: req.headers,
       config: { transactions: true },
     };
+    if (isTransaction(req.method, path, body) && body.entry.length > MEDPLUM_STRICT_ENTRIES) {
+      const [outcome, resource] = await largeTransaction(fhirRequest, repo);
+      return [outcome, resource, true];
+    }
     const [outcome, resource] = await router.handleRequest(fhirRequest, repo);
     return [outcome, resource, existed];
   });
@@ -781,6 +792,39 @@ async function handleFhir(req, res, url) {
   if (/return=minimal/.test(prefer) && req.method !== 'GET') return send(res, status, undefined, FHIR_JSON, headers);
   if (/return=OperationOutcome/.test(prefer) && req.method !== 'GET') return send(res, status, result, FHIR_JSON, headers);
   return send(res, status, resource, FHIR_JSON, headers);
+}
+
+function isTransaction(method, path, body) {
+  return method === 'POST' && (path === '/' || path === '') && body?.resourceType === 'Bundle' &&
+    body.type === 'transaction' && Array.isArray(body.entry);
+}
+
+// Medplum refuses a transaction with more than 8 entries once one of them is conditional
+// (If-None-Exist, a conditional update: "Transaction requires strict isolation but has too many
+// entries"); HAPI takes it. Run it 8 entries at a time inside one repository transaction: one
+// failing chunk rolls back them all, as the one transaction would. Entries that refer to each
+// other by urn:uuid must be in the same chunk, so such a Bundle is left to Medplum (and its cap).
+const MEDPLUM_STRICT_ENTRIES = 8;
+
+async function largeTransaction(fhirRequest, repo) {
+  const bundle = fhirRequest.body;
+  if (bundle.entry.some((entry) => String(entry.fullUrl ?? '').startsWith('urn:uuid:'))) {
+    return router.handleRequest(fhirRequest, repo);
+  }
+  const entries = [];
+  try {
+    await repo.withTransaction(async () => {
+      for (let start = 0; start < bundle.entry.length; start += MEDPLUM_STRICT_ENTRIES) {
+        const chunk = { ...bundle, entry: bundle.entry.slice(start, start + MEDPLUM_STRICT_ENTRIES) };
+        const [outcome, answer] = await router.handleRequest({ ...fhirRequest, body: chunk }, repo);
+        if (!isOk(outcome)) throw new OperationOutcomeError(outcome);
+        entries.push(...(answer.entry ?? []));
+      }
+    });
+  } catch (err) {
+    return [normalizeOperationOutcome(err), undefined];
+  }
+  return [allOk, { resourceType: 'Bundle', type: 'transaction-response', entry: entries }];
 }
 
 async function handle(req, res) {

@@ -230,7 +230,7 @@ class FhirTestServer:
         self, *, without_search_params: list[str] | None = None, ihe_scheduling: bool = False,
         without_resources: list[str] | None = None, silent_metadata: bool = False,
         topics: list[str] | None = None, without_transactions: bool = False,
-        write_delay_ms: int = 0,
+        write_delay_ms: int = 0, max_transaction_entries: int = 0,
     ) -> None:
         """Behave like another kind of EHR until reset (each call replaces the last):
         ``without_search_params``, e.g. ``_lastUpdated``, leave the CapabilityStatement and
@@ -241,14 +241,16 @@ class FhirTestServer:
         ``topics`` are advertised as Backport IG SubscriptionTopic canonicals;
         ``without_transactions`` lists no transaction/batch and refuses Bundles POSTed to the
         base (400); ``write_delay_ms`` holds every write that long first (a slow EHR write
-        path; reads still answer meanwhile)."""
+        path; reads still answer meanwhile); ``max_transaction_entries`` refuses (400) a
+        transaction Bundle with more entries (an EHR that caps a transaction's size)."""
         self._admin("POST", "features", {"withoutSearchParams": without_search_params or [],
                                          "withoutResources": without_resources or [],
                                          "silentMetadata": silent_metadata,
                                          "topics": topics or [],
                                          "iheScheduling": ihe_scheduling,
                                          "withoutTransactions": without_transactions,
-                                         "writeDelayMs": write_delay_ms})
+                                         "writeDelayMs": write_delay_ms,
+                                         "maxTransactionEntries": max_transaction_entries})
 
     def epic_like(self) -> None:
         """An Epic-like EHR: no Subscription resource (push-less) and no `_lastUpdated` search
