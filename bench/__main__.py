@@ -47,6 +47,12 @@ def _simulate(iterations: int) -> list[Result]:
     return simulate.run(max(iterations, 200) * 10)  # appointments
 
 
+def _writeback(iterations: int) -> list[Result]:
+    from bench import writeback
+
+    return writeback.run(max(iterations, 50))
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
     "e2e_latency": _e2e,
     "dispatch": _dispatch,
@@ -54,6 +60,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Result]]] = {
     "ingest": _ingest,
     "sweeper": _sweeper,
     "simulate": _simulate,
+    "writeback": _writeback,
 }
 
 

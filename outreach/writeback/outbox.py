@@ -420,27 +420,43 @@ def _done(rt: Runtime, row: _Row, written: dict[str, Any], now: datetime) -> str
     return _all_done(rt, [(row, written.get("id"))], now)[0]
 
 
+# Built once: a batch marks its rows done in one executemany (pipelined by psycopg), then asks
+# which rows it did not mark (refreshed meanwhile).
+_DONE = update(_WRITEBACKS).where(
+    _WRITEBACKS.c.id == bindparam("row_id"), _WRITEBACKS.c.resource == bindparam("written"),
+).values(state="done", server_id=bindparam("new_server_id"), done_at=bindparam("done_at"),
+         attempts=bindparam("new_attempts"), claimed_until=None)
+_NOT_DONE = select(_WRITEBACKS.c.id).where(
+    _WRITEBACKS.c.id.in_(bindparam("ids", expanding=True)), _WRITEBACKS.c.state != "done")
+
+
 def _all_done(rt: Runtime, rows: list[tuple[_Row, str | None]], now: datetime) -> list[str]:
-    """Record the rows written (with the server id each got), in one transaction."""
-    superseded = []
+    """Record the rows written (with the server id each got), in one transaction. A row is done
+    only if nobody refreshed it with newer content while we wrote it; otherwise it stays pending
+    and is written again (superseded)."""
+    params = [{"row_id": row.id, "written": row.resource, "done_at": now,
+               "new_server_id": written_id or row.server_id, "new_attempts": row.attempts + 1}
+              for row, written_id in rows]
     with transaction(rt.sessions) as session:
         relax_durability(session)  # lost on a crash: written again, If-None-Exist dedupes
+        connection = session.connection()
+        if len(params) == 1:  # one statement: its row count says whether it was refreshed
+            marked = connection.execute(_DONE, params[0]).rowcount
+            stale = set() if marked else {rows[0][0].id}
+        else:
+            connection.execute(_DONE, params)
+            stale = set(connection.execute(_NOT_DONE, {"ids": [p["row_id"] for p in params]})
+                        .scalars())
         for row, written_id in rows:
-            server_id = written_id or row.server_id
-            # Done only if nobody refreshed the row with newer content while we wrote this one;
-            # otherwise it stays pending (the refresher queued it) and is written again.
-            done = session.execute(update(Writeback).where(
-                Writeback.id == row.id, Writeback.resource == row.resource
-            ).values(state="done", server_id=server_id, done_at=now, attempts=row.attempts + 1,
-                     claimed_until=None))
-            if done.rowcount == 0:  # type: ignore[attr-defined]
+            if row.id in stale:
                 # Newer content was queued while we wrote, and may even have been written before
                 # this write landed: write the row's current content again, so the EHR ends
                 # with it.
                 session.execute(update(Writeback).where(Writeback.id == row.id).values(
-                    server_id=server_id, state="pending", next_attempt_at=now, claimed_until=None))
-                superseded.append(row.id)
+                    server_id=written_id or row.server_id, state="pending", next_attempt_at=now,
+                    claimed_until=None))
+    superseded = [row.id for row, _ in rows if row.id in stale]
     if superseded:
         rt.enqueue.write_back(superseded)
     WRITEBACKS.labels("done").inc(len(rows) - len(superseded))
-    return ["superseded" if row.id in superseded else "done" for row, _ in rows]
+    return ["superseded" if row.id in stale else "done" for row, _ in rows]

@@ -206,6 +206,30 @@ def test_rows_another_task_holds_are_left_to_it(
     assert [len(_in_ehr(rt, f"t{i}")) for i in range(2)] == [1, 1]
 
 
+def test_a_row_refreshed_while_its_batch_is_written_is_written_again(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept = _put(rt, _communication("s1", status="in-progress"), "s1")
+    refreshed = _put(rt, _communication("s2", status="in-progress"), "s2")
+    real_capabilities = outbox.capabilities
+
+    def refresh_meanwhile(client: FhirClient) -> Capabilities:
+        # Runs after the batch claimed its rows, before it writes them: a delivery status.
+        monkeypatch.setattr(outbox, "capabilities", real_capabilities)
+        assert _put(rt, _communication("s2"), "s2", operation="upsert") == refreshed
+        return real_capabilities(client)
+
+    monkeypatch.setattr(outbox, "capabilities", refresh_meanwhile)
+    assert jobs.write_back_many(rt, [kept, refreshed]) == {kept: "done", refreshed: "superseded"}
+    row = _rows(rt)[refreshed]
+    assert (row.state, row.resource["status"], row.claimed_until) == ("pending", "completed", None)
+    assert _queue(rt).writebacks == [refreshed]  # queued again, and nobody holds it
+
+    assert jobs.write_back_many(rt, [refreshed]) == {refreshed: "done"}
+    (written,) = _in_ehr(rt, "s2")
+    assert written["status"] == "completed" and written["id"] == row.server_id
+
+
 def _dies(*_args: object) -> None:
     raise RuntimeError("worker lost")
 

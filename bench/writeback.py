@@ -1,0 +1,132 @@
+"""Write-back in batches: sent messages' Communications and CommunicationRequests written to the
+FHIR server by one task per batch (`write_back_many`, 25 messages: one transaction Bundle), against
+the path before, one task per message (`write_back`, a Bundle of two). Same run, same parts, the
+same kind of messages, in alternating rounds; N threads in one process, as a worker pool's tasks.
+
+- `writeback_messages_per_s`: messages whose pair is written back, per second.
+- `writeback_ehr_calls_per_message`: the FHIR server's own request log over those writes.
+- `writeback_tasks_per_message`: write-back tasks (Celery messages) per message sent."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bench.result import Result
+from outreach import runtime
+from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core.ports import Runtime
+from outreach.core.settings import load_settings
+from outreach.intake.ingest import ingest
+from outreach.runtime import build_runtime
+from outreach.store.models import Writeback
+from outreach.worker import jobs
+from tests.support.database import temporary_database
+from tests.support.fhir_data import appointment, patient
+from tests.support.fhir_server import FhirTestServer
+from tests.support.smtp import SmtpServer
+
+JOURNEY = """
+journey: bench-email
+trigger: {resource: Appointment, on: [created], when: "status = 'booked'"}
+anchor: start
+steps:
+  - {id: booked, at: immediately, channel: [email], template: appointment-booked}
+"""
+ROUNDS = 2
+_patients = itertools.count()
+
+
+@contextmanager
+def _stack(tmp: Path) -> Iterator[tuple[Runtime, FhirTestServer]]:
+    with ExitStack() as stack:
+        fhir = stack.enter_context(FhirTestServer())
+        smtp = stack.enter_context(SmtpServer())
+        db_url = stack.enter_context(temporary_database())
+        (tmp / "bench.yaml").write_text(JOURNEY)
+        rt = build_runtime(load_settings(
+            database_url=db_url, fhir_base_url=fhir.base_url, rules_dir=str(tmp),
+            smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_from="reminders@hospital.example",
+            webhook_secret="b" * 24), enqueue=CollectingEnqueuer())
+        runtime.install(rt)
+        stack.callback(runtime.install, None)
+        yield rt, fhir
+
+
+def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
+    began = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(job) for job in work]:
+            future.result()
+    return time.perf_counter() - began
+
+
+def _sent(rt: Runtime, count: int) -> list[int]:
+    """`count` bookings ingested, their planned CommunicationRequests written, their messages
+    sent: the write-back ids the sends queued (one per message, its Communication's)."""
+    assert rt.ehr is not None and isinstance(rt.enqueue, CollectingEnqueuer)
+    queue = rt.enqueue
+    start = datetime.now(UTC) + timedelta(days=5)
+    for _ in range(count):
+        pat, _ = rt.ehr.create(patient(email=f"p{next(_patients)}@example.org"))
+        appt, _ = rt.ehr.create(appointment(f"Patient/{pat['id']}", start))
+        ingest(rt, appt, source="bench")
+    jobs.write_back_many(rt, queue.writebacks)
+    queue.writebacks.clear()
+    steps, queue.steps = queue.steps, []
+    for step_id in steps:
+        assert jobs.send_step(rt, step_id).state == "sent"
+    sent, queue.writebacks = queue.writebacks, []
+    assert len(sent) == count, len(sent)
+    return sent
+
+
+def _calls(fhir: FhirTestServer) -> int:
+    return sum(1 for r in fhir.requests() if r["path"] != "/metadata")
+
+
+def run(iterations: int = 100, workers: int = 4) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as (rt, fhir):
+        batch = rt.settings.writeback_batch_size
+        per_round = max(iterations // ROUNDS, batch)
+        totals = {"single": [0.0, 0, 0, 0], "batched": [0.0, 0, 0, 0]}  # s, calls, tasks, msgs
+        for _ in range(ROUNDS):
+            for path in ("single", "batched"):
+                ids = _sent(rt, per_round)
+                work: list[Callable[[], object]]
+                if path == "single":  # before: one task per message
+                    work = [partial(jobs.write_back, rt, i) for i in ids]
+                else:
+                    work = [partial(jobs.write_back_many, rt, ids[k:k + batch])
+                            for k in range(0, len(ids), batch)]
+                fhir.clear_requests()
+                seconds = _timed(work, workers)
+                total = totals[path]
+                total[0] += seconds
+                total[1] += _calls(fhir)
+                total[2] += len(work)
+                total[3] += len(ids)
+        with rt.sessions() as session:
+            pending = session.scalar(select(func.count(Writeback.id)).where(
+                Writeback.state != "done"))
+        assert pending == 0, f"{pending} write-backs not done"
+    single, batched = totals["single"], totals["batched"]
+    note = (f"{batched[3]} + {single[3]} messages in {ROUNDS} alternating rounds, {workers} "
+            f"threads, batches of {batch}; baseline: one task per message (the path before)")
+    return [
+        Result("writeback_messages_per_s", batched[3] / batched[0], "msgs/s",
+               single[3] / single[0], note),
+        Result("writeback_ehr_calls_per_message", batched[1] / batched[3], "calls",
+               single[1] / single[3], "FHIR server request log, GET /metadata left out"),
+        Result("writeback_tasks_per_message", batched[2] / batched[3], "tasks",
+               single[2] / single[3], "write-back tasks per message sent"),
+    ]
