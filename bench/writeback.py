@@ -5,7 +5,11 @@ same kind of messages, in alternating rounds; N threads in one process, as a wor
 
 - `writeback_messages_per_s`: messages whose pair is written back, per second.
 - `writeback_ehr_calls_per_message`: the FHIR server's own request log over those writes.
-- `writeback_tasks_per_message`: write-back tasks (Celery messages) per message sent."""
+- `writeback_tasks_per_message`: write-back tasks (Celery messages) per message sent.
+- `writeback_messages_per_s_prefork_2`: the same through a real `outreach worker
+  --concurrency=2 --queues=writeback` over a private Redis, timed from publishing until every
+  row is done: batches published by `CeleryEnqueuer.write_back(ids)`, against one single-id
+  task per message (what a send published before)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from sqlalchemy import func, select
 
 from bench.result import Result
 from outreach import runtime
-from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.broker.app import WRITE_BACK, celery_app, configure
+from outreach.broker.enqueue import CeleryEnqueuer, CollectingEnqueuer
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
 from outreach.intake.ingest import ingest
@@ -33,7 +38,8 @@ from outreach.worker import jobs
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment, patient
 from tests.support.fhir_server import FhirTestServer
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import SmtpServer, free_port
+from tests.support.worker_process import RedisProcess, WorkerProcess
 
 JOURNEY = """
 journey: bench-email
@@ -47,19 +53,21 @@ _patients = itertools.count()
 
 
 @contextmanager
-def _stack(tmp: Path) -> Iterator[tuple[Runtime, FhirTestServer]]:
+def _stack(tmp: Path) -> Iterator[tuple[Runtime, FhirTestServer, dict[str, str]]]:
     with ExitStack() as stack:
         fhir = stack.enter_context(FhirTestServer())
         smtp = stack.enter_context(SmtpServer())
         db_url = stack.enter_context(temporary_database())
         (tmp / "bench.yaml").write_text(JOURNEY)
-        rt = build_runtime(load_settings(
-            database_url=db_url, fhir_base_url=fhir.base_url, rules_dir=str(tmp),
-            smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_from="reminders@hospital.example",
-            webhook_secret="b" * 24), enqueue=CollectingEnqueuer())
+        values = {"database_url": db_url, "fhir_base_url": fhir.base_url, "rules_dir": str(tmp),
+                  "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port),
+                  "smtp_from": "reminders@hospital.example", "webhook_secret": "b" * 24}
+        rt = build_runtime(load_settings(**values), enqueue=CollectingEnqueuer())
         runtime.install(rt)
         stack.callback(runtime.install, None)
-        yield rt, fhir
+        env = {f"OUTREACH_{key.upper()}": value for key, value in values.items()}
+        env["OUTREACH_TEST_WORKER_LOG"] = str(tmp / "worker.log")
+        yield rt, fhir, env
 
 
 def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
@@ -94,8 +102,52 @@ def _calls(fhir: FhirTestServer) -> int:
     return sum(1 for r in fhir.requests() if r["path"] != "/metadata")
 
 
+def _not_done(rt: Runtime) -> int:
+    with rt.sessions() as session:
+        return session.scalar(select(func.count(Writeback.id)).where(
+            Writeback.state != "done")) or 0
+
+
+def _drained(rt: Runtime, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while _not_done(rt):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"write-backs not done within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def _prefork(rt: Runtime, env: dict[str, str], count: int) -> tuple[float, float]:
+    """Seconds to write `count` messages back through a real worker: single-id tasks (before),
+    batches (after); alternating rounds, the worker started (and warmed up) once."""
+    broker = RedisProcess(free_port())  # private: other sessions share the machine's Redis
+    broker.start()
+    configure(celery_app, rt.settings.model_copy(update={"broker_url": broker.url}))
+    publisher = CeleryEnqueuer(celery_app, rt.settings.writeback_batch_size)
+    spent = {"single": 0.0, "batched": 0.0}
+    try:
+        with WorkerProcess({**env, "OUTREACH_BROKER_URL": broker.url}, concurrency=2,
+                           queues="writeback"):
+            publisher.write_back(_sent(rt, 4))  # each pool process builds its runtime
+            _drained(rt, timeout=120)
+            for _ in range(ROUNDS):
+                for path in ("single", "batched"):
+                    ids = _sent(rt, count // ROUNDS)
+                    began = time.perf_counter()
+                    if path == "single":
+                        for writeback_id in ids:
+                            celery_app.send_task(WRITE_BACK, args=[writeback_id])
+                    else:
+                        publisher.write_back(ids)
+                    _drained(rt)
+                    spent[path] += time.perf_counter() - began
+    finally:
+        configure(celery_app, rt.settings.model_copy(update={"broker_url": None}))
+        broker.kill()
+    return spent["single"], spent["batched"]
+
+
 def run(iterations: int = 100, workers: int = 4) -> list[Result]:
-    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as (rt, fhir):
+    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as (rt, fhir, env):
         batch = rt.settings.writeback_batch_size
         per_round = max(iterations // ROUNDS, batch)
         totals = {"single": [0.0, 0, 0, 0], "batched": [0.0, 0, 0, 0]}  # s, calls, tasks, msgs
@@ -115,10 +167,9 @@ def run(iterations: int = 100, workers: int = 4) -> list[Result]:
                 total[1] += _calls(fhir)
                 total[2] += len(work)
                 total[3] += len(ids)
-        with rt.sessions() as session:
-            pending = session.scalar(select(func.count(Writeback.id)).where(
-                Writeback.state != "done"))
-        assert pending == 0, f"{pending} write-backs not done"
+        assert _not_done(rt) == 0, "write-backs not done"
+        prefork_count = ROUNDS * per_round
+        single_s, batched_s = _prefork(rt, env, prefork_count)
     single, batched = totals["single"], totals["batched"]
     note = (f"{batched[3]} + {single[3]} messages in {ROUNDS} alternating rounds, {workers} "
             f"threads, batches of {batch}; baseline: one task per message (the path before)")
@@ -129,4 +180,8 @@ def run(iterations: int = 100, workers: int = 4) -> list[Result]:
                single[1] / single[3], "FHIR server request log, GET /metadata left out"),
         Result("writeback_tasks_per_message", batched[2] / batched[3], "tasks",
                single[2] / single[3], "write-back tasks per message sent"),
+        Result("writeback_messages_per_s_prefork_2", prefork_count / batched_s, "msgs/s",
+               prefork_count / single_s,
+               f"{prefork_count} + {prefork_count} messages, outreach worker --concurrency=2 over "
+               "Redis, publish to all done; baseline: one single-id task per message"),
     ]
