@@ -230,20 +230,27 @@ CLAIM_LEASE = timedelta(minutes=5)
 # (outreach.sending.sweep): to that task, a row due within it is due.
 OFFER_LEASE = timedelta(minutes=2)
 
-# Built once: every batch claims its rows, then the partners of its sent messages' rows.
+# Built once: every batch claims its rows, then the partners of its sent messages' rows. A row
+# locked by another transaction (another task's claim, a refresh, the sweep's lease) is skipped,
+# never waited on: two tasks claiming a pair from either end cannot deadlock, and whoever holds
+# the row (or queued it) writes it.
 _UNCLAIMED = or_(_WRITEBACKS.c.claimed_until.is_(None),
                  _WRITEBACKS.c.claimed_until <= bindparam("now"))
-_CLAIM_IDS = update(_WRITEBACKS).where(
-    _WRITEBACKS.c.id.in_(bindparam("ids", expanding=True)), _WRITEBACKS.c.state == "pending",
-    _WRITEBACKS.c.next_attempt_at <= bindparam("due_by"), _UNCLAIMED,
-).values(claimed_until=bindparam("until"), next_attempt_at=bindparam("until")
-         ).returning(*_WRITEBACKS.c)
-_CLAIM_PARTNERS = update(_WRITEBACKS).where(
+
+
+def _claim_statement(*where: Any) -> Executable:
+    free = select(_WRITEBACKS.c.id).where(
+        *where, _WRITEBACKS.c.state == "pending", _UNCLAIMED).with_for_update(skip_locked=True)
+    return update(_WRITEBACKS).where(_WRITEBACKS.c.id.in_(free.scalar_subquery())).values(
+        claimed_until=bindparam("until"), next_attempt_at=bindparam("until"),
+    ).returning(*_WRITEBACKS.c)
+
+
+_CLAIM_IDS = _claim_statement(_WRITEBACKS.c.id.in_(bindparam("ids", expanding=True)),
+                              _WRITEBACKS.c.next_attempt_at <= bindparam("due_by"))
+_CLAIM_PARTNERS = _claim_statement(
     _WRITEBACKS.c.identifier.in_(bindparam("identifiers", expanding=True)),
-    _WRITEBACKS.c.resource_type.in_(("Communication", "CommunicationRequest")),
-    _WRITEBACKS.c.state == "pending", _UNCLAIMED,
-).values(claimed_until=bindparam("until"), next_attempt_at=bindparam("until")
-         ).returning(*_WRITEBACKS.c)
+    _WRITEBACKS.c.resource_type.in_(("Communication", "CommunicationRequest")))
 
 
 def _claim(rt: Runtime, writeback_ids: list[int]) -> list[list[_Row]]:

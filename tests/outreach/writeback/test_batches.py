@@ -192,6 +192,15 @@ def test_rows_another_task_holds_are_left_to_it(
     assert meanwhile == [{}]  # it wrote nothing
     assert sweep(rt).writeback_ids == []
 
+    # A row locked by a transaction still claiming it (another task's) is skipped, not waited
+    # for: two tasks claiming a sent message's pair from either end cannot deadlock.
+    locked, free = (_put(rt, _communication(f"u{i}"), f"u{i}") for i in range(2))
+    with rt.engine.connect() as other:
+        other.execute(select(Writeback.id).where(Writeback.id == locked).with_for_update())
+        assert jobs.write_back_many(rt, [locked, free]) == {free: "done"}
+        other.rollback()
+    assert jobs.write_back_many(rt, [locked]) == {locked: "done"}
+
     # A task that died holding rows frees them when its claim runs out; the sweep offers them.
     more = [_put(rt, _communication(f"t{i}"), f"t{i}") for i in range(2)]
     monkeypatch.setattr(outbox, "_transactions", _dies)
