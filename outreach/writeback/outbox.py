@@ -289,11 +289,11 @@ def write_back_many(rt: Runtime, writeback_ids: list[int]) -> dict[int, str]:
     """Write outbox rows to the EHR in as few requests as it takes: the rows this task claims
     (`_claim`: with their sent messages' partners) go in one transaction Bundle where the EHR
     lists `transaction` (or several of at most `writeback_bundle_entries`), one request each
-    otherwise. A Bundle the EHR refuses (4xx) is written
-    again one row at a time, so one bad row is left pending with its error and the others land;
-    an EHR that is down (5xx, network) leaves them all pending for a later attempt. Returns the
-    outcome of each row written (done, retry, local, superseded); rows not claimed (done, not
-    due, held by another task) are not in it."""
+    otherwise. A Bundle the EHR refuses (4xx) is written again one row at a time, so one bad
+    row is left pending with its error and the others land; an EHR that is down (5xx, network)
+    leaves them all pending for a later attempt. Returns the outcome of each row written (done,
+    retry, local, superseded); rows not claimed (done, not due, held by another task) are not
+    in it."""
     units = _claim(rt, writeback_ids)
     if not units:
         return {}
@@ -411,13 +411,17 @@ def _retry_later(rt: Runtime, row: _Row, exc: FhirError, now: datetime) -> None:
     _retry_all(rt, [row], exc, now)
 
 
+_RETRY = update(_WRITEBACKS).where(_WRITEBACKS.c.id == bindparam("row_id")).values(
+    attempts=bindparam("new_attempts"), last_error=bindparam("error"), claimed_until=None,
+    next_attempt_at=bindparam("retry_at"))
+
+
 def _retry_all(rt: Runtime, rows: list[_Row], exc: FhirError, now: datetime) -> None:
     """Leave the rows pending with the error and a later attempt time, in one transaction."""
+    params = [{"row_id": row.id, "new_attempts": row.attempts + 1, "error": str(exc)[:1000],
+               "retry_at": now + backoff(row.attempts + 1, base=15)} for row in rows]
     with transaction(rt.sessions) as session:
-        for row in rows:
-            session.execute(update(Writeback).where(Writeback.id == row.id).values(
-                attempts=row.attempts + 1, last_error=str(exc)[:1000], claimed_until=None,
-                next_attempt_at=now + backoff(row.attempts + 1, base=15)))
+        session.connection().execute(_RETRY, params if len(params) > 1 else params[0])
     WRITEBACKS.labels("retry").inc(len(rows))
     log.warning("write-back %s failed (attempt %s%s): %s", rows[0].id, rows[0].attempts + 1,
                 f", {len(rows)} rows" if len(rows) > 1 else "", exc.status or type(exc).__name__)
