@@ -177,6 +177,37 @@ def test_transaction_rolls_back_on_failure(fhir: httpx.Client) -> None:
     assert fhir.get("/Patient").json()["total"] == 1  # the failed transaction left nothing
 
 
+def _conditional_transaction(count: int, bad: int | None = None) -> dict[str, Any]:
+    def communication(index: int) -> dict[str, Any]:
+        extra = {"unknownElement": 1} if index == bad else {}
+        return {"resourceType": "Communication", "status": "completed",
+                "identifier": [{"system": "http://x", "value": f"c{index}"}], **extra}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": communication(i),
+         "request": {"method": "POST", "url": "Communication",
+                     "ifNoneExist": f"identifier=http://x|c{i}"}} for i in range(count)]}
+
+
+def test_a_large_conditional_transaction_is_taken_whole_or_not_at_all(
+    fhir: httpx.Client, server: FhirTestServer,
+) -> None:
+    # Medplum alone refuses more than 8 entries once one is conditional; HAPI takes them.
+    refused = fhir.post("", json=_conditional_transaction(20, bad=17))
+    assert_operation_outcome(refused, 400)
+    assert fhir.get("/Communication").json()["total"] == 0  # the first 16 rolled back too
+
+    response = fhir.post("", json=_conditional_transaction(20))
+    assert response.status_code == 200, response.text
+    assert [e["response"]["status"] for e in response.json()["entry"]] == ["201"] * 20
+    again = fhir.post("", json=_conditional_transaction(20))  # conditional: nothing twice
+    assert [e["response"]["status"] for e in again.json()["entry"]] == ["200"] * 20
+    assert fhir.get("/Communication").json()["total"] == 20
+
+    server.features(max_transaction_entries=10)  # an EHR that caps a transaction's size
+    assert_operation_outcome(fhir.post("", json=_conditional_transaction(11)), 400)
+    assert fhir.post("", json=_conditional_transaction(10)).status_code == 200
+
+
 # -- search --------------------------------------------------------------------------------
 
 
