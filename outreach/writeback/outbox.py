@@ -197,13 +197,15 @@ def write_back(rt: Runtime, writeback_id: int) -> str:
     are written together by the Communication's task, in one transaction Bundle where the EHR
     takes them (one request each otherwise); the request's own task (the sweeper's, or an
     older sender's: a send queues only the Communication's) leaves it to that one.
-    Returns done, retry, local, superseded or with-communication."""
+    Returns done, retry, local, superseded, with-communication or claimed."""
     # Two reads that need no transaction around them (each sees the latest commit, as in a
     # read-committed session): no BEGIN, no ROLLBACK.
     with reads(rt.sessions) as connection:
         found = connection.execute(_READ, {"id": writeback_id}).first()
         if found is None or found.state == "done":
             return "done"
+        if found.claimed_until is not None and found.claimed_until > rt.clock.now():
+            return "claimed"  # a batch task holds it (write_back_many) and writes it
         row = _row(found)
         partner_row = _partner(connection, found)
         partner = _row(partner_row) if partner_row is not None else None

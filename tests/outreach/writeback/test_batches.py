@@ -185,11 +185,12 @@ def test_rows_another_task_holds_are_left_to_it(
         # Runs after the first task claimed the rows, before it writes them.
         monkeypatch.setattr(outbox, "capabilities", real_capabilities)
         meanwhile.append(jobs.write_back_many(rt, ids))
+        meanwhile.append({ids[0]: jobs.write_back(rt, ids[0])})  # a task from before an upgrade
         return real_capabilities(client)
 
     monkeypatch.setattr(outbox, "capabilities", second_task)
     assert set(jobs.write_back_many(rt, ids).values()) == {"done"}
-    assert meanwhile == [{}]  # it wrote nothing
+    assert meanwhile == [{}, {ids[0]: "claimed"}]  # they wrote nothing
     assert sweep(rt).writeback_ids == []
 
     # A row locked by a transaction still claiming it (another task's) is skipped, not waited
