@@ -106,7 +106,7 @@ def build_runtime(
         templates=templates,
         channels=build_channels(settings) if channels is None else channels,
         ehr=ehr,
-        enqueue=enqueue or CeleryEnqueuer(celery_app),
+        enqueue=enqueue or CeleryEnqueuer(celery_app, settings.send_batch_size),
     )
 
 

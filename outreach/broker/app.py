@@ -13,6 +13,9 @@ TASKS_MODULE = "outreach.worker.tasks"
 SEND_STEP, WRITE_BACK, SWEEP, POLL, RUN_CAMPAIGNS = (
     "outreach.send_step", "outreach.write_back", "outreach.sweep", "outreach.poll",
     "outreach.run_campaigns")
+# Due steps are published in chunks (OUTREACH_SEND_BATCH_SIZE): one task re-checks a chunk with
+# one EHR search. SEND_STEP stays registered for single-step tasks queued before an upgrade.
+SEND_STEPS = "outreach.send_steps"
 
 # Queues: sends on theirs, write-backs on theirs (a slow EHR never holds up a send behind its
 # write-backs), everything else (sweep, poll, campaigns) on the default one. `outreach worker`
@@ -53,7 +56,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         # Declared, so a worker told no queues (start_worker in the tests) consumes all three.
         task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
-        task_routes={SEND_STEP: {"queue": SENDS_QUEUE}, WRITE_BACK: {"queue": WRITEBACK_QUEUE}},
+        task_routes={SEND_STEP: {"queue": SENDS_QUEUE}, SEND_STEPS: {"queue": SENDS_QUEUE},
+                     WRITE_BACK: {"queue": WRITEBACK_QUEUE}},
         beat_schedule={
             "sweep-due-steps": {
                 "task": SWEEP,

@@ -9,7 +9,8 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from outreach.broker.app import POLL, SEND_STEP, WRITE_BACK
+from outreach.broker.app import POLL, SEND_STEPS, WRITE_BACK
+from outreach.core.settings import SEND_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +19,12 @@ class CeleryEnqueuer:
     """Tasks are looked up by name, as warehouse does, so nothing that enqueues imports them.
     With a broker, `send_task` publishes; without one (`task_always_eager`), the registered task
     runs here and now. A failed publish (broker down) is logged, not raised: the row is already
-    `queued`/`pending` in the database, and the sweeper queues it again."""
+    `queued`/`pending` in the database, and the sweeper queues it again. Steps go out in chunks
+    of `send_batch` ids, one task each (OUTREACH_SEND_BATCH_SIZE)."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, send_batch: int = SEND_BATCH_SIZE) -> None:
         self._app = app
+        self._send_batch = send_batch
 
     def _send(self, name: str, args: list[Any], what: str) -> None:
         try:
@@ -35,8 +38,10 @@ class CeleryEnqueuer:
                         type(exc).__name__)
 
     def send_steps(self, step_ids: list[int]) -> None:
-        for step_id in step_ids:
-            self._send(SEND_STEP, [step_id], f"step {step_id}")
+        size = self._send_batch
+        for start in range(0, len(step_ids), size):
+            chunk = step_ids[start:start + size]
+            self._send(SEND_STEPS, [chunk], f"{len(chunk)} steps from {chunk[0]}")
 
     def write_back(self, writeback_ids: list[int]) -> None:
         for writeback_id in writeback_ids:

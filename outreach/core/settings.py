@@ -29,6 +29,7 @@ from outreach.core.links import sign
 from rules.caps import CapPolicy
 
 ENV_PREFIX = "OUTREACH_"
+SEND_BATCH_SIZE = 25  # due steps per send task (OUTREACH_SEND_BATCH_SIZE)
 
 
 class SettingsError(Exception):
@@ -159,6 +160,10 @@ class Settings(BaseSettings):
     # A topic subscription silent (no event, no heartbeat) longer than this is treated as a gap.
     topic_silence_seconds: int = Field(default=900, ge=10)
     max_send_attempts: int = Field(default=5, ge=1)
+    # Due steps per send task: the chunk is re-checked with one EHR search per resource type
+    # (`_id=a,b,c`), each step then sent and recorded on its own. A day's reminders fired at
+    # once cost the EHR (the throttled, paid resource) one search per chunk, not one per step.
+    send_batch_size: int = Field(default=SEND_BATCH_SIZE, ge=1, le=100)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")
