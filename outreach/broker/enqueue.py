@@ -15,6 +15,11 @@ from outreach.core.settings import SEND_BATCH_SIZE
 log = logging.getLogger(__name__)
 
 
+def chunks(ids: list[int], size: int) -> list[list[int]]:
+    """`ids` in order, `size` at a time: what one send task takes."""
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
 class CeleryEnqueuer:
     """Tasks are looked up by name, as warehouse does, so nothing that enqueues imports them.
     With a broker, `send_task` publishes; without one (`task_always_eager`), the registered task
@@ -38,9 +43,7 @@ class CeleryEnqueuer:
                         type(exc).__name__)
 
     def send_steps(self, step_ids: list[int]) -> None:
-        size = self._send_batch
-        for start in range(0, len(step_ids), size):
-            chunk = step_ids[start:start + size]
+        for chunk in chunks(step_ids, self._send_batch):
             self._send(SEND_STEPS, [chunk], f"{len(chunk)} steps from {chunk[0]}")
 
     def write_back(self, writeback_ids: list[int]) -> None:
