@@ -339,7 +339,7 @@ def send_steps(rt: Runtime, step_ids: list[int]) -> list[SendOutcome]:
     chunk = replace(rt, enqueue=held)
     outcomes = []
     try:
-        for step_id in dict.fromkeys(step_ids):  # a duplicate id would find its step taken
+        for step_id in dict.fromkeys(step_ids):  # each once: a repeat would find it taken
             step = steps.get(step_id)
             if step is None:
                 outcomes.append(SendOutcome(step_id, "not-queued",

@@ -139,6 +139,21 @@ def test_a_step_cancelled_in_the_ehr_is_not_sent_while_the_others_are(
     assert StepState.SCHEDULED not in left
 
 
+def test_anchors_ingested_moments_ago_cost_the_chunk_one_patient_search(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock,
+) -> None:
+    rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
+                      recheck_fresh_seconds=30, smtp_host="127.0.0.1", smtp_port=smtp.port,
+                      smtp_from="reminders@hospital.example")
+    step_ids = [step_id for _, step_id in _book(rt, 3)]
+    fhir.clear_requests()
+
+    outcomes = jobs.send_steps(rt, step_ids)
+
+    assert [o.state for o in outcomes] == [StepState.SENT] * 3
+    assert _searches(fhir) == ["GET /Patient"]  # the appointments as ingested, no search
+
+
 def test_an_ehr_outage_during_the_chunk_search_retries_every_step_later(
     make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock,
 ) -> None:
