@@ -1,9 +1,11 @@
-"""Dispatch: due steps → send_step (re-check in the EHR, Twilio send, records) → Communication
-and CommunicationRequest written back to the FHIR server. Three measurements:
+"""Dispatch: due steps → send_steps (re-check in the EHR, Twilio send, records) → Communication
+and CommunicationRequest written back to the FHIR server. The steps are published as the sweep
+publishes them: in chunks of OUTREACH_SEND_BATCH_SIZE, one task each, re-checked with one EHR
+search per chunk. Three measurements:
 
-- `dispatch_sends_per_s`: in one process, N threads calling the jobs directly.
-- `ehr_calls_per_send`: the FHIR server's own request log over that run, per message sent,
-  against the 4 round trips a message cost before (2 reads, 2 writes).
+- `dispatch_sends_per_s`: in one process, N threads running the chunks' jobs directly.
+- `ehr_calls_per_send`: the FHIR server's own request log over that run (searches + Bundles),
+  per message sent, against the 4 round trips a message cost before (2 reads, 2 writes).
 - `dispatch_sends_per_s_prefork_{1,2,4}`: real `outreach worker` processes (Celery prefork)
   over a private Redis, sends and write-backs each on their own queue; timed from publishing
   the send tasks until every step is sent and every write-back done. The peak memory (VmHWM)
@@ -45,7 +47,7 @@ from connector.writeback import (
 )
 from outreach import runtime
 from outreach.broker.app import celery_app, configure
-from outreach.broker.enqueue import CeleryEnqueuer, CollectingEnqueuer
+from outreach.broker.enqueue import CeleryEnqueuer, CollectingEnqueuer, chunks
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
 from outreach.intake.ingest import ingest
@@ -134,13 +136,18 @@ def _book(rt: Runtime, count: int, workers: int) -> tuple[list[int], list[tuple[
 
 
 def _product(rt: Runtime, steps: list[int], workers: int) -> float:
-    def one(step_id: int) -> None:
-        outcome = jobs.send_step(rt, step_id)
-        assert outcome.state == "sent" and outcome.writeback_ids, outcome
-        # the one write-back task the worker runs next: the Communication, with its request
-        assert jobs.write_back(rt, outcome.writeback_ids[0]) == "done"
+    def chunk(step_ids: list[int]) -> None:
+        outcomes = jobs.send_steps(rt, step_ids)
+        assert [o.state for o in outcomes] == ["sent"] * len(step_ids), outcomes
+        # the write-backs the worker runs next: each Communication, with its request
+        for outcome in outcomes:
+            assert jobs.write_back(rt, outcome.writeback_ids[0]) == "done"
 
-    return _timed([partial(one, s) for s in steps], workers)
+    seconds = _timed([partial(chunk, c) for c in chunks(steps, rt.settings.send_batch_size)],
+                     workers)
+    assert isinstance(rt.enqueue, CollectingEnqueuer)
+    rt.enqueue.writebacks.clear()  # handed over by the chunks, written above
+    return seconds
 
 
 # -- the bare calls ------------------------------------------------------------------------------
@@ -266,9 +273,10 @@ def _prefork(parts: _Parts, processes: int, count: int) -> tuple[float, int]:
     rt = parts.rt
     warmup, _ = _book(rt, 2 * processes, 8)
     steps, _ = _book(rt, count, 8)
-    publisher = CeleryEnqueuer(celery_app)
+    publisher = CeleryEnqueuer(celery_app, rt.settings.send_batch_size)
     with WorkerProcess(parts.env, concurrency=processes, queues="sends,writeback") as worker:
-        publisher.send_steps(warmup)  # each pool process builds its runtime on its first task
+        for step_id in warmup:  # a task for each pool process: its connections opened
+            publisher.send_steps([step_id])
         _wait_finished(rt, warmup, timeout=120)
         began = time.perf_counter()
         publisher.send_steps(steps)
@@ -289,13 +297,15 @@ def run(iterations: int = 300, workers: int = 8) -> list[Result]:
         product_seconds = _product(rt, steps, workers)
         trips = [r for r in parts.fhir.requests() if r["path"] != "/metadata"]
         baseline_seconds = _baseline_threads(parts, refs, workers)
-        sent = len(steps)
+        sent, batch = len(steps), rt.settings.send_batch_size
         results += [
             Result("dispatch_sends_per_s", sent / product_seconds, "sends/s",
                    len(refs) / baseline_seconds,
-                   f"{sent} sends, {workers} threads, Twilio-shaped API + FHIR server + Postgres"),
+                   f"{sent} sends in chunks of {batch}, {workers} threads, Twilio-shaped API + "
+                   "FHIR server + Postgres; baseline: bare calls per message"),
             Result("ehr_calls_per_send", len(trips) / sent, "calls", OLD_CALLS_PER_SEND,
-                   "FHIR server request log; baseline: the count before (2 reads, 2 writes)"),
+                   f"FHIR server request log (searches + Bundles), sends in chunks of {batch}; "
+                   "baseline: the count before (2 reads, 2 writes)"),
         ]
         configure(celery_app, rt.settings.model_copy(
             update={"broker_url": parts.env["OUTREACH_BROKER_URL"]}))
@@ -308,8 +318,9 @@ def run(iterations: int = 300, workers: int = 8) -> list[Result]:
                 results.append(Result(
                     f"dispatch_sends_per_s_prefork_{processes}", iterations / seconds,
                     "sends/s", len(refs) / base_seconds,
-                    f"{iterations} sends, outreach worker --concurrency={processes} over Redis; "
-                    f"baseline: the bare calls from {processes} processes"))
+                    f"{iterations} sends in chunks of {rt.settings.send_batch_size}, outreach "
+                    f"worker --concurrency={processes} over Redis; baseline: the bare calls per "
+                    f"message from {processes} processes"))
         finally:
             configure(celery_app, rt.settings.model_copy(update={"broker_url": None}))
         # The Node FHIR test server answers one request at a time: its ceiling for these sends.

@@ -106,7 +106,8 @@ def build_runtime(
         templates=templates,
         channels=build_channels(settings) if channels is None else channels,
         ehr=ehr,
-        enqueue=enqueue or CeleryEnqueuer(celery_app, settings.writeback_batch_size),
+        enqueue=enqueue or CeleryEnqueuer(celery_app, settings.send_batch_size,
+                                          settings.writeback_batch_size),
     )
 
 

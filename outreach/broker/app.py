@@ -16,6 +16,9 @@ SEND_STEP, WRITE_BACK, SWEEP, POLL, RUN_CAMPAIGNS = (
 # Write-backs are published in batches (a list of ids per task); WRITE_BACK, one id, stays
 # registered for the tasks an older version queued before an upgrade.
 WRITE_BACK_MANY = "outreach.write_back_many"
+# Due steps are published in chunks (OUTREACH_SEND_BATCH_SIZE): one task re-checks a chunk with
+# one EHR search. SEND_STEP stays registered for single-step tasks queued before an upgrade.
+SEND_STEPS = "outreach.send_steps"
 
 # Queues: sends on theirs, write-backs on theirs (a slow EHR never holds up a send behind its
 # write-backs), everything else (sweep, poll, campaigns) on the default one. `outreach worker`
@@ -56,7 +59,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         # Declared, so a worker told no queues (start_worker in the tests) consumes all three.
         task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
-        task_routes={SEND_STEP: {"queue": SENDS_QUEUE}, WRITE_BACK: {"queue": WRITEBACK_QUEUE},
+        task_routes={SEND_STEP: {"queue": SENDS_QUEUE}, SEND_STEPS: {"queue": SENDS_QUEUE},
+                     WRITE_BACK: {"queue": WRITEBACK_QUEUE},
                      WRITE_BACK_MANY: {"queue": WRITEBACK_QUEUE}},
         beat_schedule={
             "sweep-due-steps": {

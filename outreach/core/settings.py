@@ -29,6 +29,8 @@ from outreach.core.links import sign
 from rules.caps import CapPolicy
 
 ENV_PREFIX = "OUTREACH_"
+SEND_BATCH_SIZE = 25  # due steps per send task (OUTREACH_SEND_BATCH_SIZE)
+WRITEBACK_BATCH_SIZE = 25  # outbox rows per write-back task (OUTREACH_WRITEBACK_BATCH_SIZE)
 
 
 class SettingsError(Exception):
@@ -161,10 +163,14 @@ class Settings(BaseSettings):
     max_send_attempts: int = Field(default=5, ge=1)
     # Write-back ids handed to one task, written in one transaction Bundle where the EHR takes
     # them (with each sent message's CommunicationRequest: up to twice as many entries).
-    writeback_batch_size: int = Field(default=25, ge=1, le=500)
+    writeback_batch_size: int = Field(default=WRITEBACK_BATCH_SIZE, ge=1, le=500)
     # Entries in one transaction Bundle, for EHRs that cap a transaction's size (a batch
     # larger than that goes in several Bundles; a sent message's pair stays in one).
     writeback_bundle_entries: int = Field(default=50, ge=2, le=1000)
+    # Due steps per send task: the chunk is re-checked with one EHR search per resource type
+    # (`_id=a,b,c`), each step then sent and recorded on its own. A day's reminders fired at
+    # once cost the EHR (the throttled, paid resource) one search per chunk, not one per step.
+    send_batch_size: int = Field(default=SEND_BATCH_SIZE, ge=1, le=100)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")

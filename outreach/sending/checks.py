@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from channels import OutboundMessage
@@ -166,12 +167,17 @@ def _fresh_stored(rt: Runtime, reference: str) -> dict[str, Any] | None:
     return dict(row.resource) if rt.clock.now() - updated <= timedelta(seconds=window) else None
 
 
-def _anchor_and_patient(rt: Runtime, enrollment: Enrollment, attempts: int
+def _anchor_and_patient(rt: Runtime, enrollment: Enrollment, attempts: int,
+                        ahead: Ahead | None = None
                         ) -> tuple[dict[str, Any], dict[str, Any], list[EhrChoice]]:
     """The anchor resource, the Patient and its Consents as the EHR has them now, in one round
     trip: none for an anchor ingested moments ago (the Patient is still read), one search
     (`_include` of the patient, `_revinclude:iterate` of its Consents) otherwise. An EHR that
-    refuses that search gets the plain reads."""
+    refuses that search gets the plain reads. A chunk's search (`ahead`) answers first."""
+    if ahead is not None:
+        found = _from_ahead(rt, ahead, enrollment, attempts)
+        if found is not None:
+            return found
     anchor, patient_ref = enrollment.anchor_reference, enrollment.patient
     stored = _fresh_stored(rt, anchor)
     if stored is not None:
@@ -227,6 +233,177 @@ def _combined(rt: Runtime, anchor: str, patient_ref: str, attempts: int
     choices = ehr_choices(consents, rt.clock.now(), _spelling(rt)) \
         if rt.settings.read_ehr_consent else []
     return resource, patient, choices
+
+
+Found = tuple[dict[str, Any], dict[str, Any], list[EhrChoice]]  # anchor, Patient, choices
+# A FHIR id ([A-Za-z0-9-.]{1,64}): nothing else goes into a comma-separated `_id`.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_PATIENT_OF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
+
+
+@dataclass
+class Ahead:
+    """What one search per resource type found for a chunk of steps, by reference: the anchor
+    with its Patient and Consents; anchors the EHR no longer has; those a search could not
+    reach (the EHR unavailable: each step is retried as a read that failed). An anchor in none
+    of these (not searched, not sure) is read on its own, as before."""
+
+    found: dict[str, Found] = field(default_factory=dict)
+    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # ingested moments ago
+    patients: dict[str, tuple[dict[str, Any], list[EhrChoice]]] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+    down: dict[str, str] = field(default_factory=dict)  # reference -> why
+
+
+def _from_ahead(rt: Runtime, ahead: Ahead, enrollment: Enrollment, attempts: int
+                ) -> Found | None:
+    anchor, patient_ref = enrollment.anchor_reference, enrollment.patient
+    found = ahead.found.get(anchor)
+    if found is not None:
+        return found
+    if anchor in ahead.gone:
+        raise _NotNow(f"{anchor} no longer exists", StepState.CANCELLED)
+    person = ahead.patients.get(patient_ref)
+    if person is not None and anchor == patient_ref:
+        return person[0], *person
+    if person is not None and anchor in ahead.stored:
+        return ahead.stored[anchor], *person
+    why = ahead.down.get(anchor) or ahead.down.get(patient_ref)
+    if why is not None:  # cannot re-check (still booked? still reachable?): try later
+        raise _NotNow(f"EHR unavailable: {why}", StepState.SCHEDULED,
+                      rt.clock.now() + backoff(attempts))
+    return None
+
+
+def look_ahead(rt: Runtime, enrollments: list[Enrollment]) -> Ahead | None:
+    """A chunk's re-check reads, one search per resource type instead of one per step:
+    `{Type}?_id=a,b,c&_include={Type}:patient&_revinclude:iterate=Consent:patient`, and
+    `Patient?_id=…&_revinclude=Consent:patient` for anchors ingested moments ago
+    (OUTREACH_RECHECK_FRESH_SECONDS) and journeys anchored on the Patient. None without an EHR
+    (the versions ingested are the truth there, read step by step)."""
+    if rt.ehr is None or not enrollments:
+        return None
+    ahead = Ahead(stored=_fresh_stored_many(rt, {e.anchor_reference for e in enrollments}))
+    by_type: dict[str, dict[str, str]] = {}  # type -> anchor id -> patient id
+    patients: set[str] = set()
+    for enrollment in enrollments:
+        anchor, patient_ref = enrollment.anchor_reference, enrollment.patient
+        rtype, _, rid = anchor.partition("/")
+        patient_id = patient_ref.removeprefix("Patient/")
+        if not (_FHIR_ID.fullmatch(rid) and _FHIR_ID.fullmatch(patient_id)):
+            continue  # read on its own, as before
+        if anchor in ahead.stored or anchor == patient_ref:
+            patients.add(patient_id)
+        else:
+            by_type.setdefault(rtype, {})[rid] = patient_id
+    for rtype, anchors in sorted(by_type.items()):
+        _search_anchors(rt, ahead, rtype, anchors)
+    if patients:
+        _search_patients(rt, ahead, sorted(patients))
+    return ahead
+
+
+def _search(rt: Runtime, ahead: Ahead, rtype: str, ids: list[str],
+            params: dict[str, str | int], refs: list[str]) -> dict[str, Any] | None:
+    """One search by `_id`; None (each step then reads on its own) where the EHR cannot answer
+    it, and every reference marked down where the EHR is unavailable."""
+    assert rt.ehr is not None
+    try:
+        return rt.ehr.get(rtype, {"_id": ",".join(ids), "_count": len(ids), **params})
+    except FhirUnavailable as exc:
+        ahead.down.update(dict.fromkeys(refs, str(exc)))
+    except FhirUnsupported:
+        pass
+    except FhirError as exc:
+        log.warning("%s: the EHR refused the search of %d by _id (%s); read them apart", rtype,
+                    len(ids), exc.status or type(exc).__name__)
+    return None
+
+
+def _entries(bundle: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, Any]],
+                                              dict[str, list[dict[str, Any]]], bool]:
+    """A searchset's resources by (type, id), its Consents by patient id, and whether it was
+    complete (no next page: only then is a resource left out of it gone)."""
+    resources: dict[tuple[str, str], dict[str, Any]] = {}
+    consents: dict[str, list[dict[str, Any]]] = {}
+    for entry in bundle.get("entry") or []:
+        found = (entry or {}).get("resource") if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            continue
+        kind, found_id = found.get("resourceType"), found.get("id")
+        if kind == "Consent":
+            match = _PATIENT_OF.search(str((found.get("patient") or {}).get("reference", "")))
+            if match is not None:
+                consents.setdefault(match.group(1), []).append(found)
+        elif isinstance(kind, str) and isinstance(found_id, str):
+            resources[(kind, found_id)] = found
+    complete = not any(link.get("relation") == "next" for link in bundle.get("link") or []
+                       if isinstance(link, dict))
+    return resources, consents, complete
+
+
+def _choices(rt: Runtime, consents: list[dict[str, Any]]) -> list[EhrChoice]:
+    if not rt.settings.read_ehr_consent:
+        return []
+    return ehr_choices(consents, rt.clock.now(), _spelling(rt))
+
+
+def _search_anchors(rt: Runtime, ahead: Ahead, rtype: str, anchors: dict[str, str]) -> None:
+    params: dict[str, str | int] = {"_include": f"{rtype}:patient"}
+    if rt.settings.read_ehr_consent:
+        params["_revinclude:iterate"] = "Consent:patient"
+    ids = sorted(anchors)
+    refs = [f"{rtype}/{rid}" for rid in ids]
+    refs += [f"Patient/{pid}" for pid in anchors.values()]
+    bundle = _search(rt, ahead, rtype, ids, params, refs)
+    if bundle is None:
+        return
+    resources, consents, complete = _entries(bundle)
+    for rid, patient_id in anchors.items():
+        resource = resources.get((rtype, rid))
+        patient = resources.get(("Patient", patient_id))
+        if resource is None:
+            if complete:
+                ahead.gone.add(f"{rtype}/{rid}")
+        elif patient is not None:  # else not this anchor's patient any more: read apart
+            ahead.found[f"{rtype}/{rid}"] = (resource, patient,
+                                             _choices(rt, consents.get(patient_id, [])))
+
+
+def _search_patients(rt: Runtime, ahead: Ahead, ids: list[str]) -> None:
+    params: dict[str, str | int] = {}
+    if rt.settings.read_ehr_consent:
+        params["_revinclude"] = "Consent:patient"
+    bundle = _search(rt, ahead, "Patient", ids, params, [f"Patient/{pid}" for pid in ids])
+    if bundle is None:
+        return
+    resources, consents, _ = _entries(bundle)
+    for pid in ids:
+        patient = resources.get(("Patient", pid))
+        if patient is not None:  # a Patient left out is read on its own (gone or not)
+            ahead.patients[f"Patient/{pid}"] = (patient, _choices(rt, consents.get(pid, [])))
+
+
+_FRESH_MANY = select(ResourceVersion.resource_type, ResourceVersion.resource_id,
+                     ResourceVersion.resource, ResourceVersion.updated_at).where(
+    tuple_(ResourceVersion.resource_type, ResourceVersion.resource_id).in_(
+        bindparam("refs", expanding=True)), ResourceVersion.deleted.is_(False))
+
+
+def _fresh_stored_many(rt: Runtime, references: set[str]) -> dict[str, dict[str, Any]]:
+    """`_fresh_stored` for a chunk's anchors, in one query."""
+    window = rt.settings.recheck_fresh_seconds
+    if window <= 0 or not references:
+        return {}
+    pairs = [tuple(ref.partition("/")[::2]) for ref in sorted(references)]
+    with reads(rt.sessions) as connection:
+        rows = connection.execute(_FRESH_MANY, {"refs": pairs}).all()
+    fresh = {}
+    for row in rows:
+        updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        if row.resource is not None and rt.clock.now() - updated <= timedelta(seconds=window):
+            fresh[f"{row.resource_type}/{row.resource_id}"] = dict(row.resource)
+    return fresh
 
 
 def _still_wanted(rt: Runtime, journey: LoadedJourney, enrollment: Enrollment,
@@ -347,19 +524,21 @@ def _not_now(rt: Runtime, journey: LoadedJourney, spec: Step, channel: str,
         raise _NotNow(f"{why}: deferred", StepState.SCHEDULED, later, counts=False)
 
 
-def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready | Skip:
+def check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment,
+          ahead: Ahead | None = None) -> Ready | Skip:
     """Re-check what may have changed since the step was planned, then pick the first listed
     channel that is configured, not excluded by an earlier permanent failure, on which the
-    recipient can be reached and has not opted out; then quiet hours and caps."""
+    recipient can be reached and has not opted out; then quiet hours and caps. `ahead` is what
+    one search found for the step's whole chunk (`look_ahead`)."""
     try:
-        return _check(rt, step, enrollment)
+        return _check(rt, step, enrollment, ahead)
     except _NotNow as not_now:
         return not_now.skip
 
 
-def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment) -> Ready:
+def _check(rt: Runtime, step: ScheduledStep, enrollment: Enrollment, ahead: Ahead | None) -> Ready:
     journey, spec = _journey(rt, enrollment, step.step_id)
-    resource, patient, choices = _anchor_and_patient(rt, enrollment, step.attempts)
+    resource, patient, choices = _anchor_and_patient(rt, enrollment, step.attempts, ahead)
     _still_wanted(rt, journey, enrollment, resource)
     zone = patient_timezone(patient) or rt.settings.zone
     recipients, notes = _recipients(rt, journey, spec, step, enrollment.patient, patient)

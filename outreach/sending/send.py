@@ -5,11 +5,11 @@ ingested: the task layer hands it to intake."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Row, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import joinedload
 
@@ -18,9 +18,9 @@ from channels.segments import sms_segments
 from channels.twilio import UNSUBSCRIBED
 from connector.writeback import SentMessage, build_communication, request_identifier
 from outreach.core.metrics import SENDS
-from outreach.core.ports import Runtime
+from outreach.core.ports import Enqueuer, Runtime
 from outreach.core.retry import backoff
-from outreach.sending.checks import Ready, Skip, check
+from outreach.sending.checks import Ahead, Ready, Skip, check, look_ahead
 from outreach.store.db import reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
@@ -52,26 +52,39 @@ class SendOutcome:
 # than running it. They run on the session's connection, outside the ORM's bookkeeping.
 _STEP_COLUMNS = tuple(a.key for a in inspect(ScheduledStep).column_attrs)
 _ENROLLMENT_COLUMNS = tuple(a.key for a in inspect(Enrollment).column_attrs)
-_SNAPSHOT = select(
+_SNAPSHOT_ROWS = select(
     *(getattr(ScheduledStep, key).label(f"step_{key}") for key in _STEP_COLUMNS),
     *(getattr(Enrollment, key).label(f"enrollment_{key}") for key in _ENROLLMENT_COLUMNS),
-).join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id).where(
-    ScheduledStep.id == bindparam("step"))
+).join_from(ScheduledStep, Enrollment, ScheduledStep.enrollment_id == Enrollment.id)
+_SNAPSHOT = _SNAPSHOT_ROWS.where(ScheduledStep.id == bindparam("step"))
+_SNAPSHOTS = _SNAPSHOT_ROWS.where(ScheduledStep.id.in_(bindparam("steps", expanding=True)))
 
 
-def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
-    """The step and its enrollment as they are now, read without locking: the re-checks run
-    against this, and only a step still queued is worth checking. Every column of both, as
-    objects outside any session."""
-    with reads(rt.sessions) as connection:
-        row = connection.execute(_SNAPSHOT, {"step": step_id}).first()
-    if row is None or row.step_state != StepState.QUEUED:
+def _queued_step(row: Row[Any]) -> ScheduledStep | None:
+    """Every column of the step and its enrollment, as objects outside any session; None
+    unless the step is still queued (only then is it worth checking)."""
+    if row.step_state != StepState.QUEUED:
         return None
     found = row._mapping
     step = ScheduledStep(**{key: found[f"step_{key}"] for key in _STEP_COLUMNS})
     step.enrollment = Enrollment(**{key: found[f"enrollment_{key}"]
                                     for key in _ENROLLMENT_COLUMNS})
     return step
+
+
+def _snapshot(rt: Runtime, step_id: int) -> ScheduledStep | None:
+    """The step and its enrollment as they are now, read without locking: the re-checks run
+    against this."""
+    with reads(rt.sessions) as connection:
+        row = connection.execute(_SNAPSHOT, {"step": step_id}).first()
+    return None if row is None else _queued_step(row)
+
+
+def _snapshots(rt: Runtime, step_ids: list[int]) -> dict[int, ScheduledStep]:
+    """A chunk's steps still queued, with their enrollments, in one query (as `_snapshot`)."""
+    with reads(rt.sessions) as connection:
+        rows = connection.execute(_SNAPSHOTS, {"steps": step_ids}).all()
+    return {step.id: step for row in rows if (step := _queued_step(row)) is not None}
 
 
 def _finish(rt: Runtime, step_id: int, state: StepState, reason: str | None,
@@ -293,7 +306,60 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
     step = _snapshot(rt, step_id)
     if step is None:
         return SendOutcome(step_id, "not-queued", "already taken, cancelled or re-planned")
-    ready = check(rt, step, step.enrollment)
+    return _send(rt, step, None)
+
+
+@dataclass
+class _HeldWritebacks:
+    """A chunk's enqueuer: a fallback step goes out at once, write-backs wait for the chunk's
+    end and are handed over in one call (the write-back side writes them together)."""
+
+    enqueue: Enqueuer
+    writebacks: list[int] = field(default_factory=list)
+
+    def send_steps(self, step_ids: list[int]) -> None:
+        self.enqueue.send_steps(step_ids)
+
+    def write_back(self, writeback_ids: list[int]) -> None:
+        self.writebacks.extend(writeback_ids)
+
+    def poll(self) -> None:
+        self.enqueue.poll()
+
+
+def send_steps(rt: Runtime, step_ids: list[int]) -> list[SendOutcome]:
+    """A chunk of due steps: read in one query, re-checked against the EHR with one search per
+    resource type (`look_ahead`), then each sent as `send_step` sends it, with its own
+    reservation, provider call and record (exactly-once stays per step). One step that fails
+    leaves the others to go: it is logged and stays queued or sending, and the sweeper queues it
+    again. The outbox rows the chunk queued go to `write_back` in one call at the end."""
+    steps = _snapshots(rt, step_ids)
+    ahead = look_ahead(rt, [step.enrollment for step in steps.values()])
+    held = _HeldWritebacks(rt.enqueue)
+    chunk = replace(rt, enqueue=held)
+    outcomes = []
+    try:
+        for step_id in dict.fromkeys(step_ids):  # each once: a repeat would find it taken
+            step = steps.get(step_id)
+            if step is None:
+                outcomes.append(SendOutcome(step_id, "not-queued",
+                                            "already taken, cancelled or re-planned"))
+                continue
+            try:
+                outcomes.append(_send(chunk, step, ahead))
+            except Exception as exc:  # one step must not stop the chunk
+                log.exception("step %s not sent (%s); the sweeper queues it again", step_id,
+                              type(exc).__name__)
+                outcomes.append(SendOutcome(step_id, "error", type(exc).__name__))
+    finally:
+        rt.enqueue.write_back(held.writebacks)
+    return outcomes
+
+
+def _send(rt: Runtime, step: ScheduledStep, ahead: Ahead | None) -> SendOutcome:
+    """`send_step` from the snapshot on; `ahead` holds what a chunk's search found."""
+    step_id = step.id
+    ready = check(rt, step, step.enrollment, ahead)
     if isinstance(ready, Skip):
         outcome = _finish(rt, step_id, ready.state, ready.reason, ready.retry_at,
                           from_state=StepState.QUEUED, counts=ready.counts)

@@ -15,6 +15,7 @@ from outreach.intake.ingest import ingest
 from outreach.sending import sweep as sweeper
 from outreach.sending.send import SendOutcome
 from outreach.sending.send import send_step as send
+from outreach.sending.send import send_steps as send_chunk
 from outreach.sending.sweep import SweepResult
 from outreach.writeback import delivery_status, outbox
 
@@ -28,6 +29,22 @@ def send_step(rt: Runtime, step_id: int) -> SendOutcome:
     if outcome.fresh is not None:
         ingest(rt, outcome.fresh, source="send-check")
     return outcome
+
+
+def send_steps(rt: Runtime, step_ids: list[int]) -> list[SendOutcome]:
+    """Send a chunk of steps, re-checked with one EHR search (outreach.sending.send.send_steps);
+    then each newer version found is ingested, as for one step. An ingest that fails is logged
+    and leaves the others: its step has already moved on, and polling brings the version in."""
+    outcomes = send_chunk(rt, step_ids)
+    for outcome in outcomes:
+        if outcome.fresh is None:
+            continue
+        try:
+            ingest(rt, outcome.fresh, source="send-check")
+        except Exception as exc:
+            log.exception("step %s: the newer version found was not ingested (%s)",
+                          outcome.step_id, type(exc).__name__)
+    return outcomes
 
 
 def write_back(rt: Runtime, writeback_id: int) -> str:

@@ -14,18 +14,26 @@ from outreach.broker.app import (
     POLL,
     RUN_CAMPAIGNS,
     SEND_STEP,
+    SEND_STEPS,
     SWEEP,
     WRITE_BACK,
     WRITE_BACK_MANY,
     celery_app,
 )
-from outreach.core import redact
+from outreach.core import heap, redact
 from outreach.worker import jobs
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name=SEND_STEP)  # type: ignore[untyped-decorator]
 def send_step(step_id: int) -> dict[str, Any]:
     return jobs.send_step(runtime.current(), step_id).as_dict()
+
+
+@celery_app.task(name=SEND_STEPS)  # type: ignore[untyped-decorator]
+def send_steps(step_ids: list[int]) -> list[dict[str, Any]]:
+    return [outcome.as_dict() for outcome in jobs.send_steps(runtime.current(), step_ids)]
 
 
 @celery_app.task(name=WRITE_BACK)  # type: ignore[untyped-decorator]
@@ -59,8 +67,16 @@ def run_campaigns() -> dict[str, int]:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_runtime_per_process(**_kwargs: object) -> None:
     """A pool process must not share its parent's HTTP and database connections: two processes
-    reading one socket get each other's responses. Each child builds its own runtime."""
+    reading one socket get each other's responses. Each child builds its own runtime, here,
+    then freezes what it holds (imports, journeys, runtime) out of the collector's full passes:
+    they live as long as the process, and walking them cost every task (outreach.core.heap)."""
     runtime.install(None)
+    try:
+        runtime.current()
+    except Exception:  # the first task raises it again, where Celery reports it
+        log.exception("worker process: the runtime could not be built")
+        return
+    heap.freeze_startup_heap()
 
 
 @after_setup_logger.connect  # type: ignore[untyped-decorator]
