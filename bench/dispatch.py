@@ -139,9 +139,11 @@ def _product(rt: Runtime, steps: list[int], workers: int) -> float:
     def chunk(step_ids: list[int]) -> None:
         outcomes = jobs.send_steps(rt, step_ids)
         assert [o.state for o in outcomes] == ["sent"] * len(step_ids), outcomes
-        # the write-backs the worker runs next: each Communication, with its request
-        for outcome in outcomes:
-            assert jobs.write_back(rt, outcome.writeback_ids[0]) == "done"
+        # the write-back task the worker runs next: the chunk's Communications, each with its
+        # request, in one transaction Bundle
+        ids = [row for outcome in outcomes for row in outcome.writeback_ids]
+        written = jobs.write_back_many(rt, ids)
+        assert set(ids) <= written.keys() and set(written.values()) == {"done"}, written
 
     seconds = _timed([partial(chunk, c) for c in chunks(steps, rt.settings.send_batch_size)],
                      workers)

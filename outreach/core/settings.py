@@ -171,6 +171,10 @@ class Settings(BaseSettings):
     # (`_id=a,b,c`), each step then sent and recorded on its own. A day's reminders fired at
     # once cost the EHR (the throttled, paid resource) one search per chunk, not one per step.
     send_batch_size: int = Field(default=SEND_BATCH_SIZE, ge=1, le=100)
+    # Patients of one chunk sent to at once (threads in the task): each provider call and its
+    # records wait on the network, not the CPU. One patient's steps stay in order on one thread,
+    # so their caps and quiet hours are checked as one after another.
+    send_threads: int = Field(default=4, ge=1, le=16)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")

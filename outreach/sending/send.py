@@ -5,6 +5,7 @@ ingested: the task layer hands it to intake."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
@@ -330,30 +331,50 @@ class _HeldWritebacks:
 def send_steps(rt: Runtime, step_ids: list[int]) -> list[SendOutcome]:
     """A chunk of due steps: read in one query, re-checked against the EHR with one search per
     resource type (`look_ahead`), then each sent as `send_step` sends it, with its own
-    reservation, provider call and record (exactly-once stays per step). One step that fails
-    leaves the others to go: it is logged and stays queued or sending, and the sweeper queues it
-    again. The outbox rows the chunk queued go to `write_back` in one call at the end."""
+    reservation, provider call and record (exactly-once stays per step). Different patients'
+    steps go out on up to `send_threads` threads, one patient's in order on one. One step that
+    fails leaves the others to go: it is logged and stays queued or sending, and the sweeper
+    queues it again. The outbox rows the chunk queued go to `write_back` in one call at the end."""
     steps = _snapshots(rt, step_ids)
     ahead = look_ahead(rt, [step.enrollment for step in steps.values()])
     held = _HeldWritebacks(rt.enqueue)
     chunk = replace(rt, enqueue=held)
-    outcomes = []
+    order = list(dict.fromkeys(step_ids))  # each once: a repeat would find it taken
+    by_patient: dict[str, list[int]] = {}
+    for step_id in order:
+        step = steps.get(step_id)
+        by_patient.setdefault(step.enrollment.patient if step else "", []).append(step_id)
+    outcomes: dict[int, SendOutcome] = {}
+
+    def one_patient(ids: list[int]) -> None:
+        for step_id in ids:
+            outcomes[step_id] = _send_one(chunk, step_id, steps.get(step_id), ahead)
+
+    threads = min(rt.settings.send_threads, len(by_patient))
+    if rt.engine.dialect.name == "sqlite":  # one writer at a time: threads would only wait
+        threads = 1
     try:
-        for step_id in dict.fromkeys(step_ids):  # each once: a repeat would find it taken
-            step = steps.get(step_id)
-            if step is None:
-                outcomes.append(SendOutcome(step_id, "not-queued",
-                                            "already taken, cancelled or re-planned"))
-                continue
-            try:
-                outcomes.append(_send(chunk, step, ahead))
-            except Exception as exc:  # one step must not stop the chunk
-                log.exception("step %s not sent (%s); the sweeper queues it again", step_id,
-                              type(exc).__name__)
-                outcomes.append(SendOutcome(step_id, "error", type(exc).__name__))
+        if threads <= 1:
+            for ids in by_patient.values():
+                one_patient(ids)
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="send") as pool:
+                list(pool.map(one_patient, by_patient.values()))
     finally:
         rt.enqueue.write_back(held.writebacks)
-    return outcomes
+    return [outcomes[step_id] for step_id in order]
+
+
+def _send_one(rt: Runtime, step_id: int, step: ScheduledStep | None,
+              ahead: Ahead | None) -> SendOutcome:
+    if step is None:
+        return SendOutcome(step_id, "not-queued", "already taken, cancelled or re-planned")
+    try:
+        return _send(rt, step, ahead)
+    except Exception as exc:  # one step must not stop the chunk
+        log.exception("step %s not sent (%s); the sweeper queues it again", step_id,
+                      type(exc).__name__)
+        return SendOutcome(step_id, "error", type(exc).__name__)
 
 
 def _send(rt: Runtime, step: ScheduledStep, ahead: Ahead | None) -> SendOutcome:

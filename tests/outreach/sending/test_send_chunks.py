@@ -5,6 +5,8 @@ Postgres, the FHIR test server, an SMTP server and a Twilio-shaped API server.""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -203,7 +205,8 @@ def test_a_chunk_task_run_again_after_its_worker_died_sends_nothing_twice(
     rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
                       rules_dir=str(tmp_path), twilio_account_sid=ACCOUNT_SID,
                       twilio_auth_token=AUTH_TOKEN, twilio_from="+15555550100",
-                      twilio_base_url=twilio.base_url, sms_rate_per_second=1000)
+                      twilio_base_url=twilio.base_url, sms_rate_per_second=1000,
+                      send_threads=1)  # one after another: the worker dies at a known step
     step_ids = [step_id for _, step_id in _book(rt, 3, mobile="+1555555{:04d}")]
     channels = rt.channels
     rt.channels = {**channels, "sms": _DiesAfterProvider(channels["sms"], nth=2)}
@@ -227,3 +230,53 @@ def test_a_chunk_task_run_again_after_its_worker_died_sends_nothing_twice(
     per_number = Counter(m["to"] for m in twilio.messages)
     assert sorted(per_number.values()) == [1, 1, 1], per_number
     drain(rt)
+
+
+@dataclass
+class _InFlight:
+    """A channel that counts how many of its sends are under way at once (each waits on the
+    provider a moment, as a real one does)."""
+
+    channel: Any
+    now: int = 0
+    most: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: OutboundMessage) -> SendReceipt:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.05)
+            receipt: SendReceipt = self.channel.send(message)
+            return receipt
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.channel, name)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_chunk_sends_to_several_patients_at_once_each_message_once(
+    make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
+    clock: SimulatedClock, threads: int,
+) -> None:
+    rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
+                      smtp_host="127.0.0.1", smtp_port=smtp.port,
+                      smtp_from="reminders@hospital.example", send_threads=threads)
+    step_ids = [step_id for _, step_id in _book(rt, 6)]
+    email = _InFlight(rt.channels["email"])
+    rt.channels = {**rt.channels, "email": email}
+
+    outcomes = jobs.send_steps(rt, step_ids)
+
+    assert [o.step_id for o in outcomes] == step_ids  # answered in the chunk's order
+    assert [o.state for o in outcomes] == [StepState.SENT] * 6
+    assert sorted(m["To"] for m in smtp.messages) == sorted(f"pat{i}@example.org"
+                                                            for i in range(6))
+    # the provider waits overlap across patients only when the setting allows it
+    assert (email.most > 1) == (threads > 1), email.most
+    (handover,) = _queue(rt).handovers  # one, with every message of the chunk
+    assert sorted(handover) == sorted(o.writeback_ids[0] for o in outcomes)
