@@ -54,6 +54,7 @@ from outreach.store.models import (
     StepState,
 )
 from outreach.worker.inprocess import InProcess
+from outreach.writeback import outbox
 from rules import JourneySet, load_journeys
 from rules.recipients import choose_recipient
 
@@ -144,6 +145,8 @@ def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path,
     event.listen(engine, "connect", _throwaway)
     Base.metadata.create_all(engine)
     sessions = make_session_factory(engine)
+    # Nothing is written back: the outbox takes no rows (the runner drops what it is handed).
+    sessions.configure(info={outbox.DROP_WRITEBACKS: True})
     # Every channel a journey can name, counting what it is given: the forecast assumes the
     # hospital configures them all, and the patient's contacts decide.
     channels = {name: ConsoleChannel(sink, name=name, medium=medium) for name, medium in
