@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from channels import ConsoleChannel
 from connector.changes import version_of
@@ -54,6 +55,7 @@ from outreach.store.models import (
     StepState,
 )
 from outreach.worker.inprocess import InProcess
+from outreach.writeback import outbox
 from rules import JourneySet, load_journeys
 from rules.recipients import choose_recipient
 
@@ -121,6 +123,28 @@ class _InputSource:
         return [r for r in self._resources if r.get("resourceType") == resource_type]
 
 
+class _StoreEhr(IngestedEhr):
+    """The store's versions as the EHR, each resource's read kept until the forecast ingests
+    that resource again: ingest alone writes the versions, and the send-time checks read the
+    same anchors and patients over and over. A read still returns a new document each time."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        super().__init__(sessions)
+        self._kept: dict[tuple[str, str], str] = {}
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        kept = self._kept.get((resource_type, resource_id))
+        if kept is None:
+            found = super().read(resource_type, resource_id)  # not found: asked again next time
+            kept = self._kept[(resource_type, resource_id)] = json.dumps(found)
+        document: dict[str, Any] = json.loads(kept)
+        return document
+
+    def forget(self, resource: dict[str, Any]) -> None:
+        """Before the resource is ingested (its stored version may change)."""
+        self._kept.pop((resource["resourceType"], resource.get("id", "")), None)
+
+
 def _ordered(resources: list[dict[str, Any]], listened: set[str]) -> Iterator[dict[str, Any]]:
     # Patients (and anything no journey listens to) first, so plans see their zone; then the
     # versions in the order the EHR made them.
@@ -144,12 +168,14 @@ def _runtime(settings: Settings, journeys: JourneySet, now: datetime, db: Path,
     event.listen(engine, "connect", _throwaway)
     Base.metadata.create_all(engine)
     sessions = make_session_factory(engine)
+    # Nothing is written back: the outbox takes no rows (the runner drops what it is handed).
+    sessions.configure(info={outbox.DROP_WRITEBACKS: True})
     # Every channel a journey can name, counting what it is given: the forecast assumes the
     # hospital configures them all, and the patient's contacts decide.
     channels = {name: ConsoleChannel(sink, name=name, medium=medium) for name, medium in
                 (("sms", "WRITTEN"), ("email", "EMAILWRIT"))}
     return build_runtime(settings, sessions=sessions, clock=SimulatedClock(now),
-                         journeys=journeys, ehr=IngestedEhr(sessions), channels=channels,
+                         journeys=journeys, ehr=_StoreEhr(sessions), channels=channels,
                          enqueue=CollectingEnqueuer())
 
 
@@ -303,7 +329,10 @@ def _run_shard(shard: _Shard) -> _Found:
             runner = InProcess(rt, tally, write_back=False)
             listened = set(journeys.resource_types)
             ordered = list(_ordered(shard.resources, listened))
+            ehr = rt.ehr
+            assert isinstance(ehr, _StoreEhr)
             for resource in (r for r in ordered if r["resourceType"] not in listened):
+                ehr.forget(resource)
                 ingest(rt, resource, source="simulate")
             runs = [(r.journey, r.run_key, r.matched, r.enrolled) for r in
                     campaigns.run_due_campaigns(rt, _InputSource(shard.resources))]
@@ -311,6 +340,7 @@ def _run_shard(shard: _Shard) -> _Found:
             for resource in (r for r in ordered if r["resourceType"] in listened):
                 _, updated = version_of(resource)
                 runner.run_until(max(now, updated) if updated else now)
+                ehr.forget(resource)
                 planned(ingest(rt, resource, source="simulate"))
                 runner.drain()
             runner.run_until(shard.until)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     CompoundSelect,
+    Table,
     bindparam,
     insert,
     literal_column,
@@ -20,7 +22,7 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from outreach.planning.outcomes import JourneyOutcome
 from outreach.store.models import (
@@ -174,27 +176,58 @@ def _plan(
 
 
 # Built once: constructing and cache-keying them per call was a visible share of the CPU.
-_INSERT_ENROLLMENT = insert(Enrollment).returning(Enrollment)
-_INSERT_STEPS = insert(ScheduledStep).returning(ScheduledStep, sort_by_parameter_order=True)
+_ENROLLMENTS = cast(Table, Enrollment.__table__)
+_STEPS = cast(Table, ScheduledStep.__table__)
+_INSERT_ENROLLMENT = insert(_ENROLLMENTS).returning(_ENROLLMENTS.c.id)
+_INSERT_STEPS = insert(_STEPS).returning(_STEPS.c.id, sort_by_parameter_order=True)
+# Objects for the outcomes, built without the ORM's per-attribute instrumentation: the rows
+# are written by Core inserts, so the objects only carry their values, as loaded ones would.
+_new_enrollment = Enrollment.__mapper__.class_manager.new_instance
+_new_step = ScheduledStep.__mapper__.class_manager.new_instance
+
+
+def _loaded(new: Any, values: dict[str, Any]) -> Any:
+    made = new()
+    made.__dict__.update(values)
+    return made
 
 
 def _enroll(
     session: Session, journey: LoadedJourney, resource: tuple[str, str], anchor_at: datetime,
     now: datetime, plans: list[PlannedStep], patient: str, cycle: str = "",
 ) -> list[ScheduledStep]:
-    # ORM bulk inserts with RETURNING: one statement per table, the rows come back as session
-    # objects, and the unit of work's bookkeeping (the bulk of an enrollment's CPU) is skipped.
-    enrollment = session.scalars(_INSERT_ENROLLMENT, [{
+    # Core inserts with RETURNING on the session's connection, one statement per table; the ORM
+    # bulk insert's bookkeeping was the bulk of an enrollment's CPU. The objects hold every
+    # column as a load would (datetimes in UTC); the enrollment joins the session, as a loaded
+    # one would, so a later get in this transaction finds it without a query.
+    connection = session.connection()
+    values: dict[str, Any] = {
         "journey": journey.name, "journey_version": journey.version, "patient": patient,
         "resource_type": resource[0], "resource_id": resource[1], "cycle": cycle,
-        "anchor_at": anchor_at, "state": "active", "created_at": now, "updated_at": now,
-    }]).one()
+        "anchor_at": _utc(anchor_at), "state": "active", "reason": None, "created_at": now,
+        "updated_at": now}
+    values["id"] = connection.execute(_INSERT_ENROLLMENT, values).scalar_one()
+    enrollment = _loaded(_new_enrollment, values)
+    make_transient_to_detached(enrollment)
+    session.add(enrollment)
     if not plans:
         return []
-    rows = [{"enrollment_id": enrollment.id, "step_id": planned.step.id, "attempts": 0,
-             "queued_at": None, **_placement(planned, now)} for planned in plans]
+    rows = [{"uid": str(uuid.uuid4()), "enrollment_id": values["id"], "step_id": planned.step.id,
+             "state": StepState.SCHEDULED, "attempts": 0, "reason": None, "channel": None,
+             "excluded_channels": "", "queued_at": None, "sent_at": None,
+             **_placement(planned, now)} for planned in plans]
     # Written now, so the next journey's cap check sees these steps.
-    return list(session.scalars(_INSERT_STEPS, rows))
+    ids = connection.execute(_INSERT_STEPS, rows).scalars().all()
+    steps = []
+    for row, step_id in zip(rows, ids, strict=True):
+        row["due_at"] = _utc(row["due_at"])
+        steps.append(_loaded(_new_step, {**row, "id": step_id}))
+    return steps
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """As a UTC column reads it back."""
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _replannable(step: ScheduledStep) -> bool:

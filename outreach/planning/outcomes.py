@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from outreach.store.models import Enrollment, ScheduledStep, StepState
+from outreach.writeback import outbox
 from outreach.writeback.communication_requests import queue_requests
 from rules.loader import JourneySet
 
@@ -34,6 +35,8 @@ def queue_for_outcomes(
 ) -> list[int]:
     """The CommunicationRequests of every step these outcomes enrolled, re-planned or
     cancelled, queued in the outbox; returns the rows to enqueue after commit."""
+    if session.info.get(outbox.DROP_WRITEBACKS):  # none would be stored: look nothing up
+        return []
     ids = []
     for outcome in outcomes:
         if outcome.action not in ("enroll", "replan", "cancel") or not outcome.steps:

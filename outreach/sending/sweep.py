@@ -84,6 +84,15 @@ def _claim_steps(session: Session, rt: Runtime, now: datetime, batch: int) -> li
     return step_ids
 
 
+def sweep_steps(rt: Runtime, batch: int = 500) -> list[int]:
+    """The sweep's step claims alone, enqueued after they committed: for a run that writes
+    nothing back (a forecast), where claiming write-backs would only claim rows it drops."""
+    with transaction(rt.sessions) as session:
+        step_ids = _claim_steps(session, rt, rt.clock.now(), batch)
+    rt.enqueue.send_steps(step_ids)
+    return step_ids
+
+
 def sweep(rt: Runtime, batch: int = 500) -> SweepResult:
     """Claim due steps and due write-backs, then enqueue them after the claim committed. The
     partial indexes keep this proportional to what is due, not to everything scheduled."""

@@ -28,6 +28,8 @@ def queue_requests(
     """Queue the CommunicationRequest of each step in the outbox; returns the row ids for the
     caller to enqueue after commit. `first` (a new enrollment) creates with If-None-Exist; later
     changes update the request carrying the step's identifier."""
+    if session.info.get(outbox.DROP_WRITEBACKS):  # none would be stored: build none
+        return []
     return [outbox.put(session, resource, system, value, now,
                        operation="create" if first else "upsert", known_new=first)
             for resource, value in _requests(system, journeys, enrollment, steps, now)]

@@ -53,13 +53,29 @@ def _put_statement(session: Session, known_new: bool) -> Executable:
     return found
 
 
+# A session whose `info` holds this key takes no outbox rows from `put` (a forecast's store:
+# it writes nothing back, so building and storing what it would write is wasted).
+DROP_WRITEBACKS = "outreach.drop_writebacks"
+
+
 def put(
     session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
     *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
 ) -> int:
     """Add (or, for a known identifier, refresh) an outbox row in one statement; returns its id
     for the caller to enqueue `write_back(id)` after its transaction commits. `known_new` says
-    the identifier cannot exist yet (a step's first and only sent record): a plain insert."""
+    the identifier cannot exist yet (a step's first and only sent record): a plain insert.
+    Returns 0 (no row) in a session that drops write-backs (DROP_WRITEBACKS)."""
+    if session.info.get(DROP_WRITEBACKS):
+        return 0
+    return _put(session, resource, system, value, now, step_id=step_id, operation=operation,
+                known_new=known_new)
+
+
+def _put(
+    session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
+    *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
+) -> int:
     # On the connection: a Core insert, without the ORM's bulk-insert machinery around it.
     row_id: int = session.connection().execute(_put_statement(session, known_new), {
         "step_id": step_id, "resource_type": resource["resourceType"],
@@ -73,8 +89,8 @@ def queue(
     session: Session, resource: dict[str, Any], system: str, value: str, now: datetime,
     *, step_id: int | None = None, operation: str = "create", known_new: bool = False,
 ) -> Writeback:
-    """`put`, returning the row."""
-    row_id = put(session, resource, system, value, now, step_id=step_id, operation=operation,
+    """`put`, returning the row (always written: these are rare, and their callers need it)."""
+    row_id = _put(session, resource, system, value, now, step_id=step_id, operation=operation,
                  known_new=known_new)
     return session.get_one(Writeback, row_id, populate_existing=True)
 
