@@ -3,12 +3,16 @@ each request follows its step (active → completed when sent, revoked when it w
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from connector.polling import fhir_instant
 from connector.writeback import PlannedMessage, build_communication_request, request_identifier
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from outreach.writeback import outbox
@@ -36,13 +40,67 @@ def queue_requests(
 def new_request_rows(
     system: str, journeys: JourneySet,
     enrolled: Iterable[tuple[Enrollment, Iterable[ScheduledStep]]], now: datetime,
-) -> list[dict[str, Any]]:
+) -> str:
     """The outbox rows `queue_requests(..., first=True)` would add for these new enrollments
-    (resource type, identifier, resource), for a batch that writes them in its own statement."""
-    return [{"resource_type": resource["resourceType"], "identifier": f"{system}|{value}",
-             "resource": resource}
-            for enrollment, steps in enrolled
-            for resource, value in _requests(system, journeys, enrollment, steps, now)]
+    (resource type, identifier, resource), as the JSON array a batch's statement reads. Each
+    request's text is filled into a template made by `build_communication_request` itself:
+    building and encoding every request was a third of a booking's batch CPU."""
+    authored = fhir_instant(now)
+    rows = []
+    for enrollment, steps in enrolled:
+        journey = journeys.by_name(enrollment.journey)
+        for step in steps:
+            spec = journey.step(step.step_id) if journey else None
+            status = _STATUS.get(StepState(step.state), "active")
+            channels = tuple(spec.channel) if spec else ("sms",)
+            category = spec.category if spec else "reminder"
+            description = f"{enrollment.journey}: {step.step_id}"
+            if status == "revoked":  # carries its reason: built in full (rare for a new plan)
+                resource = build_communication_request(PlannedMessage(
+                    identifier_system=system, step_uid=step.uid, status=status,
+                    patient=enrollment.patient, about=enrollment.anchor_reference,
+                    channels=channels, category=category, due=step.due_at, authored=now,
+                    description=description, status_reason=step.reason))
+                rows.append(json.dumps({
+                    "resource_type": resource["resourceType"],
+                    "identifier": f"{system}|{request_identifier(step.uid)}",
+                    "resource": resource}))
+                continue
+            parts, slots = _template(system, status, channels, category, description)
+            values = {"uid": step.uid, "patient": enrollment.patient,
+                      "about": enrollment.anchor_reference, "due": fhir_instant(step.due_at),
+                      "authored": authored}
+            text = [parts[0]]
+            for slot, part in zip(slots, parts[1:], strict=True):
+                text += (json.dumps(values[slot])[1:-1], part)
+            rows.append("".join(text))
+    return "[" + ",".join(rows) + "]"
+
+
+# Stand-ins for a request's per-step values: text no journey's names or descriptions contain,
+# and instants no plan is due at. Found in the template's JSON, they become its slots.
+_STAND_INS = {"uid": "\ue000uid\ue000", "patient": "\ue000patient\ue000",
+              "about": "\ue000about\ue000"}
+_DUE = datetime(1901, 1, 1, 1, 1, 1, tzinfo=UTC)
+_AUTHORED = datetime(1902, 2, 2, 2, 2, 2, tzinfo=UTC)
+
+
+@lru_cache(maxsize=1024)
+def _template(
+    system: str, status: str, channels: tuple[str, ...], category: str, description: str,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An outbox row's JSON cut at its slots: the texts between them, and the slots' names."""
+    resource = build_communication_request(PlannedMessage(
+        identifier_system=system, step_uid=_STAND_INS["uid"], status=status,
+        patient=_STAND_INS["patient"], about=_STAND_INS["about"], channels=channels,
+        category=category, due=_DUE, authored=_AUTHORED, description=description))
+    text = json.dumps({"resource_type": resource["resourceType"],
+                       "identifier": f"{system}|{request_identifier(_STAND_INS['uid'])}",
+                       "resource": resource})
+    found = {json.dumps(v)[1:-1]: k for k, v in _STAND_INS.items()}
+    found |= {fhir_instant(_DUE): "due", fhir_instant(_AUTHORED): "authored"}
+    pieces = re.split("(" + "|".join(re.escape(k) for k in found) + ")", text)
+    return tuple(pieces[0::2]), tuple(found[k] for k in pieces[1::2])
 
 
 def _requests(
