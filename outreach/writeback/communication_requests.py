@@ -72,11 +72,12 @@ def new_request_rows(
                       "authored": authored}
             text = [parts[0]]
             for slot, part in zip(slots, parts[1:], strict=True):
-                text += (json.dumps(values[slot])[1:-1], part)
+                text += (_escaped(values[slot])[1:-1], part)
             rows.append("".join(text))
     return "[" + ",".join(rows) + "]"
 
 
+_escaped = json.encoder.encode_basestring_ascii  # a JSON string, as json.dumps writes it
 # Stand-ins for a request's per-step values: text no journey's names or descriptions contain,
 # and instants no plan is due at. Found in the template's JSON, they become its slots.
 _STAND_INS = {"uid": "\ue000uid\ue000", "patient": "\ue000patient\ue000",
