@@ -45,6 +45,7 @@ class _Waiting:
     source: str
     result: IngestResult | Exception | None = None
     lead: bool = False  # this caller's thread is to lead the next batch
+    taken: bool = False  # in a batch (this caller's or another leader's)
     wake: threading.Event = field(default_factory=threading.Event)
 
 
@@ -87,6 +88,8 @@ class _Group:
     def _lead(self, leader: _Waiting) -> None:
         with self._lock:
             batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+            for waiting in batch:
+                waiting.taken = True
             self._committing += 1
         try:
             # Each runtime (a test may have several) gets its own transaction.
@@ -101,8 +104,10 @@ class _Group:
                 if len(batch) > 1:
                     self._answered_at = time.monotonic()
         with self._lock:
-            if leader.result is None:
+            if not leader.taken:
                 return  # its own version is still queued behind a full batch: lead again
+            # Committed, or in another leader's batch: this caller only waits for its answer
+            # now (leading on would spin on an empty queue until that batch commits).
             leader.lead = False
             # The lead passes to the first caller still waiting that does not lead already (a
             # caller that found a free slot is queued and leading at once: a second lead handed

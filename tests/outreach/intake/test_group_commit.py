@@ -88,3 +88,28 @@ def test_under_a_burst_every_caller_gets_its_own_answer(
         f"r{i}" for i in range(2000))
     assert len(ingest.batches) < 400  # batched, not one by one
     assert _call("after") == "stored after"  # the leads were all handed back
+
+
+def test_a_leader_whose_version_another_batch_took_waits_without_burning_cpu(
+    ingest: _Ingest,
+) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        ingest.hold = "first"
+        first = pool.submit(_call, "first")
+        assert ingest.started.wait(5)
+        gathering = pool.submit(_call, "gathering")  # leads, waiting GATHER for company
+        time.sleep(GATHER / 3)
+        ingest.started.clear()
+        ingest.hold = "taker"
+        ingest.release.set()  # `first` commits while `gathering` still gathers
+        assert first.result(5) == "stored first"
+        ingest.release.clear()
+        taker = pool.submit(_call, "taker")  # finds a free lead: takes `gathering` along
+        assert ingest.started.wait(5)
+        began = time.process_time()
+        time.sleep(GATHER * 1.5)  # `gathering` has stopped gathering: its version is in flight
+        burnt = time.process_time() - began
+        ingest.release.set()
+        assert (gathering.result(5), taker.result(5)) == ("stored gathering", "stored taker")
+    assert ingest.batches == [["first"], ["gathering", "taker"]]
+    assert burnt < GATHER / 3
