@@ -91,19 +91,16 @@ class _Group:
             for waiting in batch:
                 waiting.taken = True
             self._committing += 1
-        try:
-            # Each runtime (a test may have several) gets its own transaction.
-            by_runtime: dict[int, list[_Waiting]] = {}
-            for waiting in batch:
-                by_runtime.setdefault(id(waiting.rt), []).append(waiting)
-            for group in by_runtime.values():
-                self._commit(group)
-        finally:
-            with self._lock:
-                self._committing -= 1
-                if len(batch) > 1:
-                    self._answered_at = time.monotonic()
+        # Each runtime (a test may have several) gets its own transaction.
+        by_runtime: dict[int, list[_Waiting]] = {}
+        for waiting in batch:
+            by_runtime.setdefault(id(waiting.rt), []).append(waiting)
+        for group in by_runtime.values():
+            self._commit(group)  # hands any error to the batch's callers, raises none
         with self._lock:
+            self._committing -= 1
+            if len(batch) > 1:
+                self._answered_at = time.monotonic()
             if not leader.taken:
                 return  # its own version is still queued behind a full batch: lead again
             # Committed, or in another leader's batch: this caller only waits for its answer
