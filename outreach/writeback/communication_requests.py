@@ -45,35 +45,34 @@ def new_request_rows(
     (resource type, identifier, resource), as the JSON array a batch's statement reads. Each
     request's text is filled into a template made by `build_communication_request` itself:
     building and encoding every request was a third of a booking's batch CPU."""
-    authored = fhir_instant(now)
+    authored = _escaped(fhir_instant(now))[1:-1]
     rows = []
+    made: dict[tuple[str, str, str], str | None] = {}  # (journey, step, state) -> template
     for enrollment, steps in enrolled:
         journey = journeys.by_name(enrollment.journey)
+        patient = _escaped(enrollment.patient)[1:-1]
+        about = _escaped(enrollment.anchor_reference)[1:-1]
         for step in steps:
-            spec = journey.step(step.step_id) if journey else None
-            status = _STATUS.get(StepState(step.state), "active")
-            channels = tuple(spec.channel) if spec else ("sms",)
-            category = spec.category if spec else "reminder"
-            description = f"{enrollment.journey}: {step.step_id}"
-            if status == "revoked":  # carries its reason: built in full (rare for a new plan)
-                resource = build_communication_request(PlannedMessage(
-                    identifier_system=system, step_uid=step.uid, status=status,
-                    patient=enrollment.patient, about=enrollment.anchor_reference,
-                    channels=channels, category=category, due=step.due_at, authored=now,
-                    description=description, status_reason=step.reason))
-                rows.append(json.dumps({
-                    "resource_type": resource["resourceType"],
-                    "identifier": f"{system}|{request_identifier(step.uid)}",
-                    "resource": resource}))
+            key = (enrollment.journey, step.step_id, step.state)
+            if key not in made:
+                spec = journey.step(step.step_id) if journey else None
+                status = _STATUS.get(StepState(step.state), "active")
+                # A revoked request carries its reason: built in full (rare for a new plan).
+                made[key] = None if status == "revoked" else _template(
+                    system, status, tuple(spec.channel) if spec else ("sms",),
+                    spec.category if spec else "reminder",
+                    f"{enrollment.journey}: {step.step_id}")
+            template = made[key]
+            if template is None:
+                planned = _requests(system, journeys, enrollment, [step], now)
+                for resource, value in planned:
+                    rows.append(json.dumps({"resource_type": resource["resourceType"],
+                                            "identifier": f"{system}|{value}",
+                                            "resource": resource}))
                 continue
-            parts, slots = _template(system, status, channels, category, description)
-            values = {"uid": step.uid, "patient": enrollment.patient,
-                      "about": enrollment.anchor_reference, "due": fhir_instant(step.due_at),
-                      "authored": authored}
-            text = [parts[0]]
-            for slot, part in zip(slots, parts[1:], strict=True):
-                text += (_escaped(values[slot])[1:-1], part)
-            rows.append("".join(text))
+            rows.append(template.format(
+                uid=_escaped(step.uid)[1:-1], patient=patient, about=about,
+                due=_escaped(fhir_instant(step.due_at))[1:-1], authored=authored))
     return "[" + ",".join(rows) + "]"
 
 
@@ -89,8 +88,8 @@ _AUTHORED = datetime(1902, 2, 2, 2, 2, 2, tzinfo=UTC)
 @lru_cache(maxsize=1024)
 def _template(
     system: str, status: str, channels: tuple[str, ...], category: str, description: str,
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """An outbox row's JSON cut at its slots: the texts between them, and the slots' names."""
+) -> str:
+    """An outbox row's JSON as a format string, its slots named as in `_STAND_INS`."""
     resource = build_communication_request(PlannedMessage(
         identifier_system=system, step_uid=_STAND_INS["uid"], status=status,
         patient=_STAND_INS["patient"], about=_STAND_INS["about"], channels=channels,
@@ -101,7 +100,8 @@ def _template(
     found = {json.dumps(v)[1:-1]: k for k, v in _STAND_INS.items()}
     found |= {fhir_instant(_DUE): "due", fhir_instant(_AUTHORED): "authored"}
     pieces = re.split("(" + "|".join(re.escape(k) for k in found) + ")", text)
-    return tuple(pieces[0::2]), tuple(found[k] for k in pieces[1::2])
+    return "".join(piece.replace("{", "{{").replace("}", "}}") if i % 2 == 0
+                   else "{" + found[piece] + "}" for i, piece in enumerate(pieces))
 
 
 def _requests(
