@@ -1,9 +1,12 @@
 """Ingest throughput: notifications/s through `ingest_notified` (the rest-hook endpoint's work
 minus HTTP: payload validation, the duplicate check, row lock, diff/classification, the change and
-version rows, rule matching and planning) on Postgres, with 4 concurrent callers like the API's
-thread pool, through group commit as the endpoint does (each caller returns once its own
-notification's batch has committed; with 4 callers a batch holds up to 4). The backfill row is the
-poller's path: pages of 100 versions, each page one transaction (`intake.batch.ingest_many`).
+version rows, rule matching and planning) on Postgres, through group commit as the endpoint does
+(each caller returns once its own notification's batch has committed). As many concurrent callers
+as `outreach serve` has threads for the endpoint: it hands `ingest_notified` to anyio's default
+thread limiter (`run_in_threadpool`; no limiter of our own is configured), so the bench reads that
+limiter's size (40 with anyio's default). Like `serve`, the bench freezes the startup heap
+(`core.heap`) once the runtime is built. The backfill row is the poller's path: pages of 100
+versions, each page one transaction (`intake.batch.ingest_many`).
 `serve_peak_rss_mb` is the peak memory of a real `outreach serve` taking notifications over HTTP
 (bench.serve_memory).
 
@@ -14,22 +17,26 @@ version costs no EHR read either way.
 
 Baseline, same run, same Postgres: the same number of notifications written as plain rows (one
 resource_changes insert + one resource_versions upsert per notification, one transaction each,
-same 4 callers): what recording each notification on its own costs, before any planning."""
+same callers): what recording each notification on its own costs, before any planning."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import text
 
 from bench import serve_memory
 from bench.result import Result
 from connector.resources import validate_resource
 from outreach.broker.enqueue import CollectingEnqueuer
+from outreach.core import heap
 from outreach.core.ports import Runtime
 from outreach.core.settings import load_settings
 from outreach.intake import group_commit
@@ -39,8 +46,17 @@ from outreach.runtime import build_runtime
 from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment
 
-WORKERS = 4
 PAGE = 100
+
+
+def endpoint_threads() -> int:
+    """The rest-hook endpoint's concurrency in `outreach serve`: the size of anyio's default
+    thread limiter, which `run_in_threadpool` (starlette) waits on."""
+
+    async def size() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    return int(anyio.run(size))
 
 
 def _notifications(count: int, *, booked: bool, prefix: str = "") -> list[dict[str, Any]]:
@@ -51,9 +67,10 @@ def _notifications(count: int, *, booked: bool, prefix: str = "") -> list[dict[s
                         version="1", updated=datetime.now(UTC)) for i in range(count)]
 
 
-def _rate(work: Callable[[dict[str, Any]], object], items: list[dict[str, Any]]) -> float:
+def _rate(work: Callable[[dict[str, Any]], object], items: list[dict[str, Any]],
+          callers: int) -> float:
     began = time.perf_counter()
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(callers) as pool:
         list(pool.map(work, items))
     return len(items) / (time.perf_counter() - began)
 
@@ -82,22 +99,24 @@ def _plain_insert(rt: Runtime) -> Callable[[dict[str, Any]], object]:
 
 def run(iterations: int = 100) -> list[Result]:
     count = max(iterations, 20) * 20
+    callers = endpoint_threads()
     with temporary_database() as url:
         settings = load_settings(database_url=url, webhook_secret="bench-secret-0123456789")
         rt = build_runtime(settings, enqueue=CollectingEnqueuer())
+        heap.freeze_startup_heap()  # as `outreach serve` does before it takes requests
         try:
             def notify(resource: dict[str, Any]) -> object:
                 validate_resource(resource, "Appointment")  # what the endpoint does first
                 return ingest_notified(rt, "Appointment", resource["id"], resource, "bench",
                                        via=group_commit.ingest)
 
-            _rate(notify, _notifications(50, booked=False))  # warm-up: pools, imports
-            baseline = _rate(_plain_insert(rt), _notifications(count, booked=False))
-            plain = _rate(notify, _notifications(count, booked=False))
+            _rate(notify, _notifications(50, booked=False), callers)  # warm-up: pools, imports
+            baseline = _rate(_plain_insert(rt), _notifications(count, booked=False), callers)
+            plain = _rate(notify, _notifications(count, booked=False), callers)
             booked = _rate(notify, [{**r, "id": r["id"] + "b"}
-                                    for r in _notifications(count, booked=True)])
+                                    for r in _notifications(count, booked=True)], callers)
             dups = _notifications(count, booked=False)  # already ingested above: redeliveries
-            duplicate = _rate(notify, dups)
+            duplicate = _rate(notify, dups, callers)
             pages = [(r, "bench") for r in _notifications(count, booked=True, prefix="f")]
             began = time.perf_counter()
             for first in range(0, len(pages), PAGE):
@@ -105,7 +124,8 @@ def run(iterations: int = 100) -> list[Result]:
             backfill = len(pages) / (time.perf_counter() - began)
         finally:
             rt.engine.dispose()
-    note = f"{count} notifications, {WORKERS} callers, Postgres, payload trusted"
+            gc.unfreeze()  # the next benchmark in this process starts from its own heap
+    note = f"{count} notifications, {callers} callers, Postgres, payload trusted"
     return [
         Result("ingest_notifications_per_s", plain, "/s", baseline, note + ", no journey starts"),
         Result("ingest_booked_per_s", booked, "/s", baseline,

@@ -215,7 +215,9 @@ def _alone(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult |
 def ingest_many(rt: Runtime, items: Sequence[Item]) -> list[IngestResult | Exception]:
     """Ingest (already validated) versions, in order, in one transaction; each gets the result
     `ingest` would have given it, or the exception it alone raised (the others still stored)."""
-    if len(items) <= 1 or rt.engine.dialect.name != "postgresql":
+    # A single version takes the batch's statements too: a third of `ingest`'s CPU (group
+    # commit hands a lone caller's version here).
+    if not items or rt.engine.dialect.name != "postgresql":
         return [_alone(rt, resource, source) for resource, source in items]
     try:
         batch = _ingest_batch(rt, items)

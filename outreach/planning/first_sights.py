@@ -82,17 +82,18 @@ def as_json(rows: list[dict[str, Any]]) -> str:
 
 
 def _write(
-    session: Session, enrolled: Enrolled, step_rows: list[dict[str, Any]],
-    writebacks: list[dict[str, Any]], now: datetime,
+    session: Session, enrolled: Enrolled, step_rows: list[dict[str, Any]], writebacks: str,
+    now: datetime,
 ) -> list[int]:
-    """Insert the enrollments, steps (`step_rows`: their JSON rows) and outbox rows; ids are set
-    on the objects, the outbox row ids returned (to enqueue after commit)."""
+    """Insert the enrollments, steps (`step_rows`: their JSON rows) and outbox rows
+    (`writebacks`: their JSON array); ids are set on the objects, the outbox row ids returned
+    (to enqueue after commit)."""
     found = session.connection().execute(_WRITE, {
         "now": now,
         "enrollments": as_json([{c: e.__dict__[c] for c in _ENROLLMENT_COLUMNS}
                                 for e, _ in enrolled]),
         "steps": as_json(step_rows),
-        "writebacks": as_json(writebacks)})
+        "writebacks": writebacks})
     ids: dict[tuple[int, str | None], int] = {}
     outbox = []
     for kind, row_id, found_key in found:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from outreach.core.ports import Runtime
 from outreach.intake.ingest import ingest
 from outreach.store.db import transaction
 from outreach.store.models import Enrollment, ScheduledStep, StepState, Writeback
-from outreach.writeback.communication_requests import queue_requests
+from outreach.writeback.communication_requests import new_request_rows, queue_requests
 from tests.conftest import RuntimeFactory
 from tests.support.fhir_data import appointment
 
@@ -116,3 +117,23 @@ def test_later_changes_refresh_the_same_rows_as_upserts(rt: Runtime) -> None:
     assert rows["booked"].resource["status"] == "completed"
     assert rows["reminder-2h"].resource["status"] == "revoked"
     assert rows["reminder-72h"].resource["status"] == "active"
+
+
+def test_a_batchs_rows_are_the_requests_queue_requests_would_write(rt: Runtime) -> None:
+    """Batch ingest writes the outbox rows from JSON it fills in itself: the same documents,
+    whatever the step's state and however odd the references' text."""
+    with transaction(rt.sessions) as session:
+        enrollment = session.scalars(select(Enrollment)).one()
+        enrollment.patient = 'Patient/q"\\\u00e9\u2028'  # quotes, backslashes, non-ASCII
+        steps = sorted(enrollment.steps, key=lambda s: s.due_at)
+        steps[1].state, steps[1].reason = StepState.SKIPPED, 'opted out of "sms"'
+        steps[2].state = StepState.QUEUED
+        session.flush()
+        batch = json.loads(new_request_rows(SYSTEM, rt.journeys, [(enrollment, steps)], NOW))
+        queue_requests(session, SYSTEM, rt.journeys, enrollment, steps, NOW, first=True)
+    with rt.sessions() as session:
+        rows = session.scalars(select(Writeback).order_by(Writeback.id)).all()
+        one_at_a_time = [{"resource_type": r.resource_type, "identifier": r.identifier,
+                          "resource": r.resource} for r in rows]
+    assert batch == one_at_a_time
+    assert [r["resource"]["status"] for r in batch] == ["active", "revoked", "active", "active"]
