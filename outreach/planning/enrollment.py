@@ -180,8 +180,9 @@ _ENROLLMENTS = cast(Table, Enrollment.__table__)
 _STEPS = cast(Table, ScheduledStep.__table__)
 _INSERT_ENROLLMENT = insert(_ENROLLMENTS).returning(_ENROLLMENTS.c.id)
 _INSERT_STEPS = insert(_STEPS).returning(_STEPS.c.id, sort_by_parameter_order=True)
-# Objects for the outcomes, built without the ORM's per-attribute instrumentation: the rows
-# are written by Core inserts, so the objects only carry their values, as loaded ones would.
+# Objects for the outcomes (here and in first_sights), built without the ORM's per-attribute
+# instrumentation (a quarter of a batch's CPU went to it): the rows are written by Core
+# inserts, so the objects only carry their values, as loaded ones would.
 _new_enrollment = Enrollment.__mapper__.class_manager.new_instance
 _new_step = ScheduledStep.__mapper__.class_manager.new_instance
 

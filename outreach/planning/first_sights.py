@@ -23,6 +23,9 @@ from outreach.planning.enrollment import (
     Planning,
     _as_send,
     _decide,
+    _loaded,
+    _new_enrollment,
+    _new_step,
     _placement,
 )
 from outreach.planning.outcomes import JourneyOutcome
@@ -112,17 +115,6 @@ def _write(
 
 _ENROLLMENT_COLUMNS = ("journey", "journey_version", "patient", "resource_type", "resource_id",
                        "anchor_at")
-# Objects for the outcomes, built without the ORM's per-attribute instrumentation (a quarter of
-# a batch's CPU went to it): the rows are written by `_WRITE`, never through the session, so
-# the objects only carry their values, as loaded ones would.
-_new_enrollment = Enrollment.__mapper__.class_manager.new_instance
-_new_step = ScheduledStep.__mapper__.class_manager.new_instance
-
-
-def _detached(new: Any, values: dict[str, Any]) -> Any:
-    made = new()
-    made.__dict__.update(values)
-    return made
 
 
 @dataclass
@@ -259,7 +251,7 @@ def plan_first_sights(
                  **_placement(planned, now)} for planned in plans]
         # The patient's next journey sees these steps, as it would once they are written.
         sends[item.patient] += _as_planned_sends(item.journey, rows, now, planning)
-        enrollment = _detached(_new_enrollment, {
+        enrollment = _loaded(_new_enrollment, {
             "journey": item.journey.name, "journey_version": item.journey.version,
             "patient": item.patient, "resource_type": change.resource_type,
             "resource_id": change.resource_id, "cycle": "",
@@ -268,7 +260,7 @@ def plan_first_sights(
         steps = []
         for row in rows:
             uid = str(uuid.uuid4())
-            steps.append(_detached(_new_step, {"uid": uid, "excluded_channels": "", **row}))
+            steps.append(_loaded(_new_step, {"uid": uid, "excluded_channels": "", **row}))
             step_rows.append({"uid": uid, "journey": item.journey.name,
                               "resource_type": change.resource_type,
                               "resource_id": change.resource_id, "step_id": row["step_id"],
