@@ -244,14 +244,14 @@ _PATIENT_OF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)
 @dataclass
 class Ahead:
     """What one search per resource type found for a chunk of steps, by reference: the anchor
-    with its Patient and Consents; anchors the EHR no longer has; those a search could not
-    reach (the EHR unavailable: each step is retried as a read that failed). An anchor in none
-    of these (not searched, not sure) is read on its own, as before."""
+    with its Patient and Consents; those a search could not reach (the EHR unavailable: each
+    step is retried as a read that failed). An anchor in neither (not searched, or left out of
+    the answer) is read on its own, as before: only a read tells a deleted resource (404/410)
+    from one a search did not return (an EHR that takes one `_id` value, a security filter)."""
 
     found: dict[str, Found] = field(default_factory=dict)
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # ingested moments ago
     patients: dict[str, tuple[dict[str, Any], list[EhrChoice]]] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
     down: dict[str, str] = field(default_factory=dict)  # reference -> why
 
 
@@ -261,8 +261,6 @@ def _from_ahead(rt: Runtime, ahead: Ahead, enrollment: Enrollment, attempts: int
     found = ahead.found.get(anchor)
     if found is not None:
         return found
-    if anchor in ahead.gone:
-        raise _NotNow(f"{anchor} no longer exists", StepState.CANCELLED)
     person = ahead.patients.get(patient_ref)
     if person is not None and anchor == patient_ref:
         return person[0], *person
@@ -321,9 +319,8 @@ def _search(rt: Runtime, ahead: Ahead, rtype: str, ids: list[str],
 
 
 def _entries(bundle: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, Any]],
-                                              dict[str, list[dict[str, Any]]], bool]:
-    """A searchset's resources by (type, id), its Consents by patient id, and whether it was
-    complete (no next page: only then is a resource left out of it gone)."""
+                                              dict[str, list[dict[str, Any]]]]:
+    """A searchset's resources by (type, id) and its Consents by patient id."""
     resources: dict[tuple[str, str], dict[str, Any]] = {}
     consents: dict[str, list[dict[str, Any]]] = {}
     for entry in bundle.get("entry") or []:
@@ -337,9 +334,7 @@ def _entries(bundle: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, An
                 consents.setdefault(match.group(1), []).append(found)
         elif isinstance(kind, str) and isinstance(found_id, str):
             resources[(kind, found_id)] = found
-    complete = not any(link.get("relation") == "next" for link in bundle.get("link") or []
-                       if isinstance(link, dict))
-    return resources, consents, complete
+    return resources, consents
 
 
 def _choices(rt: Runtime, consents: list[dict[str, Any]]) -> list[EhrChoice]:
@@ -358,14 +353,13 @@ def _search_anchors(rt: Runtime, ahead: Ahead, rtype: str, anchors: dict[str, st
     bundle = _search(rt, ahead, rtype, ids, params, refs)
     if bundle is None:
         return
-    resources, consents, complete = _entries(bundle)
+    resources, consents = _entries(bundle)
     for rid, patient_id in anchors.items():
         resource = resources.get((rtype, rid))
         patient = resources.get(("Patient", patient_id))
-        if resource is None:
-            if complete:
-                ahead.gone.add(f"{rtype}/{rid}")
-        elif patient is not None:  # else not this anchor's patient any more: read apart
+        # Left out, or not this anchor's patient any more: read on its own (a read tells a
+        # deleted resource from one the search did not return).
+        if resource is not None and patient is not None:
             ahead.found[f"{rtype}/{rid}"] = (resource, patient,
                                              _choices(rt, consents.get(patient_id, [])))
 
@@ -377,7 +371,7 @@ def _search_patients(rt: Runtime, ahead: Ahead, ids: list[str]) -> None:
     bundle = _search(rt, ahead, "Patient", ids, params, [f"Patient/{pid}" for pid in ids])
     if bundle is None:
         return
-    resources, consents, _ = _entries(bundle)
+    resources, consents = _entries(bundle)
     for pid in ids:
         patient = resources.get(("Patient", pid))
         if patient is not None:  # a Patient left out is read on its own (gone or not)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -139,6 +140,26 @@ def test_a_step_cancelled_in_the_ehr_is_not_sent_while_the_others_are(
         left = session.scalars(select(ScheduledStep.state).where(
             ScheduledStep.enrollment_id == enrollment.id)).all()
     assert StepState.SCHEDULED not in left
+
+
+def test_an_appointment_the_chunk_search_leaves_out_is_searched_alone_and_if_deleted_not_sent(
+    rt: Runtime, fhir: FhirTestServer, smtp: SmtpServer,
+) -> None:
+    booked = _book(rt, 3)
+    deleted = booked[2][0]
+    gone = httpx.delete(f"{fhir.base_url}/Appointment/{deleted['id']}")
+    assert gone.status_code in (200, 204), gone.text
+    fhir.clear_requests()
+
+    outcomes = jobs.send_steps(rt, [step_id for _, step_id in booked])
+
+    assert [o.state for o in outcomes] == [StepState.SENT, StepState.SENT, StepState.CANCELLED]
+    # one search for the chunk; the appointment it left out searched again on its own (an EHR
+    # that took only one `_id` value would have left out the others too): not there, cancelled
+    searched = [r["query"] for r in fhir.requests() if r["path"] == "/Appointment"]
+    assert len(searched) == 2 and str(deleted["id"]) in str(searched[1])
+    assert booked[0][0]["id"] not in str(searched[1])
+    assert sorted(m["to"] for m in smtp.messages) == ["pat0@example.org", "pat1@example.org"]
 
 
 def test_anchors_ingested_moments_ago_cost_the_chunk_one_patient_search(
