@@ -107,7 +107,8 @@ def _stack(tmp: Path) -> Iterator[_Parts]:
         yield _Parts(rt, twilio, fhir, env)
 
 
-def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
+def timed(work: Sequence[Callable[[], object]], workers: int) -> float:
+    """Seconds to run `work` on `workers` threads (each job's error raised)."""
     began = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(job) for job in work]:
@@ -130,7 +131,7 @@ def _book(rt: Runtime, count: int, workers: int) -> tuple[list[int], list[tuple[
         ingest(rt, appt, source="bench")
         refs.append((pat["id"], appt["id"]))
     rows, queue.writebacks = queue.writebacks, []
-    _timed([partial(jobs.write_back, rt, row) for row in rows], workers)
+    timed([partial(jobs.write_back, rt, row) for row in rows], workers)
     steps, queue.steps = queue.steps, []
     return steps, refs
 
@@ -145,7 +146,7 @@ def _product(rt: Runtime, steps: list[int], workers: int) -> float:
         written = jobs.write_back_many(rt, ids)
         assert set(ids) <= written.keys() and set(written.values()) == {"done"}, written
 
-    seconds = _timed([partial(chunk, c) for c in chunks(steps, rt.settings.send_batch_size)],
+    seconds = timed([partial(chunk, c) for c in chunks(steps, rt.settings.send_batch_size)],
                      workers)
     assert isinstance(rt.enqueue, CollectingEnqueuer)
     rt.enqueue.writebacks.clear()  # handed over by the chunks, written above
@@ -216,7 +217,7 @@ def _baseline_threads(parts: _Parts, refs: list[tuple[str, str]], workers: int) 
     settings = parts.rt.settings
     _bare_open(str(settings.fhir_base_url), parts.twilio.base_url, settings.database_url)
     try:
-        return _timed([partial(_bare_one, f"t{i}", p, a) for i, (p, a) in enumerate(refs)],
+        return timed([partial(_bare_one, f"t{i}", p, a) for i, (p, a) in enumerate(refs)],
                       workers)
     finally:
         _bare_close()

@@ -16,8 +16,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bench.dispatch import timed
 from bench.result import Result
 from outreach import runtime
 from outreach.broker.app import WRITE_BACK, celery_app, configure
@@ -68,14 +68,6 @@ def _stack(tmp: Path) -> Iterator[tuple[Runtime, FhirTestServer, dict[str, str]]
         env = {f"OUTREACH_{key.upper()}": value for key, value in values.items()}
         env["OUTREACH_TEST_WORKER_LOG"] = str(tmp / "worker.log")
         yield rt, fhir, env
-
-
-def _timed(work: Sequence[Callable[[], object]], workers: int) -> float:
-    began = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(job) for job in work]:
-            future.result()
-    return time.perf_counter() - began
 
 
 def _sent(rt: Runtime, count: int) -> list[int]:
@@ -161,7 +153,7 @@ def run(iterations: int = 100, workers: int = 4) -> list[Result]:
                     work = [partial(jobs.write_back_many, rt, ids[k:k + batch])
                             for k in range(0, len(ids), batch)]
                 fhir.clear_requests()
-                seconds = _timed(work, workers)
+                seconds = timed(work, workers)
                 total = totals[path]
                 total[0] += seconds
                 total[1] += _calls(fhir)

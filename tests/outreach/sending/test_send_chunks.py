@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,12 +53,24 @@ def clock() -> SimulatedClock:
     return SimulatedClock(NOW)
 
 
+Emailing = Callable[..., Runtime]
+
+
 @pytest.fixture
-def rt(make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
-       clock: SimulatedClock) -> Runtime:
-    return make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
-                        smtp_host="127.0.0.1", smtp_port=smtp.port,
-                        smtp_from="reminders@hospital.example")
+def emailing(make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
+             clock: SimulatedClock) -> Emailing:
+    """A runtime sending by e-mail to the SMTP server, against the FHIR test server, with the
+    settings given on top."""
+    def made(**overrides: Any) -> Runtime:
+        return make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
+                            smtp_host="127.0.0.1", smtp_port=smtp.port,
+                            smtp_from="reminders@hospital.example", **overrides)
+    return made
+
+
+@pytest.fixture
+def rt(emailing: Emailing) -> Runtime:
+    return emailing()
 
 
 def _queue(rt: Runtime) -> _Recording:
@@ -163,11 +176,9 @@ def test_an_appointment_the_chunk_search_leaves_out_is_searched_alone_and_if_del
 
 
 def test_anchors_ingested_moments_ago_cost_the_chunk_one_patient_search(
-    make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock,
+    emailing: Emailing, fhir: FhirTestServer,
 ) -> None:
-    rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
-                      recheck_fresh_seconds=30, smtp_host="127.0.0.1", smtp_port=smtp.port,
-                      smtp_from="reminders@hospital.example")
+    rt = emailing(recheck_fresh_seconds=30)
     step_ids = [step_id for _, step_id in _book(rt, 3)]
     fhir.clear_requests()
 
@@ -178,11 +189,9 @@ def test_anchors_ingested_moments_ago_cost_the_chunk_one_patient_search(
 
 
 def test_an_ehr_outage_during_the_chunk_search_retries_every_step_later(
-    make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock,
+    emailing: Emailing, fhir: FhirTestServer, smtp: SmtpServer, clock: SimulatedClock,
 ) -> None:
-    rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
-                      fhir_retry_attempts=1, smtp_host="127.0.0.1", smtp_port=smtp.port,
-                      smtp_from="reminders@hospital.example")
+    rt = emailing(fhir_retry_attempts=1)
     step_ids = [step_id for _, step_id in _book(rt, 3)]
     fhir.outage(503)
     try:
@@ -281,12 +290,9 @@ class _InFlight:
 
 @pytest.mark.parametrize("threads", [1, 4])
 def test_a_chunk_sends_to_several_patients_at_once_each_message_once(
-    make_runtime: RuntimeFactory, fhir: FhirTestServer, smtp: SmtpServer,
-    clock: SimulatedClock, threads: int,
+    emailing: Emailing, smtp: SmtpServer, threads: int,
 ) -> None:
-    rt = make_runtime(clock=clock, enqueue=_Recording(), fhir_base_url=fhir.base_url,
-                      smtp_host="127.0.0.1", smtp_port=smtp.port,
-                      smtp_from="reminders@hospital.example", send_threads=threads)
+    rt = emailing(send_threads=threads)
     step_ids = [step_id for _, step_id in _book(rt, 6)]
     email = _InFlight(rt.channels["email"])
     rt.channels = {**rt.channels, "email": email}
