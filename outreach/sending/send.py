@@ -4,13 +4,14 @@ ingested: the task layer hands it to intake."""
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Row, Table, bindparam, insert, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import joinedload
 
@@ -25,7 +26,7 @@ from outreach.sending.checks import Ahead, Ready, Skip, check, look_ahead
 from outreach.store.db import reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
-from outreach.writeback.communication_requests import queue_requests
+from outreach.writeback.communication_requests import new_request_rows, queue_requests
 from outreach.writeback.consent import record_choice
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,43 @@ def _failed(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
     return _finish(rt, step.id, StepState.FAILED, f"gave up: {reason}")
 
 
+# Postgres: the record of a send in one statement, committed on its own (no BEGIN, no COMMIT
+# round trips, one statement instead of five): the attempt and the step marked sent, the
+# Communication's outbox row added and the CommunicationRequest's refreshed (completed, due when
+# the step now stands: the reservation holds it, but a re-plan that read it just before may have
+# moved it), and a delivery status that came before the send taken. All of it or none of it.
+_RECORD_SENT = text("""
+WITH a AS (
+    UPDATE delivery_attempts SET state = 'sent', finished_at = :now,
+           provider_message_id = :provider_id, provider_status = 'accepted'
+    WHERE id = :attempt_id),
+s AS (
+    UPDATE scheduled_steps SET state = 'sent', sent_at = :now, channel = :sent_on,
+           reason = NULL, updated_at = :now
+    WHERE id = :step RETURNING due_at),
+r AS (SELECT CAST(:request AS jsonb) -> 0 AS row),
+w AS (
+    INSERT INTO writebacks (step_id, resource_type, identifier, resource, operation, state,
+                            attempts, next_attempt_at, created_at)
+    SELECT :step, 'Communication', :identifier, CAST(:communication AS jsonb), 'create',
+           'pending', 0, :now, :now
+    UNION ALL
+    SELECT NULL, r.row ->> 'resource_type', r.row ->> 'identifier',
+           jsonb_set(r.row -> 'resource', '{occurrenceDateTime}', to_jsonb(to_char(
+               s.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))),
+           'upsert', 'pending', 0, :now, :now
+    FROM s, r
+    ON CONFLICT (identifier) DO UPDATE SET resource = excluded.resource,
+        operation = excluded.operation, state = 'pending',
+        next_attempt_at = excluded.next_attempt_at
+    RETURNING id, resource_type),
+e AS (DELETE FROM early_statuses WHERE provider_message_id = :provider_id
+      RETURNING status, error_code)
+SELECT (SELECT id FROM w WHERE resource_type = 'Communication') AS communication,
+       (SELECT id FROM w WHERE resource_type <> 'Communication') AS request,
+       (SELECT status FROM e) AS early_status, (SELECT error_code FROM e) AS early_code""")
+
+
 def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
           provider_id: str | None) -> tuple[list[int], tuple[str, str | None] | None]:
     """Record the send; returns the outbox rows to write (the Communication first, then its
@@ -281,16 +319,26 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         text=ready.message.text, subject=ready.message.subject,
         based_on=request_identifier(step.uid),
     ))
+    # The step as it now stands, for its CommunicationRequest (the reservation holds it:
+    # nothing else changed it since the snapshot but the due time a re-plan may move).
+    row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=step.due_at,
+                        state=StepState.SENT, reason=None)
+    if rt.engine.dialect.name == "postgresql":
+        with reads(rt.sessions) as connection:  # autocommit: the statement commits itself
+            found = connection.execute(_RECORD_SENT, {
+                "attempt_id": attempt_id, "now": now, "provider_id": provider_id,
+                "step": step.id, "sent_on": ready.channel,
+                "identifier": f"{system}|{step.uid}", "communication": json.dumps(communication),
+                "request": new_request_rows(system, rt.journeys, [(step.enrollment, [row])], now),
+            }).one()
+        early = None if found.early_status is None else (found.early_status, found.early_code)
+        return [i for i in (found.communication, found.request) if i is not None], early
     with transaction(rt.sessions) as session:
         connection = session.connection()
         connection.execute(_ATTEMPT_SENT, {"attempt_id": attempt_id, "now": now,
                                            "provider_id": provider_id})
-        due_at = connection.execute(_STEP_SENT, {"step": step.id, "now": now,
-                                                 "sent_on": ready.channel}).scalar_one()
-        # The step as it now stands, for its CommunicationRequest (the reservation holds it:
-        # nothing else changed it since the snapshot but the due time a re-plan may move).
-        row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=due_at,
-                            state=StepState.SENT, reason=None)
+        row.due_at = connection.execute(_STEP_SENT, {"step": step.id, "now": now,
+                                                     "sent_on": ready.channel}).scalar_one()
         request_ids = queue_requests(session, system, rt.journeys, step.enrollment, [row], now)
         ids = [outbox.put(session, communication, system, step.uid, now, step_id=step.id,
                           known_new=True), *request_ids]
