@@ -2,9 +2,8 @@
 minus HTTP: payload validation, the duplicate check, row lock, diff/classification, the change and
 version rows, rule matching and planning) on Postgres, through group commit as the endpoint does
 (each caller returns once its own notification's batch has committed). As many concurrent callers
-as `outreach serve` has threads for the endpoint: it hands `ingest_notified` to anyio's default
-thread limiter (`run_in_threadpool`; no limiter of our own is configured), so the bench reads that
-limiter's size (40 with anyio's default). Like `serve`, the bench freezes the startup heap
+as `outreach serve` has threads for the endpoint (`OUTREACH_NOTIFY_THREADS`, 128: its own
+limiter, not anyio's shared 40). Like `serve`, the bench freezes the startup heap
 (`core.heap`) once the runtime is built. The backfill row is the poller's path: pages of 100
 versions, each page one transaction (`intake.batch.ingest_many`).
 `serve_peak_rss_mb` is the peak memory of a real `outreach serve` taking notifications over HTTP
@@ -28,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import text
 
 from bench import serve_memory
@@ -47,16 +44,6 @@ from tests.support.database import temporary_database
 from tests.support.fhir_data import appointment
 
 PAGE = 100
-
-
-def endpoint_threads() -> int:
-    """The rest-hook endpoint's concurrency in `outreach serve`: the size of anyio's default
-    thread limiter, which `run_in_threadpool` (starlette) waits on."""
-
-    async def size() -> float:
-        return anyio.to_thread.current_default_thread_limiter().total_tokens
-
-    return int(anyio.run(size))
 
 
 def _notifications(count: int, *, booked: bool, prefix: str = "") -> list[dict[str, Any]]:
@@ -99,9 +86,9 @@ def _plain_insert(rt: Runtime) -> Callable[[dict[str, Any]], object]:
 
 def run(iterations: int = 100) -> list[Result]:
     count = max(iterations, 20) * 20
-    callers = endpoint_threads()
     with temporary_database() as url:
         settings = load_settings(database_url=url, webhook_secret="bench-secret-0123456789")
+        callers = settings.notify_threads  # the endpoint's own threads in `outreach serve`
         rt = build_runtime(settings, enqueue=CollectingEnqueuer())
         heap.freeze_startup_heap()  # as `outreach serve` does before it takes requests
         try:

@@ -31,6 +31,7 @@ from rules.caps import CapPolicy
 ENV_PREFIX = "OUTREACH_"
 SEND_BATCH_SIZE = 25  # due steps per send task (OUTREACH_SEND_BATCH_SIZE)
 WRITEBACK_BATCH_SIZE = 25  # outbox rows per write-back task (OUTREACH_WRITEBACK_BATCH_SIZE)
+NOTIFY_THREADS = 128  # rest-hook notifications ingested at once (OUTREACH_NOTIFY_THREADS)
 
 
 class SettingsError(Exception):
@@ -175,6 +176,9 @@ class Settings(BaseSettings):
     # records wait on the network, not the CPU. One patient's steps stay in order on one thread,
     # so their caps and quiet hours are checked as one after another.
     send_threads: int = Field(default=4, ge=1, le=16)
+    # Rest-hook notifications ingested at once by `outreach serve` (threads that mostly wait
+    # for their group commit: more of them, bigger batches, less CPU per notification).
+    notify_threads: int = Field(default=NOTIFY_THREADS, ge=1, le=1000)
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("timezone")

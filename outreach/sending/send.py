@@ -23,7 +23,7 @@ from outreach.core.metrics import SENDS
 from outreach.core.ports import Enqueuer, Runtime
 from outreach.core.retry import backoff
 from outreach.sending.checks import Ahead, Ready, Skip, check, look_ahead
-from outreach.store.db import reads, transaction
+from outreach.store.db import holding_reads, reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
 from outreach.writeback.communication_requests import new_request_rows, queue_requests
@@ -428,12 +428,13 @@ def _send_one(rt: Runtime, step_id: int, step: ScheduledStep | None,
 def _send(rt: Runtime, step: ScheduledStep, ahead: Ahead | None) -> SendOutcome:
     """`send_step` from the snapshot on; `ahead` holds what a chunk's search found."""
     step_id = step.id
-    ready = check(rt, step, step.enrollment, ahead)
+    with holding_reads(rt.sessions):  # one connection for the check and the reservation
+        ready = check(rt, step, step.enrollment, ahead)
+        reservation = None if isinstance(ready, Skip) else _reserve(rt, step, ready)
     if isinstance(ready, Skip):
         outcome = _finish(rt, step_id, ready.state, ready.reason, ready.retry_at,
                           from_state=StepState.QUEUED, counts=ready.counts)
         return replace(outcome, fresh=ready.fresh)
-    reservation = _reserve(rt, step, ready)
     if reservation is None:
         return SendOutcome(step_id, "not-queued", "taken by another worker")
     provider_id: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,16 +84,42 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+_HELD = threading.local()  # the autocommit connection `holding_reads` keeps for this thread
+
+
 @contextmanager
 def reads(factory: sessionmaker[Session]) -> Iterator[Connection]:
     """A connection for reads that need no transaction around them (one statement, or several
     that may each see the latest commit): on Postgres in autocommit, so no BEGIN before them and
-    no ROLLBACK after, two round trips of the three a one-statement read would cost."""
+    no ROLLBACK after, two round trips of the three a one-statement read would cost. Inside
+    `holding_reads` on the same engine, the connection held there."""
     engine: Engine = factory.kw["bind"]
+    held: Connection | None = getattr(_HELD, "connection", None)
+    if held is not None and held.engine is engine:
+        yield held
+        return
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execution_options(isolation_level="AUTOCOMMIT")
         yield connection
+
+
+@contextmanager
+def holding_reads(factory: sessionmaker[Session]) -> Iterator[None]:
+    """`reads` in this thread share one connection until the block ends: a step's check,
+    reservation and record take it from the pool once, not once each (a checkout, its autocommit
+    switch and its return cost more than a short statement). Postgres only: a SQLite
+    connection held would keep other writers waiting."""
+    engine: Engine = factory.kw["bind"]
+    if engine.dialect.name != "postgresql" or getattr(_HELD, "connection", None) is not None:
+        yield
+        return
+    with reads(factory) as connection:
+        _HELD.connection = connection
+        try:
+            yield
+        finally:
+            _HELD.connection = None
 
 
 def flushed_connection(session: Session) -> Connection:

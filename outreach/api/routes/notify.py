@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+from functools import partial
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +20,7 @@ from connector.resources import parse_json, validate_resource
 from connector.subscriptions import SECRET_HEADER
 from outreach.api.deps import FhirJSONResponse, RuntimeDep, outcome_response
 from outreach.core.metrics import NOTIFICATIONS
+from outreach.core.ports import Runtime
 from outreach.intake import group_commit
 from outreach.intake.ingest import IngestResult
 from outreach.intake.notifications import Ignored, ingest_deleted, ingest_notified
@@ -76,6 +80,17 @@ def _refused_path(resource_type: str, resource_id: str) -> FhirJSONResponse | No
     return outcome_response(400, problem)
 
 
+# The notifications' own threads (`OUTREACH_NOTIFY_THREADS`), not the thread pool the rest of
+# the app shares (anyio's 40): each thread mostly waits for its group commit, and the more
+# notifications wait together, the bigger (and the cheaper per notification) each batch.
+_LIMITERS: dict[int, anyio.CapacityLimiter] = {}
+
+
+def notify_limiter(rt: Runtime) -> anyio.CapacityLimiter:
+    size = rt.settings.notify_threads
+    return _LIMITERS.get(size) or _LIMITERS.setdefault(size, anyio.CapacityLimiter(size))
+
+
 @router.put("/{resource_type}/{resource_id}", dependencies=[Authorized])
 async def put_resource(
     resource_type: str, resource_id: str, request: Request, rt: RuntimeDep
@@ -94,10 +109,10 @@ async def put_resource(
     try:
         # Group commit: stored in one transaction with whatever else is arriving; answered
         # once this notification's batch has committed.
-        result = await run_in_threadpool(
+        result = await anyio.to_thread.run_sync(partial(
             ingest_notified, rt, resource_type, resource_id, resource, "rest-hook",
             via=group_commit.ingest,
-        )
+        ), limiter=notify_limiter(rt))
     except FhirUnavailable as exc:
         return _ehr_unavailable(exc)
     return _answer(result)

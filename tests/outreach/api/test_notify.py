@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -13,6 +17,8 @@ from connector.subscriptions import SECRET_HEADER
 from outreach.api.app import create_app
 from outreach.broker.enqueue import CollectingEnqueuer
 from outreach.core.ports import Runtime
+from outreach.intake import group_commit
+from outreach.intake.ingest import IngestResult
 from outreach.store.models import Enrollment, ResourceChangeRecord, ScheduledStep, StepState
 from tests.conftest import WEBHOOK_SECRET, RuntimeFactory
 from tests.support.daytime import daytime_zone
@@ -228,3 +234,55 @@ def test_ehr_down_while_verifying_is_503_with_retry_after(
     assert response.status_code == 503  # type: ignore[attr-defined]
     assert response.headers["Retry-After"] == "60"  # type: ignore[attr-defined]
     assert _count(ehr_rt, ResourceChangeRecord) == 0
+
+
+
+def _in_flight_at_once(rt: Runtime, count: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """PUT `count` bookings at once; how many were being ingested together at the most (each
+    holds its thread until `count` arrived or a second passed, then is ingested as usual)."""
+    ingest, arrived = group_commit.ingest, threading.Condition()
+    now = [0, 0]  # in flight, most at once
+
+    def held(rt: Runtime, resource: dict[str, Any], source: str) -> IngestResult:
+        with arrived:
+            now[0] += 1
+            now[1] = max(now)
+            arrived.notify_all()
+            arrived.wait_for(lambda: now[0] >= count, timeout=1.0)
+        try:
+            return ingest(rt, resource, source)
+        finally:
+            with arrived:
+                now[0] -= 1
+
+    monkeypatch.setattr(group_commit, "ingest", held)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            async def put(i: int) -> int:
+                resource = appointment(f"Patient/b{i}", FUTURE, aid=f"b{i}", version="1")
+                response = await client.put(f"/fhir/notify/Appointment/b{i}",
+                                            content=json.dumps(resource), headers=AUTH)
+                return response.status_code
+            return list(await asyncio.gather(*(put(i) for i in range(count))))
+
+    assert asyncio.run(burst()) == [200] * count
+    assert _count(rt, Enrollment) == count  # every booking stored, none lost to the wait
+    return now[1]
+
+
+def test_a_burst_beyond_the_apps_shared_threads_is_ingested_together(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rest-hook endpoint has threads of its own (OUTREACH_NOTIFY_THREADS, 128), not the
+    40 the rest of the app shares: 60 notifications at once all wait for the same group
+    commits, which is what makes its batches big."""
+    assert _in_flight_at_once(rt, 60, monkeypatch) == 60
+
+
+def test_notify_threads_caps_the_notifications_ingested_at_once(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rt = make_runtime(timezone=daytime_zone(), notify_threads=8)
+    assert _in_flight_at_once(rt, 20, monkeypatch) == 8  # the others waited, then went in
