@@ -58,13 +58,14 @@ def _local_dates(sends: Iterable[Send], tz: ZoneInfo, policy: CapPolicy) -> Coun
 
 def fits(day: date, per_date: Counter[date], policy: CapPolicy) -> bool:
     """One more message on `day` keeps every day and every 7-day window within the policy."""
-    if per_date[day] >= policy.per_day:
+    count = per_date.get  # not `per_date[...]`: a day without sends would call __missing__
+    if count(day, 0) >= policy.per_day:
         return False
-    if not per_date:
-        return policy.per_week > 0
+    if per_date.total() < policy.per_week:
+        return True  # no window can be full (most plans: a new patient's first steps)
     # The 7 windows holding `day` slide over the 13 days around it: 13 lookups, not 49
     # (planning calls this for every capped step of every booking).
-    counts = [per_date[day + timedelta(days=offset)] for offset in range(-6, 7)]
+    counts = [count(day + timedelta(days=offset), 0) for offset in range(-6, 7)]
     window = sum(counts[:7])
     for first in range(7):
         if first:
