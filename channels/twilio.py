@@ -34,7 +34,9 @@ class TwilioSmsChannel:
         self.sender = sender
         self._status_callback = status_callback
         self._throttle = throttle
-        self._messages = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+        # Parsed once: httpx parses a string URL character by character on every request.
+        self._messages = httpx.URL(
+            f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}/Messages.json")
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), auth=(account_sid, auth_token), timeout=timeout,
             transport=transport,
