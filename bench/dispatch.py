@@ -3,7 +3,8 @@ and CommunicationRequest written back to the FHIR server. The steps are publishe
 publishes them: in chunks of OUTREACH_SEND_BATCH_SIZE, one task each, re-checked with one EHR
 search per chunk. Three measurements:
 
-- `dispatch_sends_per_s`: in one process, N threads running the chunks' jobs directly.
+- `dispatch_sends_per_s`: in one process, N threads running the chunks' jobs directly; three
+  rounds alternating with the baseline (one round is about half a second).
 - `ehr_calls_per_send`: the FHIR server's own request log over that run (searches + Bundles),
   per message sent, against the 4 round trips a message cost before (2 reads, 2 writes).
 - `dispatch_sends_per_s_prefork_{1,2,4}`: real `outreach worker` processes (Celery prefork)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -37,9 +38,11 @@ class TwilioSmsChannel:
         # Parsed once: httpx parses a string URL character by character on every request.
         self._messages = httpx.URL(
             f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}/Messages.json")
+        # Basic auth as a fixed header: httpx's auth flow would rebuild it for every message.
+        token = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), auth=(account_sid, auth_token), timeout=timeout,
-            transport=transport,
+            base_url=base_url.rstrip("/"), headers={"Authorization": f"Basic {token}"},
+            timeout=timeout, transport=transport,
         )
 
     def close(self) -> None:

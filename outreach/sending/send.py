@@ -26,7 +26,7 @@ from outreach.sending.checks import Ahead, Ready, Skip, check, look_ahead
 from outreach.store.db import holding_reads, reads, transaction
 from outreach.store.models import DeliveryAttempt, Enrollment, ScheduledStep, StepState
 from outreach.writeback import delivery_status, outbox
-from outreach.writeback.communication_requests import new_request_rows, queue_requests
+from outreach.writeback.communication_requests import queue_requests, sent_request_row
 from outreach.writeback.consent import record_choice
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ s AS (
     UPDATE scheduled_steps SET state = 'sent', sent_at = :now, channel = :sent_on,
            reason = NULL, updated_at = :now
     WHERE id = :step RETURNING due_at),
-r AS (SELECT CAST(:request AS jsonb) -> 0 AS row),
+r AS (SELECT CAST(:request AS jsonb) AS row),
 w AS (
     INSERT INTO writebacks (step_id, resource_type, identifier, resource, operation, state,
                             attempts, next_attempt_at, created_at)
@@ -319,20 +319,21 @@ def _sent(rt: Runtime, step: ScheduledStep, attempt_id: int, ready: Ready,
         text=ready.message.text, subject=ready.message.subject,
         based_on=request_identifier(step.uid),
     ))
-    # The step as it now stands, for its CommunicationRequest (the reservation holds it:
-    # nothing else changed it since the snapshot but the due time a re-plan may move).
-    row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=step.due_at,
-                        state=StepState.SENT, reason=None)
     if rt.engine.dialect.name == "postgresql":
         with reads(rt.sessions) as connection:  # autocommit: the statement commits itself
             found = connection.execute(_RECORD_SENT, {
                 "attempt_id": attempt_id, "now": now, "provider_id": provider_id,
                 "step": step.id, "sent_on": ready.channel,
                 "identifier": f"{system}|{step.uid}", "communication": json.dumps(communication),
-                "request": new_request_rows(system, rt.journeys, [(step.enrollment, [row])], now),
+                "request": sent_request_row(system, rt.journeys, step.enrollment, step.uid,
+                                            step.step_id, step.due_at, now),
             }).one()
         early = None if found.early_status is None else (found.early_status, found.early_code)
         return [i for i in (found.communication, found.request) if i is not None], early
+    # The step as it now stands, for its CommunicationRequest (the reservation holds it:
+    # nothing else changed it since the snapshot but the due time a re-plan may move).
+    row = ScheduledStep(id=step.id, uid=step.uid, step_id=step.step_id, due_at=step.due_at,
+                        state=StepState.SENT, reason=None)
     with transaction(rt.sessions) as session:
         connection = session.connection()
         connection.execute(_ATTEMPT_SENT, {"attempt_id": attempt_id, "now": now,

@@ -16,7 +16,7 @@ from connector.polling import fhir_instant
 from connector.writeback import PlannedMessage, build_communication_request, request_identifier
 from outreach.store.models import Enrollment, ScheduledStep, StepState
 from outreach.writeback import outbox
-from rules.loader import JourneySet
+from rules.loader import JourneySet, LoadedJourney
 
 _STATUS = {
     StepState.SCHEDULED: "active", StepState.QUEUED: "active", StepState.SENDING: "active",
@@ -57,13 +57,7 @@ def new_request_rows(
         for step in steps:
             key = (enrollment.journey, step.step_id, step.state)
             if key not in made:
-                spec = journey.step(step.step_id) if journey else None
-                status = _STATUS.get(StepState(step.state), "active")
-                # A revoked request carries its reason: built in full (rare for a new plan).
-                made[key] = None if status == "revoked" else _template(
-                    system, status, tuple(spec.channel) if spec else ("sms",),
-                    spec.category if spec else "reminder",
-                    f"{enrollment.journey}: {step.step_id}")
+                made[key] = _step_template(system, journey, *key)
             template = made[key]
             if template is None:
                 planned = _requests(system, journeys, enrollment, [step], now)
@@ -76,6 +70,34 @@ def new_request_rows(
                 uid=_escaped(step.uid)[1:-1], patient=patient, about=about,
                 due=_escaped(fhir_instant(step.due_at))[1:-1], authored=authored))
     return "[" + ",".join(rows) + "]"
+
+
+def sent_request_row(
+    system: str, journeys: JourneySet, enrollment: Enrollment, step_uid: str, step_id: str,
+    due: datetime, now: datetime,
+) -> str:
+    """The outbox row (as `new_request_rows` writes one) of a sent step's CommunicationRequest,
+    completed: one filled template, for the one-statement record of a send."""
+    template = _step_template(system, journeys.by_name(enrollment.journey), enrollment.journey,
+                              step_id, StepState.SENT)
+    assert template is not None  # only a revoked request has no template
+    return template.format(
+        uid=_escaped(step_uid)[1:-1], patient=_escaped(enrollment.patient)[1:-1],
+        about=_escaped(enrollment.anchor_reference)[1:-1],
+        due=_escaped(fhir_instant(due))[1:-1], authored=_escaped(fhir_instant(now))[1:-1])
+
+
+def _step_template(
+    system: str, journey: LoadedJourney | None, name: str, step_id: str, state: str,
+) -> str | None:
+    """The outbox row template of a step's request in this state; None for a revoked one, which
+    carries its reason and is built in full (rare for a new plan)."""
+    status = _STATUS.get(StepState(state), "active")
+    if status == "revoked":
+        return None
+    spec = journey.step(step_id) if journey else None
+    return _template(system, status, tuple(spec.channel) if spec else ("sms",),
+                     spec.category if spec else "reminder", f"{name}: {step_id}")
 
 
 _escaped = json.encoder.encode_basestring_ascii  # a JSON string, as json.dumps writes it
