@@ -106,10 +106,11 @@ def reads(factory: sessionmaker[Session]) -> Iterator[Connection]:
 
 @contextmanager
 def holding_reads(factory: sessionmaker[Session]) -> Iterator[None]:
-    """`reads` in this thread share one connection until the block ends: a step's check,
-    reservation and record take it from the pool once, not once each (a checkout, its autocommit
-    switch and its return cost more than a short statement). Postgres only: a SQLite
-    connection held would keep other writers waiting."""
+    """`reads` in this thread share one connection until the block ends: a step's check and
+    reservation take it from the pool once, not once each (a checkout, its autocommit switch and
+    its return cost more than a short statement). Not held across a provider call: a slow
+    provider would hold the pool. Postgres only: a SQLite connection held would keep other
+    writers waiting."""
     engine: Engine = factory.kw["bind"]
     if engine.dialect.name != "postgresql" or getattr(_HELD, "connection", None) is not None:
         yield
