@@ -205,9 +205,13 @@ class _Postgres:
 
     statements: int = 0
     transactions: int = 0
+    checkouts: int = 0
 
     def statement(self, *_args: Any) -> None:
         self.statements += 1
+
+    def checkout(self, *_args: Any) -> None:
+        self.checkouts += 1
 
     def begin(self, connection: Connection) -> None:
         if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
@@ -222,12 +226,14 @@ def test_a_message_costs_postgres_at_most_9_statements_in_one_transaction(
     asked = _Postgres()
     event.listen(rt.engine, "before_cursor_execute", asked.statement)
     event.listen(rt.engine, "begin", asked.begin)
+    event.listen(rt.engine.pool, "checkout", asked.checkout)
     try:
         assert jobs.send_step(rt, step_id).state == StepState.SENT
         drain(rt)  # the write-back task the send queued
     finally:
         event.remove(rt.engine, "before_cursor_execute", asked.statement)
         event.remove(rt.engine, "begin", asked.begin)
+        event.remove(rt.engine.pool, "checkout", asked.checkout)
 
     assert len(smtp.messages) == 1
     assert set(_rows(rt)) == {"done"}
@@ -238,6 +244,9 @@ def test_a_message_costs_postgres_at_most_9_statements_in_one_transaction(
     # transactions, and a ping at each of the 8 connection checkouts.
     assert asked.statements <= 9, asked
     assert asked.transactions <= 1, asked
+    # Connections taken from the pool: the snapshot; the check and the reservation on one; the
+    # record; the write-back's reads; its transaction.
+    assert asked.checkouts <= 5, asked
 
 
 def test_the_completed_request_carries_the_due_time_the_step_stands_at(
